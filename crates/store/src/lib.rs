@@ -1,0 +1,169 @@
+//! # bistro-store: where the notes live
+//!
+//! Every waiter keeps its diners' sessions and orders behind one trait, [`OrderStore`].
+//! Which implementation sits behind it *is* the architecture:
+//!
+//! - [`MemoryStore`]: the waiter's own memory. *Stateful* mode: fast, and gone when the
+//!   process dies; only this waiter can serve these sessions.
+//! - SQLite, PostgreSQL, Redis: a central store shared by every waiter. *Stateless*
+//!   mode: any waiter can serve any request, and a waiter's death loses nothing.
+//!
+//! The trait is shaped by requests, not by tables: each method is what one HTTP request
+//! needs, so every backend can do a read in one round trip and a write in one
+//! compare-and-set. Every method that takes a session also checks that it is alive and
+//! extends its idle TTL ("touch"), in the same round trip.
+//!
+//! Time is passed in (`now`, unix milliseconds) so TTLs can be tested under a paused
+//! clock. [`Instrumented`] wraps any store with a per-operation timeout and the counters
+//! behind `bistro_store_ops_total`.
+
+mod error;
+mod ids;
+mod instrument;
+mod memory;
+mod open;
+
+pub use error::StoreError;
+pub use ids::{SessionId, is_order_id, new_order_id};
+pub use instrument::{Instrumented, OpCount, StoreOp};
+pub use memory::MemoryStore;
+pub use open::{StoreUrl, open};
+
+use async_trait::async_trait;
+use bistro_orders::Order;
+use serde::{Deserialize, Serialize};
+
+/// Settings every backend honours.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// A session untouched for this long expires (and its orders with it).
+    pub session_ttl_ms: u64,
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl_ms: u64,
+    /// How long an unfinished idempotency record blocks a repeat before a retry may run
+    /// the request again (the first attempt is presumed dead).
+    pub idempotency_pending_ms: u64,
+    /// Most sessions held at once; `create_session` fails with
+    /// [`StoreError::SessionLimit`] beyond it. Only the memory store enforces it: a
+    /// central store is sized by its operator.
+    pub max_sessions: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            session_ttl_ms: 30 * 60 * 1000,
+            idempotency_ttl_ms: 24 * 60 * 60 * 1000,
+            idempotency_pending_ms: 30 * 1000,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+/// A response kept for an idempotency key, replayed to repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Headers worth replaying (`Location`, `ETag`, `Content-Type`).
+    pub headers: Vec<(String, String)>,
+    /// The response body.
+    pub body: String,
+}
+
+/// What [`OrderStore::idempotency_begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// No record: the caller now holds the key and must `finish` or `abort` it.
+    Proceed,
+    /// The request already completed: replay this response, do not redo the work.
+    Replay(StoredResponse),
+    /// The key was used with a different request (method, path or body).
+    Mismatch,
+    /// Another request with this key is running right now.
+    InProgress,
+}
+
+/// How many sessions and orders a store holds (live or not yet swept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub sessions: u64,
+    pub orders: u64,
+}
+
+/// Where the orders are kept. See the crate docs for the contract shared by all backends.
+///
+/// Errors every method may return: [`StoreError::Unavailable`] or
+/// [`StoreError::Timeout`] (the store could not be reached; retryable) and
+/// [`StoreError::Corrupt`]. Methods taking a session return
+/// [`StoreError::UnknownSession`] when it does not exist or has expired.
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Backend name: `memory`, `sqlite`, `postgres` or `redis`.
+    fn kind(&self) -> &'static str;
+
+    /// Cheap liveness probe of the backend (used by `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a session that expires `session_ttl_ms` after `now`.
+    ///
+    /// # Errors
+    /// [`StoreError::SessionLimit`] when the store holds `max_sessions` already.
+    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError>;
+
+    /// Extends a session's TTL. `Ok(false)` if it does not exist or has expired.
+    async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError>;
+
+    /// The session's orders, oldest first (touches the session).
+    async fn list_orders(&self, session: SessionId, now: u64) -> Result<Vec<Order>, StoreError>;
+
+    /// One order of the session (touches the session).
+    ///
+    /// # Errors
+    /// [`StoreError::OrderNotFound`] when the session has no such order, including when
+    /// the order belongs to another session.
+    async fn get_order(&self, session: SessionId, order_id: &str, now: u64) -> Result<Order, StoreError>;
+
+    /// Stores a new order under the session (touches the session).
+    async fn insert_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError>;
+
+    /// Replaces the order if the stored version is `order.version - 1`
+    /// (compare-and-set; touches the session).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when another writer got there first;
+    /// [`StoreError::OrderNotFound`] when the order is gone.
+    async fn update_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError>;
+
+    /// Claims an idempotency key for a request with `fingerprint` (a hash of method,
+    /// path and body), or finds what an earlier request with the same key did.
+    async fn idempotency_begin(
+        &self,
+        session: SessionId,
+        key: &str,
+        fingerprint: &str,
+        now: u64,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Records the response of a request that claimed `key`, for `idempotency_ttl_ms`.
+    async fn idempotency_finish(
+        &self,
+        session: SessionId,
+        key: &str,
+        response: &StoredResponse,
+        now: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Releases a claimed key whose request failed without an effect, so a retry can run.
+    async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError>;
+
+    /// Up to `limit` orders whose kitchen step is due at `now`, with their sessions.
+    async fn kitchen_due(&self, now: u64, limit: usize) -> Result<Vec<(SessionId, Order)>, StoreError>;
+
+    /// Deletes up to `batch` expired sessions with their orders and idempotency records,
+    /// and expired idempotency records; returns how many sessions went.
+    async fn sweep(&self, now: u64, batch: usize) -> Result<usize, StoreError>;
+
+    /// How much the store holds.
+    async fn counts(&self) -> Result<Counts, StoreError>;
+}

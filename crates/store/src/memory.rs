@@ -1,0 +1,295 @@
+//! The stateful waiter's notepad: sessions and orders in this process's memory.
+//!
+//! Sharded by session id so concurrent diners rarely contend on one lock. Sessions are
+//! keyed by their 16 raw bytes and hold their orders in a small `Vec` (a diner has a
+//! handful), which keeps a held session well under a kilobyte. A separate index of
+//! kitchen due times lets the kitchen find due orders without scanning every session.
+//!
+//! Nothing here survives the process: that is the point of stateful mode.
+
+use crate::{Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse};
+use async_trait::async_trait;
+use bistro_orders::Order;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const SHARDS: usize = 32;
+
+#[derive(Debug)]
+enum IdemState {
+    Pending { since: u64 },
+    Done { response: StoredResponse, at: u64 },
+}
+
+#[derive(Debug)]
+struct IdemEntry {
+    key: String,
+    fingerprint: String,
+    state: IdemState,
+}
+
+#[derive(Debug)]
+struct Session {
+    expires_at: u64,
+    orders: Vec<Order>,
+    idempotency: Vec<IdemEntry>,
+}
+
+/// In-process store for stateful mode.
+#[derive(Debug)]
+pub struct MemoryStore {
+    config: StoreConfig,
+    shards: Vec<Mutex<HashMap<SessionId, Session>>>,
+    hasher: RandomState,
+    sessions: AtomicUsize,
+    /// (due ms, session, order id): a hint list, checked against the order when read.
+    kitchen: Mutex<BTreeSet<(u64, SessionId, String)>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(config: StoreConfig) -> MemoryStore {
+        MemoryStore {
+            config,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            sessions: AtomicUsize::new(0),
+            kitchen: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    fn shard(&self, id: &SessionId) -> &Mutex<HashMap<SessionId, Session>> {
+        let mut h = self.hasher.build_hasher();
+        id.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Runs `f` on a live session (touching it), or fails with `UnknownSession`.
+    fn with_session<T>(
+        &self,
+        id: SessionId,
+        now: u64,
+        f: impl FnOnce(&mut Session) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut shard = lock(self.shard(&id));
+        match shard.get_mut(&id) {
+            Some(s) if s.expires_at > now => {
+                s.expires_at = now + self.config.session_ttl_ms;
+                f(s)
+            }
+            _ => Err(StoreError::UnknownSession),
+        }
+    }
+
+    fn index_kitchen(&self, session: SessionId, order: &Order) {
+        if let Some(due) = order.kitchen_due_ms {
+            lock(&self.kitchen).insert((due, session, order.id.clone()));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a shard lock cannot leave a half-written order (orders are
+    // replaced whole), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl OrderStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+        let limit = self.config.max_sessions;
+        // Reserve a slot first so concurrent creators cannot overshoot the limit.
+        if self.sessions.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.sessions.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::SessionLimit { limit });
+        }
+        let mut shard = lock(self.shard(&session));
+        match shard.entry(session) {
+            Entry::Occupied(mut e) => {
+                // 128 random bits do not collide; an occupied slot is an expired session
+                // awaiting the sweeper, which this one replaces.
+                self.sessions.fetch_sub(1, Ordering::AcqRel);
+                e.insert(Session { expires_at: now + self.config.session_ttl_ms, orders: Vec::new(), idempotency: Vec::new() });
+            }
+            Entry::Vacant(e) => {
+                e.insert(Session { expires_at: now + self.config.session_ttl_ms, orders: Vec::new(), idempotency: Vec::new() });
+            }
+        }
+        Ok(())
+    }
+
+    async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError> {
+        match self.with_session(session, now, |_| Ok(())) {
+            Ok(()) => Ok(true),
+            Err(StoreError::UnknownSession) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_orders(&self, session: SessionId, now: u64) -> Result<Vec<Order>, StoreError> {
+        self.with_session(session, now, |s| Ok(s.orders.clone()))
+    }
+
+    async fn get_order(&self, session: SessionId, order_id: &str, now: u64) -> Result<Order, StoreError> {
+        self.with_session(session, now, |s| {
+            s.orders.iter().find(|o| o.id == order_id).cloned().ok_or(StoreError::OrderNotFound)
+        })
+    }
+
+    async fn insert_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
+        self.with_session(session, now, |s| {
+            if s.orders.iter().any(|o| o.id == order.id) {
+                return Err(StoreError::DuplicateOrder);
+            }
+            s.orders.push(order.clone());
+            Ok(())
+        })?;
+        self.index_kitchen(session, order);
+        Ok(())
+    }
+
+    async fn update_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
+        self.with_session(session, now, |s| {
+            let stored = s.orders.iter_mut().find(|o| o.id == order.id).ok_or(StoreError::OrderNotFound)?;
+            let expected = order.version.saturating_sub(1);
+            if stored.version != expected {
+                return Err(StoreError::Conflict { expected, actual: stored.version });
+            }
+            *stored = order.clone();
+            Ok(())
+        })?;
+        self.index_kitchen(session, order);
+        Ok(())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        session: SessionId,
+        key: &str,
+        fingerprint: &str,
+        now: u64,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let (ttl, pending_ms) = (self.config.idempotency_ttl_ms, self.config.idempotency_pending_ms);
+        self.with_session(session, now, |s| {
+            if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
+                let live = match &e.state {
+                    IdemState::Pending { since } => since + pending_ms > now,
+                    IdemState::Done { at, .. } => at + ttl > now,
+                };
+                if live {
+                    if e.fingerprint != fingerprint {
+                        return Ok(IdempotencyBegin::Mismatch);
+                    }
+                    return Ok(match &e.state {
+                        IdemState::Pending { .. } => IdempotencyBegin::InProgress,
+                        IdemState::Done { response, .. } => IdempotencyBegin::Replay(response.clone()),
+                    });
+                }
+                e.fingerprint = fingerprint.to_string();
+                e.state = IdemState::Pending { since: now };
+                return Ok(IdempotencyBegin::Proceed);
+            }
+            s.idempotency.push(IdemEntry {
+                key: key.to_string(),
+                fingerprint: fingerprint.to_string(),
+                state: IdemState::Pending { since: now },
+            });
+            Ok(IdempotencyBegin::Proceed)
+        })
+    }
+
+    async fn idempotency_finish(
+        &self,
+        session: SessionId,
+        key: &str,
+        response: &StoredResponse,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.with_session(session, now, |s| {
+            if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
+                e.state = IdemState::Done { response: response.clone(), at: now };
+            }
+            Ok(())
+        })
+    }
+
+    async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError> {
+        let mut shard = lock(self.shard(&session));
+        if let Some(s) = shard.get_mut(&session) {
+            s.idempotency.retain(|e| !(e.key == key && matches!(e.state, IdemState::Pending { .. })));
+        }
+        Ok(())
+    }
+
+    async fn kitchen_due(&self, now: u64, limit: usize) -> Result<Vec<(SessionId, Order)>, StoreError> {
+        let hints: Vec<(u64, SessionId, String)> = {
+            let mut index = lock(&self.kitchen);
+            let mut taken = Vec::new();
+            while taken.len() < limit {
+                match index.first() {
+                    Some((due, _, _)) if *due <= now => taken.push(index.pop_first().expect("first exists")),
+                    _ => break,
+                }
+            }
+            taken
+        };
+        let mut out = Vec::with_capacity(hints.len());
+        for (due, session, order_id) in hints {
+            let shard = lock(self.shard(&session));
+            let order = shard
+                .get(&session)
+                .and_then(|s| s.orders.iter().find(|o| o.id == order_id))
+                .filter(|o| o.kitchen_due_ms == Some(due));
+            if let Some(order) = order {
+                out.push((session, order.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sweep(&self, now: u64, batch: usize) -> Result<usize, StoreError> {
+        let ttl = self.config.idempotency_ttl_ms;
+        let pending_ms = self.config.idempotency_pending_ms;
+        let mut removed = 0;
+        for shard in &self.shards {
+            if removed >= batch {
+                break;
+            }
+            let mut shard = lock(shard);
+            shard.retain(|_, s| {
+                if removed < batch && s.expires_at <= now {
+                    removed += 1;
+                    return false;
+                }
+                s.idempotency.retain(|e| match &e.state {
+                    IdemState::Pending { since } => since + pending_ms > now,
+                    IdemState::Done { at, .. } => at + ttl > now,
+                });
+                true
+            });
+        }
+        self.sessions.fetch_sub(removed, Ordering::AcqRel);
+        Ok(removed)
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let mut counts = Counts::default();
+        for shard in &self.shards {
+            let shard = lock(shard);
+            counts.sessions += shard.len() as u64;
+            counts.orders += shard.values().map(|s| s.orders.len() as u64).sum::<u64>();
+        }
+        Ok(counts)
+    }
+}
