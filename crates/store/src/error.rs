@@ -8,7 +8,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum StoreError {
     /// Compare-and-set lost: the stored order is at another version.
-    #[error("the order was changed concurrently (expected version {expected}, stored version {actual})")]
+    #[error(
+        "the order was changed concurrently (expected version {expected}, stored version {actual})"
+    )]
     Conflict { expected: u64, actual: u64 },
     /// The session does not exist here, or has expired.
     #[error("unknown or expired session")]

@@ -72,7 +72,9 @@ pub fn new_order_id() -> String {
 
 /// Whether `s` has the shape of an order id (so path garbage never reaches a store).
 pub fn is_order_id(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -87,12 +89,21 @@ mod tests {
         let s = a.to_string();
         assert_eq!(s.len(), 22);
         assert_eq!(SessionId::parse(&s), Some(a));
-        assert!(!format!("{a:?}").contains(&s), "debug output must not leak the id");
+        assert!(
+            !format!("{a:?}").contains(&s),
+            "debug output must not leak the id"
+        );
     }
 
     #[test]
     fn garbage_is_not_a_session_id() {
-        for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!", "AAAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAA/"] {
+        for bad in [
+            "",
+            "short",
+            "!!!!!!!!!!!!!!!!!!!!!!",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAA/",
+        ] {
             assert_eq!(SessionId::parse(bad), None, "{bad:?}");
         }
     }

@@ -111,8 +111,15 @@ impl Instrumented {
             .collect()
     }
 
-    async fn run<T>(&self, op: StoreOp, fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        let i = StoreOp::ALL.iter().position(|&o| o == op).expect("op is listed");
+    async fn run<T>(
+        &self,
+        op: StoreOp,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let i = StoreOp::ALL
+            .iter()
+            .position(|&o| o == op)
+            .expect("op is listed");
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
@@ -135,22 +142,58 @@ impl OrderStore for Instrumented {
         self.run(StoreOp::Ping, self.inner.ping()).await
     }
     async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
-        self.run(StoreOp::CreateSession, self.inner.create_session(session, now)).await
+        self.run(
+            StoreOp::CreateSession,
+            self.inner.create_session(session, now),
+        )
+        .await
     }
     async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError> {
-        self.run(StoreOp::TouchSession, self.inner.touch_session(session, now)).await
+        self.run(
+            StoreOp::TouchSession,
+            self.inner.touch_session(session, now),
+        )
+        .await
     }
     async fn list_orders(&self, session: SessionId, now: u64) -> Result<Vec<Order>, StoreError> {
-        self.run(StoreOp::ListOrders, self.inner.list_orders(session, now)).await
+        self.run(StoreOp::ListOrders, self.inner.list_orders(session, now))
+            .await
     }
-    async fn get_order(&self, session: SessionId, order_id: &str, now: u64) -> Result<Order, StoreError> {
-        self.run(StoreOp::GetOrder, self.inner.get_order(session, order_id, now)).await
+    async fn get_order(
+        &self,
+        session: SessionId,
+        order_id: &str,
+        now: u64,
+    ) -> Result<Order, StoreError> {
+        self.run(
+            StoreOp::GetOrder,
+            self.inner.get_order(session, order_id, now),
+        )
+        .await
     }
-    async fn insert_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
-        self.run(StoreOp::InsertOrder, self.inner.insert_order(session, order, now)).await
+    async fn insert_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.run(
+            StoreOp::InsertOrder,
+            self.inner.insert_order(session, order, now),
+        )
+        .await
     }
-    async fn update_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
-        self.run(StoreOp::UpdateOrder, self.inner.update_order(session, order, now)).await
+    async fn update_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.run(
+            StoreOp::UpdateOrder,
+            self.inner.update_order(session, order, now),
+        )
+        .await
     }
     async fn idempotency_begin(
         &self,
@@ -159,7 +202,11 @@ impl OrderStore for Instrumented {
         fingerprint: &str,
         now: u64,
     ) -> Result<IdempotencyBegin, StoreError> {
-        self.run(StoreOp::IdempotencyBegin, self.inner.idempotency_begin(session, key, fingerprint, now)).await
+        self.run(
+            StoreOp::IdempotencyBegin,
+            self.inner.idempotency_begin(session, key, fingerprint, now),
+        )
+        .await
     }
     async fn idempotency_finish(
         &self,
@@ -168,13 +215,26 @@ impl OrderStore for Instrumented {
         response: &StoredResponse,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.run(StoreOp::IdempotencyFinish, self.inner.idempotency_finish(session, key, response, now)).await
+        self.run(
+            StoreOp::IdempotencyFinish,
+            self.inner.idempotency_finish(session, key, response, now),
+        )
+        .await
     }
     async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError> {
-        self.run(StoreOp::IdempotencyAbort, self.inner.idempotency_abort(session, key)).await
+        self.run(
+            StoreOp::IdempotencyAbort,
+            self.inner.idempotency_abort(session, key),
+        )
+        .await
     }
-    async fn kitchen_due(&self, now: u64, limit: usize) -> Result<Vec<(SessionId, Order)>, StoreError> {
-        self.run(StoreOp::KitchenDue, self.inner.kitchen_due(now, limit)).await
+    async fn kitchen_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Order)>, StoreError> {
+        self.run(StoreOp::KitchenDue, self.inner.kitchen_due(now, limit))
+            .await
     }
     async fn sweep(&self, now: u64, batch: usize) -> Result<usize, StoreError> {
         self.run(StoreOp::Sweep, self.inner.sweep(now, batch)).await

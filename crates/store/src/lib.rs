@@ -17,17 +17,25 @@
 //! clock. [`Instrumented`] wraps any store with a per-operation timeout and the counters
 //! behind `bistro_store_ops_total`.
 
+mod admin;
 mod error;
 mod ids;
 mod instrument;
 mod memory;
 mod open;
+mod postgres;
+mod redis;
+mod sqlite;
 
+pub use self::redis::RedisStore;
+pub use admin::{delete_redis_prefix, drop_postgres_schema};
 pub use error::StoreError;
 pub use ids::{SessionId, is_order_id, new_order_id};
 pub use instrument::{Instrumented, OpCount, StoreOp};
 pub use memory::MemoryStore;
 pub use open::{StoreUrl, open};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use bistro_orders::Order;
@@ -122,10 +130,20 @@ pub trait OrderStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::OrderNotFound`] when the session has no such order, including when
     /// the order belongs to another session.
-    async fn get_order(&self, session: SessionId, order_id: &str, now: u64) -> Result<Order, StoreError>;
+    async fn get_order(
+        &self,
+        session: SessionId,
+        order_id: &str,
+        now: u64,
+    ) -> Result<Order, StoreError>;
 
     /// Stores a new order under the session (touches the session).
-    async fn insert_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError>;
+    async fn insert_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError>;
 
     /// Replaces the order if the stored version is `order.version - 1`
     /// (compare-and-set; touches the session).
@@ -133,7 +151,12 @@ pub trait OrderStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Conflict`] when another writer got there first;
     /// [`StoreError::OrderNotFound`] when the order is gone.
-    async fn update_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError>;
+    async fn update_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError>;
 
     /// Claims an idempotency key for a request with `fingerprint` (a hash of method,
     /// path and body), or finds what an earlier request with the same key did.
@@ -158,7 +181,11 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError>;
 
     /// Up to `limit` orders whose kitchen step is due at `now`, with their sessions.
-    async fn kitchen_due(&self, now: u64, limit: usize) -> Result<Vec<(SessionId, Order)>, StoreError>;
+    async fn kitchen_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Order)>, StoreError>;
 
     /// Deletes up to `batch` expired sessions with their orders and idempotency records,
     /// and expired idempotency records; returns how many sessions went.

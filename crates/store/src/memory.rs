@@ -7,12 +7,14 @@
 //!
 //! Nothing here survives the process: that is the point of stateful mode.
 
-use crate::{Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse};
+use crate::{
+    Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse,
+};
 use async_trait::async_trait;
 use bistro_orders::Order;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -62,9 +64,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: &SessionId) -> &Mutex<HashMap<SessionId, Session>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
     /// Runs `f` on a live session (touching it), or fails with `UnknownSession`.
@@ -120,10 +120,18 @@ impl OrderStore for MemoryStore {
                 // 128 random bits do not collide; an occupied slot is an expired session
                 // awaiting the sweeper, which this one replaces.
                 self.sessions.fetch_sub(1, Ordering::AcqRel);
-                e.insert(Session { expires_at: now + self.config.session_ttl_ms, orders: Vec::new(), idempotency: Vec::new() });
+                e.insert(Session {
+                    expires_at: now + self.config.session_ttl_ms,
+                    orders: Vec::new(),
+                    idempotency: Vec::new(),
+                });
             }
             Entry::Vacant(e) => {
-                e.insert(Session { expires_at: now + self.config.session_ttl_ms, orders: Vec::new(), idempotency: Vec::new() });
+                e.insert(Session {
+                    expires_at: now + self.config.session_ttl_ms,
+                    orders: Vec::new(),
+                    idempotency: Vec::new(),
+                });
             }
         }
         Ok(())
@@ -141,13 +149,27 @@ impl OrderStore for MemoryStore {
         self.with_session(session, now, |s| Ok(s.orders.clone()))
     }
 
-    async fn get_order(&self, session: SessionId, order_id: &str, now: u64) -> Result<Order, StoreError> {
+    async fn get_order(
+        &self,
+        session: SessionId,
+        order_id: &str,
+        now: u64,
+    ) -> Result<Order, StoreError> {
         self.with_session(session, now, |s| {
-            s.orders.iter().find(|o| o.id == order_id).cloned().ok_or(StoreError::OrderNotFound)
+            s.orders
+                .iter()
+                .find(|o| o.id == order_id)
+                .cloned()
+                .ok_or(StoreError::OrderNotFound)
         })
     }
 
-    async fn insert_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
+    async fn insert_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError> {
         self.with_session(session, now, |s| {
             if s.orders.iter().any(|o| o.id == order.id) {
                 return Err(StoreError::DuplicateOrder);
@@ -159,12 +181,24 @@ impl OrderStore for MemoryStore {
         Ok(())
     }
 
-    async fn update_order(&self, session: SessionId, order: &Order, now: u64) -> Result<(), StoreError> {
+    async fn update_order(
+        &self,
+        session: SessionId,
+        order: &Order,
+        now: u64,
+    ) -> Result<(), StoreError> {
         self.with_session(session, now, |s| {
-            let stored = s.orders.iter_mut().find(|o| o.id == order.id).ok_or(StoreError::OrderNotFound)?;
+            let stored = s
+                .orders
+                .iter_mut()
+                .find(|o| o.id == order.id)
+                .ok_or(StoreError::OrderNotFound)?;
             let expected = order.version.saturating_sub(1);
             if stored.version != expected {
-                return Err(StoreError::Conflict { expected, actual: stored.version });
+                return Err(StoreError::Conflict {
+                    expected,
+                    actual: stored.version,
+                });
             }
             *stored = order.clone();
             Ok(())
@@ -180,7 +214,10 @@ impl OrderStore for MemoryStore {
         fingerprint: &str,
         now: u64,
     ) -> Result<IdempotencyBegin, StoreError> {
-        let (ttl, pending_ms) = (self.config.idempotency_ttl_ms, self.config.idempotency_pending_ms);
+        let (ttl, pending_ms) = (
+            self.config.idempotency_ttl_ms,
+            self.config.idempotency_pending_ms,
+        );
         self.with_session(session, now, |s| {
             if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
                 let live = match &e.state {
@@ -193,7 +230,9 @@ impl OrderStore for MemoryStore {
                     }
                     return Ok(match &e.state {
                         IdemState::Pending { .. } => IdempotencyBegin::InProgress,
-                        IdemState::Done { response, .. } => IdempotencyBegin::Replay(response.clone()),
+                        IdemState::Done { response, .. } => {
+                            IdempotencyBegin::Replay(response.clone())
+                        }
                     });
                 }
                 e.fingerprint = fingerprint.to_string();
@@ -218,7 +257,10 @@ impl OrderStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.with_session(session, now, |s| {
             if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
-                e.state = IdemState::Done { response: response.clone(), at: now };
+                e.state = IdemState::Done {
+                    response: response.clone(),
+                    at: now,
+                };
             }
             Ok(())
         })
@@ -227,18 +269,25 @@ impl OrderStore for MemoryStore {
     async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError> {
         let mut shard = lock(self.shard(&session));
         if let Some(s) = shard.get_mut(&session) {
-            s.idempotency.retain(|e| !(e.key == key && matches!(e.state, IdemState::Pending { .. })));
+            s.idempotency
+                .retain(|e| !(e.key == key && matches!(e.state, IdemState::Pending { .. })));
         }
         Ok(())
     }
 
-    async fn kitchen_due(&self, now: u64, limit: usize) -> Result<Vec<(SessionId, Order)>, StoreError> {
+    async fn kitchen_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<Vec<(SessionId, Order)>, StoreError> {
         let hints: Vec<(u64, SessionId, String)> = {
             let mut index = lock(&self.kitchen);
             let mut taken = Vec::new();
             while taken.len() < limit {
                 match index.first() {
-                    Some((due, _, _)) if *due <= now => taken.push(index.pop_first().expect("first exists")),
+                    Some((due, _, _)) if *due <= now => {
+                        taken.push(index.pop_first().expect("first exists"))
+                    }
                     _ => break,
                 }
             }

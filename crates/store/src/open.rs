@@ -30,9 +30,13 @@ impl StoreUrl {
         }
         if let Some(path) = s.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(StoreError::Config("sqlite:// needs a file path, e.g. sqlite://bistro.db".into()));
+                return Err(StoreError::Config(
+                    "sqlite:// needs a file path, e.g. sqlite://bistro.db".into(),
+                ));
             }
-            return Ok(StoreUrl::Sqlite { path: path.to_string() });
+            return Ok(StoreUrl::Sqlite {
+                path: path.to_string(),
+            });
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             return Ok(StoreUrl::Postgres { url: s.to_string() });
@@ -76,7 +80,9 @@ impl fmt::Debug for StoreUrl {
 
 /// Removes the password from `scheme://user:password@host/...`.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let (authority, tail) = match rest.find('/') {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
@@ -102,10 +108,9 @@ pub(crate) fn redact(url: &str) -> String {
 pub async fn open(url: &StoreUrl, config: StoreConfig) -> Result<Arc<dyn OrderStore>, StoreError> {
     Ok(match url {
         StoreUrl::Memory => Arc::new(MemoryStore::new(config)),
-        // BACKENDS: the sqlite, postgres and redis arms are added with their modules.
-        other => {
-            return Err(StoreError::Config(format!("the {} backend is not available in this build", other.kind())));
-        }
+        StoreUrl::Sqlite { path } => Arc::new(crate::SqliteStore::open(path, config).await?),
+        StoreUrl::Postgres { url } => Arc::new(crate::PostgresStore::connect(url, config).await?),
+        StoreUrl::Redis { url } => Arc::new(crate::RedisStore::connect(url, config).await?),
     })
 }
 
@@ -116,13 +121,25 @@ mod tests {
     #[test]
     fn parses_every_form_and_redacts_passwords() {
         assert_eq!(StoreUrl::parse("memory").unwrap(), StoreUrl::Memory);
-        assert_eq!(StoreUrl::parse("sqlite://bistro.db").unwrap().kind(), "sqlite");
+        assert_eq!(
+            StoreUrl::parse("sqlite://bistro.db").unwrap().kind(),
+            "sqlite"
+        );
         let pg = StoreUrl::parse("postgres://bob:secret@db:5432/bistro").unwrap();
         assert_eq!(pg.to_string(), "postgres://bob:***@db:5432/bistro");
         let redis = StoreUrl::parse("redis://:pw@127.0.0.1:6379/0").unwrap();
         assert_eq!(redis.to_string(), "redis://:***@127.0.0.1:6379/0");
-        assert_eq!(StoreUrl::parse("redis://127.0.0.1").unwrap().to_string(), "redis://127.0.0.1");
-        assert!(matches!(StoreUrl::parse("mysql://x"), Err(StoreError::Config(_))));
-        assert!(matches!(StoreUrl::parse("sqlite://"), Err(StoreError::Config(_))));
+        assert_eq!(
+            StoreUrl::parse("redis://127.0.0.1").unwrap().to_string(),
+            "redis://127.0.0.1"
+        );
+        assert!(matches!(
+            StoreUrl::parse("mysql://x"),
+            Err(StoreError::Config(_))
+        ));
+        assert!(matches!(
+            StoreUrl::parse("sqlite://"),
+            Err(StoreError::Config(_))
+        ));
     }
 }
