@@ -28,7 +28,10 @@ use tokio::sync::Mutex;
 pub enum ClientError {
     /// The TCP connection could not be opened.
     #[error("could not connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The connection failed while the request was in flight.
     #[error("the HTTP exchange failed: {0}")]
     Http(#[from] hyper::Error),
@@ -94,7 +97,8 @@ impl Client {
     pub fn new(addr: SocketAddr) -> Client {
         Client {
             addr,
-            host: HeaderValue::from_str(&addr.to_string()).expect("a socket address is a valid header"),
+            host: HeaderValue::from_str(&addr.to_string())
+                .expect("a socket address is a valid header"),
             timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
             jar: std::sync::Mutex::new(BTreeMap::new()),
@@ -114,12 +118,19 @@ impl Client {
 
     /// A cookie's current value.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.jar.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.jar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Sets a cookie by hand (e.g. to share a session between clients).
     pub fn set_cookie(&self, name: &str, value: &str) {
-        self.jar.lock().unwrap_or_else(|p| p.into_inner()).insert(name.into(), value.into());
+        self.jar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.into(), value.into());
     }
 
     /// Forgets every cookie.
@@ -144,7 +155,11 @@ impl Client {
     ///
     /// # Errors
     /// See [`Client::request`].
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<Response, ClientError> {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response, ClientError> {
         self.request(Method::POST, path, &[], Some(body)).await
     }
 
@@ -152,7 +167,11 @@ impl Client {
     ///
     /// # Errors
     /// See [`Client::request`].
-    pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> Result<Response, ClientError> {
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response, ClientError> {
         self.request(Method::PATCH, path, &[], Some(body)).await
     }
 
@@ -188,13 +207,19 @@ impl Client {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Response, ClientError> {
-        let mut req = Request::builder().method(method).uri(path).header(HOST, self.host.clone());
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone());
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
         let cookies = {
             let jar = self.jar.lock().unwrap_or_else(|p| p.into_inner());
-            jar.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+            jar.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         if !cookies.is_empty() {
             req = req.header(COOKIE, cookies);
@@ -202,7 +227,9 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body)).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
         let timeout = self.timeout;
         let resp = tokio::time::timeout(timeout, self.exchange(req))
             .await
@@ -228,7 +255,11 @@ impl Client {
             let resp = sender.send_request(req).await?;
             let (parts, body) = resp.into_parts();
             let body = body.collect().await?.to_bytes();
-            Ok::<_, hyper::Error>(Response { status: parts.status, headers: parts.headers, body })
+            Ok::<_, hyper::Error>(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         }
         .await;
         if result.is_err() {
@@ -238,9 +269,13 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-        let stream = TcpStream::connect(self.addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr: self.addr, source })?;
+        let stream =
+            TcpStream::connect(self.addr)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    addr: self.addr,
+                    source,
+                })?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -272,7 +307,9 @@ fn parse_set_cookie(header: &str) -> Option<(&str, &str, bool)> {
     let (name, value) = parts.next()?.trim().split_once('=')?;
     let expired = parts.any(|attr| {
         let attr = attr.trim();
-        attr.len() > 8 && attr[..8].eq_ignore_ascii_case("max-age=") && attr[8..].trim().parse::<i64>().is_ok_and(|n| n <= 0)
+        attr.len() > 8
+            && attr[..8].eq_ignore_ascii_case("max-age=")
+            && attr[8..].trim().parse::<i64>().is_ok_and(|n| n <= 0)
     });
     Some((name.trim(), value.trim(), expired))
 }
@@ -283,8 +320,14 @@ mod tests {
 
     #[test]
     fn set_cookie_parsing() {
-        assert_eq!(parse_set_cookie("a=b; Path=/; HttpOnly"), Some(("a", "b", false)));
-        assert_eq!(parse_set_cookie("a=; Max-Age=0; Path=/"), Some(("a", "", true)));
+        assert_eq!(
+            parse_set_cookie("a=b; Path=/; HttpOnly"),
+            Some(("a", "b", false))
+        );
+        assert_eq!(
+            parse_set_cookie("a=; Max-Age=0; Path=/"),
+            Some(("a", "", true))
+        );
         assert_eq!(parse_set_cookie("a=b; max-age=60"), Some(("a", "b", false)));
         assert_eq!(parse_set_cookie("garbage"), None);
     }

@@ -47,9 +47,14 @@ impl Histogram {
 
     /// Records one observation.
     pub fn observe_secs(&self, secs: f64) {
-        let i = self.bounds.iter().position(|&b| secs <= b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(self.bounds.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos.fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
     }
 
     /// Records a duration.
@@ -131,7 +136,12 @@ impl Encoder {
             }
             let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             self.series(&format!("{name}_sum"), labels, None, &sum.to_string());
-            self.series(&format!("{name}_count"), labels, None, &cumulative.to_string());
+            self.series(
+                &format!("{name}_count"),
+                labels,
+                None,
+                &cumulative.to_string(),
+            );
         }
     }
 
@@ -142,7 +152,9 @@ impl Encoder {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -62,7 +62,9 @@ impl fmt::Display for Allergen {
 
 /// Error for a name that is not on the fixed allergen list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown allergen {0:?}; known allergens: peanuts, tree-nuts, gluten, dairy, egg, soy, fish, shellfish, sesame")]
+#[error(
+    "unknown allergen {0:?}; known allergens: peanuts, tree-nuts, gluten, dairy, egg, soy, fish, shellfish, sesame"
+)]
 pub struct UnknownAllergen(pub String);
 
 impl FromStr for Allergen {

@@ -30,7 +30,9 @@ pub struct Dish {
 #[non_exhaustive]
 pub enum MenuError {
     /// The TOML did not parse or did not have the expected shape.
-    #[error("menu is not valid TOML of the expected shape ([[dish]] tables with id, name, price_cents, allergens): {0}")]
+    #[error(
+        "menu is not valid TOML of the expected shape ([[dish]] tables with id, name, price_cents, allergens): {0}"
+    )]
     Syntax(String),
     /// The menu has no dishes.
     #[error("menu has no dishes; add at least one [[dish]] table")]
@@ -90,7 +92,9 @@ impl Menu {
         for (i, d) in dishes.iter().enumerate() {
             let valid_id = !d.id.is_empty()
                 && d.id.len() <= 40
-                && d.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && d.id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid_id {
                 return Err(MenuError::BadId(d.id.clone()));
             }
@@ -127,7 +131,12 @@ mod tests {
     fn default_menu_is_valid_and_large_enough() {
         let menu = Menu::default_menu();
         assert!(menu.dishes().len() >= 12);
-        assert!(menu.dish("pad-thai").unwrap().allergens.contains(&Allergen::Peanuts));
+        assert!(
+            menu.dish("pad-thai")
+                .unwrap()
+                .allergens
+                .contains(&Allergen::Peanuts)
+        );
         assert!(menu.dish("nope").is_none());
     }
 
@@ -145,7 +154,10 @@ mod tests {
             price_cents = 2
             allergens = []
         "#;
-        assert_eq!(Menu::from_toml(src).unwrap_err(), MenuError::DuplicateId("a".into()));
+        assert_eq!(
+            Menu::from_toml(src).unwrap_err(),
+            MenuError::DuplicateId("a".into())
+        );
     }
 
     #[test]
@@ -157,7 +169,10 @@ mod tests {
             price_cents = 1
             allergens = ["kiwi"]
         "#;
-        assert!(matches!(Menu::from_toml(bad_allergen), Err(MenuError::Syntax(_))));
+        assert!(matches!(
+            Menu::from_toml(bad_allergen),
+            Err(MenuError::Syntax(_))
+        ));
         let bad_id = r#"
             [[dish]]
             id = "Big Dish"

@@ -206,7 +206,10 @@ pub struct KitchenTimings {
 
 impl Default for KitchenTimings {
     fn default() -> Self {
-        KitchenTimings { queue_ms: 1_000, cook_ms: 3_000 }
+        KitchenTimings {
+            queue_ms: 1_000,
+            cook_ms: 3_000,
+        }
     }
 }
 
@@ -291,18 +294,27 @@ pub enum OrderError {
     RequestsTooLong { chars: usize },
     #[error("requests contain a control character; use plain text on one line")]
     ControlCharacter,
-    #[error("{dish:?} contains {allergen}, which this order declares as an allergy; choose another dish or change the declared allergies")]
+    #[error(
+        "{dish:?} contains {allergen}, which this order declares as an allergy; choose another dish or change the declared allergies"
+    )]
     DishContainsAllergen { dish: String, allergen: Allergen },
-    #[error("cannot declare an allergy to {allergen}: {dish:?} on this order contains it; remove that dish first")]
+    #[error(
+        "cannot declare an allergy to {allergen}: {dish:?} on this order contains it; remove that dish first"
+    )]
     AllergyConflictsWithItem { allergen: Allergen, dish: String },
     #[error("{dish:?} is not on this order")]
     NotOnOrder { dish: String },
     #[error("a placed order must hold at least one dish; add a dish first, or cancel the order")]
     EmptyOrder,
-    #[error("the kitchen has started on this order (status {status}), so items and notes can no longer change")]
+    #[error(
+        "the kitchen has started on this order (status {status}), so items and notes can no longer change"
+    )]
     KitchenStarted { status: Status },
     #[error("cannot {action} an order that is {status}")]
-    InvalidTransition { status: Status, action: &'static str },
+    InvalidTransition {
+        status: Status,
+        action: &'static str,
+    },
 }
 
 /// The broad class of an [`OrderError`], which decides the HTTP status.
@@ -434,13 +446,19 @@ impl Order {
     fn apply_one(&mut self, change: &Change, menu: &Menu, now: u64) -> Result<(), OrderError> {
         if change.edits_contents() && !self.status.is_editable() {
             return Err(match self.status {
-                Status::Cancelled => {
-                    OrderError::InvalidTransition { status: self.status, action: change.verb() }
-                }
+                Status::Cancelled => OrderError::InvalidTransition {
+                    status: self.status,
+                    action: change.verb(),
+                },
                 status => OrderError::KitchenStarted { status },
             });
         }
-        let refuse = |status| Err(OrderError::InvalidTransition { status, action: change.verb() });
+        let refuse = |status| {
+            Err(OrderError::InvalidTransition {
+                status,
+                action: change.verb(),
+            })
+        };
         match change {
             Change::ReplaceItems(inputs) => {
                 self.items.clear();
@@ -486,8 +504,10 @@ impl Order {
                 self.status = Status::Placed;
                 self.placed_at_ms = Some(now);
                 self.kitchen_due_ms = Some(now.saturating_add(timings.queue_ms));
-                self.ready_by_ms =
-                    Some(now.saturating_add(timings.queue_ms).saturating_add(timings.cook_ms));
+                self.ready_by_ms = Some(
+                    now.saturating_add(timings.queue_ms)
+                        .saturating_add(timings.cook_ms),
+                );
             }
             Change::Cancel => {
                 if !matches!(self.status, Status::Open | Status::Placed) {
@@ -533,20 +553,29 @@ impl Order {
     }
 
     fn add_item(&mut self, dish_id: &str, quantity: u32, menu: &Menu) -> Result<(), OrderError> {
-        let dish = menu
-            .dish(dish_id)
-            .ok_or_else(|| OrderError::UnknownDish { dish: dish_id.to_string() })?;
+        let dish = menu.dish(dish_id).ok_or_else(|| OrderError::UnknownDish {
+            dish: dish_id.to_string(),
+        })?;
         if !(MIN_QUANTITY..=MAX_QUANTITY).contains(&quantity) {
-            return Err(OrderError::BadQuantity { dish: dish_id.to_string(), quantity });
+            return Err(OrderError::BadQuantity {
+                dish: dish_id.to_string(),
+                quantity,
+            });
         }
         if let Some(&allergen) = dish.allergens.intersection(&self.notes.allergies).next() {
-            return Err(OrderError::DishContainsAllergen { dish: dish.id.clone(), allergen });
+            return Err(OrderError::DishContainsAllergen {
+                dish: dish.id.clone(),
+                allergen,
+            });
         }
         match self.items.iter_mut().find(|i| i.dish == dish.id) {
             Some(line) => {
                 let total = line.quantity + quantity;
                 if total > MAX_QUANTITY {
-                    return Err(OrderError::BadQuantity { dish: dish.id.clone(), quantity: total });
+                    return Err(OrderError::BadQuantity {
+                        dish: dish.id.clone(),
+                        quantity: total,
+                    });
                 }
                 line.quantity = total;
             }
@@ -564,15 +593,22 @@ impl Order {
         Ok(())
     }
 
-    fn check_allergy_against_items(&self, allergen: Allergen, menu: &Menu) -> Result<(), OrderError> {
+    fn check_allergy_against_items(
+        &self,
+        allergen: Allergen,
+        menu: &Menu,
+    ) -> Result<(), OrderError> {
         // A dish that vanished from a custom menu cannot be checked; it was checked
         // when it was added, so only dishes still on the menu can conflict.
-        let conflict = self
-            .items
-            .iter()
-            .find(|i| menu.dish(&i.dish).is_some_and(|d| d.allergens.contains(&allergen)));
+        let conflict = self.items.iter().find(|i| {
+            menu.dish(&i.dish)
+                .is_some_and(|d| d.allergens.contains(&allergen))
+        });
         match conflict {
-            Some(item) => Err(OrderError::AllergyConflictsWithItem { allergen, dish: item.dish.clone() }),
+            Some(item) => Err(OrderError::AllergyConflictsWithItem {
+                allergen,
+                dish: item.dish.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -584,7 +620,9 @@ impl Order {
             return None;
         }
         match self.status {
-            Status::Placed => Some(Change::StartCooking { cook_ms: timings.cook_ms }),
+            Status::Placed => Some(Change::StartCooking {
+                cook_ms: timings.cook_ms,
+            }),
             Status::Cooking => Some(Change::MarkReady),
             _ => None,
         }
@@ -629,20 +667,30 @@ impl Order {
         if self.items.len() > MAX_LINES {
             return Err("too many lines".into());
         }
-        let total: u64 =
-            self.items.iter().map(|i| u64::from(i.unit_price_cents) * u64::from(i.quantity)).sum();
+        let total: u64 = self
+            .items
+            .iter()
+            .map(|i| u64::from(i.unit_price_cents) * u64::from(i.quantity))
+            .sum();
         if total != self.total_cents {
-            return Err(format!("total {} != sum of lines {total}", self.total_cents));
+            return Err(format!(
+                "total {} != sum of lines {total}",
+                self.total_cents
+            ));
         }
         if self.notes.spice > MAX_SPICE {
             return Err("spice out of range".into());
         }
         validate_requests(&self.notes.requests).map_err(|e| e.to_string())?;
-        if self.status != Status::Open && self.status != Status::Cancelled && self.items.is_empty() {
+        if self.status != Status::Open && self.status != Status::Cancelled && self.items.is_empty()
+        {
             return Err(format!("{} order with no items", self.status));
         }
         if self.status.in_kitchen() != self.kitchen_due_ms.is_some() {
-            return Err(format!("kitchen due time inconsistent with status {}", self.status));
+            return Err(format!(
+                "kitchen due time inconsistent with status {}",
+                self.status
+            ));
         }
         if self.updated_at_ms < self.created_at_ms {
             return Err("updated before created".into());

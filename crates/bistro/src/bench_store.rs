@@ -1,0 +1,419 @@
+//! `bistro bench store`: what statelessness costs, measured in one run.
+//!
+//! Part 1 times the store operations a request needs (create, read, compare-and-set
+//! update) on each backend, sequentially from one client and from several at once.
+//! Part 2 runs one real waiter per architecture on a loopback port and drives it with
+//! the same HTTP load (read and write requests from concurrent keep-alive clients), so
+//! the request rate of stateless-sqlite, -postgres and -redis can be read as a ratio to
+//! stateful. Every figure printed is measured in this run; nothing is cached.
+
+use anyhow::Context;
+use bistro_client::Client;
+use bistro_orders::{Change, ItemInput, Menu, NewOrder, Order};
+use bistro_store::{OrderStore, SessionId, StoreConfig, StoreUrl, new_order_id};
+use bistro_waiter::{Mode, Waiter, WaiterConfig};
+use clap::Args;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Options of `bistro bench store`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchStoreOpts {
+    /// SQLite file to benchmark on (created, and deleted afterwards)
+    #[arg(long, default_value = "bistro-bench.db")]
+    pub sqlite: String,
+    /// PostgreSQL URL; the benchmark uses its own schema and drops it afterwards
+    #[arg(
+        long,
+        env = "BISTRO_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres: String,
+    /// Redis URL; the benchmark uses its own key prefix and deletes its keys afterwards
+    #[arg(
+        long,
+        env = "BISTRO_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis: String,
+    /// Skip backends whose server is unreachable instead of failing
+    #[arg(long)]
+    pub skip_unreachable: bool,
+    /// Operations per measurement in part 1
+    #[arg(long, default_value_t = 2000)]
+    pub ops: usize,
+    /// Concurrent clients for the concurrent measurements
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds of HTTP load per architecture and request kind in part 2
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Stats {
+    ops: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+}
+
+impl Stats {
+    fn new(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
+        lat.sort_unstable();
+        Stats {
+            ops: lat.len(),
+            elapsed,
+            lat,
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.lat.len() as f64 * p).ceil() as usize).clamp(1, self.lat.len()) - 1;
+        self.lat[i].as_secs_f64() * 1000.0
+    }
+}
+
+fn sample_order(menu: &Menu) -> Order {
+    let new = NewOrder {
+        items: vec![ItemInput {
+            dish: "fries".into(),
+            quantity: 1,
+        }],
+        ..Default::default()
+    };
+    Order::create(new_order_id(), new, menu, now_ms()).expect("the sample order is valid")
+}
+
+struct Backend {
+    name: &'static str,
+    url: StoreUrl,
+    store: Arc<dyn OrderStore>,
+}
+
+async fn open_backends(opts: &BenchStoreOpts, tag: &str) -> anyhow::Result<Vec<Backend>> {
+    let config = StoreConfig::default();
+    let mut out = vec![Backend {
+        name: "memory",
+        url: StoreUrl::Memory,
+        store: bistro_store::open(&StoreUrl::Memory, config.clone()).await?,
+    }];
+    let sqlite = StoreUrl::parse(&format!("sqlite://{}", opts.sqlite))?;
+    out.push(Backend {
+        name: "sqlite",
+        store: bistro_store::open(&sqlite, config.clone()).await?,
+        url: sqlite,
+    });
+    let pg = bistro_store::PostgresStore::connect_in_schema(
+        &opts.postgres,
+        &format!("bench_{tag}"),
+        config.clone(),
+    )
+    .await;
+    match pg {
+        Ok(s) => out.push(Backend {
+            name: "postgres",
+            url: StoreUrl::parse(&opts.postgres)?,
+            store: Arc::new(s),
+        }),
+        Err(e) if opts.skip_unreachable => println!("(skipping postgres: {e})"),
+        Err(e) => {
+            return Err(e)
+                .context("PostgreSQL is unreachable (use --skip-unreachable to go on without it)");
+        }
+    }
+    let redis = bistro_store::RedisStore::connect_with_prefix(
+        &opts.redis,
+        &format!("bench-{tag}:"),
+        config,
+    )
+    .await;
+    match redis {
+        Ok(s) => out.push(Backend {
+            name: "redis",
+            url: StoreUrl::parse(&opts.redis)?,
+            store: Arc::new(s),
+        }),
+        Err(e) if opts.skip_unreachable => println!("(skipping redis: {e})"),
+        Err(e) => {
+            return Err(e)
+                .context("Redis is unreachable (use --skip-unreachable to go on without it)");
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `op` `n` times from each of `clients` tasks; returns latencies.
+async fn drive<F, Fut>(n: usize, clients: usize, op: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let per = n.div_ceil(clients);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let t = Instant::now();
+                op(c * per + i).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(Stats::new(all, started.elapsed()))
+}
+
+async fn bench_ops(
+    b: &Backend,
+    opts: &BenchStoreOpts,
+    clients: usize,
+) -> anyhow::Result<[Stats; 3]> {
+    let menu = Arc::new(Menu::default_menu());
+    let n = opts.ops;
+    // Fixtures: one session and order per operation index, so updates never conflict.
+    let fixtures: Arc<Vec<(SessionId, Order)>> = Arc::new(
+        (0..n)
+            .map(|_| (SessionId::generate(), sample_order(&menu)))
+            .collect(),
+    );
+    let store = b.store.clone();
+    let f = fixtures.clone();
+    let create = drive(n, clients, move |i| {
+        let (store, f) = (store.clone(), f.clone());
+        async move {
+            let (s, o) = &f[i.min(f.len() - 1)];
+            store.create_session(*s, now_ms()).await?;
+            store.insert_order(*s, o, now_ms()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let store = b.store.clone();
+    let f = fixtures.clone();
+    let read = drive(n, clients, move |i| {
+        let (store, f) = (store.clone(), f.clone());
+        async move {
+            let (s, o) = &f[i.min(f.len() - 1)];
+            store.get_order(*s, &o.id, now_ms()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let store = b.store.clone();
+    let m = menu.clone();
+    let update = drive(n, clients, move |i| {
+        let (store, f, m) = (store.clone(), fixtures.clone(), m.clone());
+        async move {
+            let (s, o) = &f[i.min(f.len() - 1)];
+            let mut next = store.get_order(*s, &o.id, now_ms()).await?;
+            next.apply(&[Change::SetSpice((i % 5) as u32)], &m, now_ms())?;
+            store.update_order(*s, &next, now_ms()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok([create, read, update])
+}
+
+/// Runs the benchmark and prints its tables.
+pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
+    let tag = format!("{}_{}", std::process::id(), now_ms() % 100_000);
+    let backends = open_backends(&opts, &tag).await?;
+    println!(
+        "bistro bench store — {} ops per measurement, {} concurrent clients, loopback\n",
+        opts.ops, opts.concurrency
+    );
+    println!("Part 1: store operations (read = get_order; update = get_order + compare-and-set)");
+    println!(
+        "{:<9} {:>3} | {:>10} {:>8} | {:>10} {:>8} | {:>10} {:>8}",
+        "backend", "cli", "create/s", "p50 ms", "read/s", "p50 ms", "update/s", "p50 ms"
+    );
+    for b in &backends {
+        for clients in [1, opts.concurrency] {
+            let [c, r, u] = bench_ops(b, &opts, clients)
+                .await
+                .with_context(|| format!("benchmarking {}", b.name))?;
+            println!(
+                "{:<9} {:>3} | {:>10.0} {:>8.3} | {:>10.0} {:>8.3} | {:>10.0} {:>8.3}",
+                b.name,
+                clients,
+                c.rate(),
+                c.pct(0.5),
+                r.rate(),
+                r.pct(0.5),
+                u.rate(),
+                u.pct(0.5)
+            );
+        }
+    }
+
+    println!(
+        "\nPart 2: one waiter over HTTP, {} keep-alive clients, {:.1} s per cell",
+        opts.concurrency, opts.seconds
+    );
+    println!(
+        "{:<20} | {:>9} {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} {:>7}",
+        "architecture",
+        "reads/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio"
+    );
+    let mut baseline: Option<(f64, f64)> = None;
+    for b in &backends {
+        let label = if b.name == "memory" {
+            "stateful".to_string()
+        } else {
+            format!("stateless-{}", b.name)
+        };
+        let (reads, writes) = http_load(b, &opts)
+            .await
+            .with_context(|| format!("HTTP load on {label}"))?;
+        let (r0, w0) = *baseline.get_or_insert((reads.rate(), writes.rate()));
+        println!(
+            "{:<20} | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x",
+            label,
+            reads.rate(),
+            reads.pct(0.5),
+            reads.pct(0.99),
+            reads.rate() / r0,
+            writes.rate(),
+            writes.pct(0.5),
+            writes.pct(0.99),
+            writes.rate() / w0
+        );
+    }
+    println!("\nratio = requests/s relative to stateful in this run.");
+    cleanup(&opts, &tag).await;
+    Ok(())
+}
+
+async fn http_load(b: &Backend, opts: &BenchStoreOpts) -> anyhow::Result<(Stats, Stats)> {
+    let mode = if b.name == "memory" {
+        Mode::Stateful
+    } else {
+        Mode::Stateless
+    };
+    let config = WaiterConfig {
+        id: "bench".into(),
+        mode,
+        store_url: b.url.clone(),
+        ..WaiterConfig::default()
+    };
+    let waiter = Waiter::new(config, b.store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bistro_waiter::run(listener, waiter, async {
+        let _sent_or_dropped = stopped.await;
+    }));
+    // Each client is one diner with one order.
+    let mut diners = Vec::new();
+    for _ in 0..opts.concurrency {
+        let c = Client::new(addr);
+        let resp = c
+            .post_json(
+                "/v1/orders",
+                &json!({"items":[{"dish":"fries","quantity":1}]}),
+            )
+            .await?;
+        anyhow::ensure!(
+            resp.status == 201,
+            "creating a fixture order failed: {}",
+            resp.text()
+        );
+        let id = resp.value()["id"].as_str().context("order id")?.to_string();
+        diners.push(Arc::new((c, format!("/v1/orders/{id}"))));
+    }
+    let window = Duration::from_secs_f64(opts.seconds);
+    let reads = timed(&diners, window, |d, _| async move {
+        let r = d.0.get(&d.1).await?;
+        anyhow::ensure!(r.status == 200, "read failed: {}", r.status);
+        Ok(())
+    })
+    .await?;
+    let writes = timed(&diners, window, |d, i| async move {
+        let body = json!({"notes": {"spice": i % 6}});
+        let r = d.0.patch_json(&d.1, &body).await?;
+        anyhow::ensure!(r.status == 200, "write failed: {} {}", r.status, r.text());
+        Ok(())
+    })
+    .await?;
+    let _ = stop.send(());
+    server.await??;
+    Ok((reads, writes))
+}
+
+async fn timed<F, Fut>(
+    diners: &[Arc<(Client, String)>],
+    window: Duration,
+    op: F,
+) -> anyhow::Result<Stats>
+where
+    F: Fn(Arc<(Client, String)>, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for d in diners {
+        let (d, op) = (d.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while started.elapsed() < window {
+                let t = Instant::now();
+                op(d.clone(), i).await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(Stats::new(all, started.elapsed()))
+}
+
+async fn cleanup(opts: &BenchStoreOpts, tag: &str) {
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", opts.sqlite);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("warning: could not remove {path}: {e}");
+        }
+    }
+    if let Err(e) =
+        bistro_store::drop_postgres_schema(&opts.postgres, &format!("bench_{tag}")).await
+    {
+        eprintln!("warning: could not drop the benchmark schema: {e}");
+    }
+    if let Err(e) = bistro_store::delete_redis_prefix(&opts.redis, &format!("bench-{tag}:")).await {
+        eprintln!("warning: could not delete the benchmark keys: {e}");
+    }
+}

@@ -1,0 +1,81 @@
+//! `bistro`: one binary for the waiters, the balancer and the experiments.
+//!
+//! This file is glue: it parses the command line, sets up logging, and hands over to one
+//! module per command. Exit codes: 0 on success, 1 on any error (printed to stderr), 2
+//! for command-line usage errors (clap's own).
+
+mod bench_store;
+mod config_file;
+mod demo;
+mod logging;
+mod signal;
+mod waiter_cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// bistro: run, compare and operate stateful and stateless servers.
+///
+/// A stateful waiter keeps your order's notes on its own notepad; a stateless one writes
+/// them to a central store. Start with `bistro demo`.
+#[derive(Debug, Parser)]
+#[command(name = "bistro", version, propagate_version = true)]
+struct Cli {
+    /// TOML config file; its `[waiter]` table sets the same options as the flags
+    #[arg(long, global = true, env = "BISTRO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, env = "BISTRO_LOG_FORMAT", default_value = "text")]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk a scripted diner through an order's whole life on a fresh waiter
+    Demo,
+    /// Run a waiter: the order service (HTTP/JSON)
+    Waiter(waiter_cmd::WaiterOpts),
+    /// Measure bistro against baselines taken in the same run
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Store operations per backend, and one waiter's HTTP rate per architecture
+    Store(bench_store::BenchStoreOpts),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let quiet_default = matches!(cli.command, Command::Demo | Command::Bench(_));
+    logging::init(cli.log_format, if quiet_default { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let file = config_file::ConfigFile::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Demo => demo::run().await,
+        Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file)).await,
+        Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
+    }
+}

@@ -1,0 +1,202 @@
+//! `bistro waiter`: run one waiter (the order service) until SIGINT/SIGTERM.
+
+use crate::config_file::ConfigFile;
+use anyhow::{Context, bail};
+use bistro_orders::{KitchenTimings, Menu};
+use bistro_store::{StoreConfig, StoreUrl};
+use bistro_waiter::{Mode, Waiter, WaiterConfig};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `bistro waiter`. Every one can also come from `BISTRO_*` or the config file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaiterOpts {
+    /// This waiter's id, shown in `Bistro-Waiter` and used by the balancer [default: w1]
+    #[arg(long, env = "BISTRO_ID")]
+    pub id: Option<String>,
+    /// Address to serve HTTP on [default: 127.0.0.1:7001]
+    #[arg(long, env = "BISTRO_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// stateful (notes in this process's memory) or stateless (notes in a central store) [default: stateful]
+    #[arg(long, env = "BISTRO_MODE")]
+    pub mode: Option<Mode>,
+    /// Central store for stateless mode: sqlite://PATH, postgres://..., redis://... [default: sqlite://bistro.db]
+    #[arg(long, env = "BISTRO_STORE")]
+    pub store: Option<String>,
+    /// A custom menu (TOML, same format as crates/orders/menu.toml) [default: the built-in menu]
+    #[arg(long, env = "BISTRO_MENU")]
+    pub menu: Option<PathBuf>,
+    /// Seconds an order cooks before it is ready [default: 3]
+    #[arg(long, env = "BISTRO_KITCHEN_SECONDS")]
+    pub kitchen_seconds: Option<f64>,
+    /// Seconds a placed order waits before the kitchen starts it [default: 1]
+    #[arg(long, env = "BISTRO_KITCHEN_QUEUE_SECONDS")]
+    pub kitchen_queue_seconds: Option<f64>,
+    /// Largest request body in bytes; larger bodies get 413 [default: 65536]
+    #[arg(long, env = "BISTRO_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most sessions a stateful waiter holds; beyond it new diners get 503 [default: 100000]
+    #[arg(long, env = "BISTRO_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Idle seconds after which a session and its orders are forgotten [default: 1800]
+    #[arg(long, env = "BISTRO_SESSION_TTL_SECONDS")]
+    pub session_ttl_seconds: Option<u64>,
+    /// Milliseconds a request may take before it is answered 503 timeout [default: 10000]
+    #[arg(long, env = "BISTRO_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Milliseconds one store operation may take before it counts as an outage [default: 2000]
+    #[arg(long, env = "BISTRO_STORE_TIMEOUT_MS")]
+    pub store_timeout_ms: Option<u64>,
+    /// Mark the session cookie `Secure` (when served behind HTTPS)
+    #[arg(long, env = "BISTRO_COOKIE_SECURE")]
+    pub cookie_secure: Option<bool>,
+}
+
+/// The `[waiter]` table of the config file: the same options.
+pub type WaiterFile = WaiterOpts;
+
+impl WaiterOpts {
+    /// Fills every option not given on the command line or environment from `file`.
+    pub fn merged_with(self, file: &ConfigFile) -> WaiterOpts {
+        let f = file.waiter.clone();
+        WaiterOpts {
+            id: self.id.or(f.id),
+            listen: self.listen.or(f.listen),
+            mode: self.mode.or(f.mode),
+            store: self.store.or(f.store),
+            menu: self.menu.or(f.menu),
+            kitchen_seconds: self.kitchen_seconds.or(f.kitchen_seconds),
+            kitchen_queue_seconds: self.kitchen_queue_seconds.or(f.kitchen_queue_seconds),
+            max_body_bytes: self.max_body_bytes.or(f.max_body_bytes),
+            max_sessions: self.max_sessions.or(f.max_sessions),
+            session_ttl_seconds: self.session_ttl_seconds.or(f.session_ttl_seconds),
+            request_timeout_ms: self.request_timeout_ms.or(f.request_timeout_ms),
+            store_timeout_ms: self.store_timeout_ms.or(f.store_timeout_ms),
+            cookie_secure: self.cookie_secure.or(f.cookie_secure),
+        }
+    }
+
+    /// The listen address after defaults.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)))
+    }
+
+    /// Resolves defaults and validates into the waiter's and store's configs.
+    pub fn resolve(&self) -> anyhow::Result<(WaiterConfig, StoreUrl, StoreConfig)> {
+        let mode = self.mode.unwrap_or(Mode::Stateful);
+        let store_url = match (&self.store, mode) {
+            (Some(url), _) => StoreUrl::parse(url)?,
+            (None, Mode::Stateful) => StoreUrl::Memory,
+            (None, Mode::Stateless) => StoreUrl::parse("sqlite://bistro.db")?,
+        };
+        match (mode, &store_url) {
+            (Mode::Stateful, StoreUrl::Memory)
+            | (Mode::Stateless, StoreUrl::Sqlite { .. })
+            | (Mode::Stateless, StoreUrl::Postgres { .. })
+            | (Mode::Stateless, StoreUrl::Redis { .. }) => {}
+            (Mode::Stateful, other) => bail!(
+                "stateful mode keeps notes in the waiter's own memory; drop --store {other} or use --mode stateless"
+            ),
+            (Mode::Stateless, StoreUrl::Memory) => bail!(
+                "stateless mode needs a central store shared by the waiters: --store sqlite://PATH, postgres://... or redis://..."
+            ),
+        }
+        let menu = match &self.menu {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read menu {}", path.display()))?;
+                Menu::from_toml(&text)
+                    .with_context(|| format!("menu {} is invalid", path.display()))?
+            }
+            None => Menu::default_menu(),
+        };
+        let secs = |v: Option<f64>, default: f64, name: &str| -> anyhow::Result<u64> {
+            let v = v.unwrap_or(default);
+            if !(0.0..=86_400.0).contains(&v) {
+                bail!("--{name} must be between 0 and 86400 seconds, got {v}");
+            }
+            Ok((v * 1000.0).round() as u64)
+        };
+        let kitchen = KitchenTimings {
+            cook_ms: secs(self.kitchen_seconds, 3.0, "kitchen-seconds")?,
+            queue_ms: secs(self.kitchen_queue_seconds, 1.0, "kitchen-queue-seconds")?,
+        };
+        let positive = |v: u64, name: &str| -> anyhow::Result<u64> {
+            if v == 0 {
+                bail!("--{name} must be greater than 0");
+            }
+            Ok(v)
+        };
+        let max_body_bytes = positive(
+            self.max_body_bytes.unwrap_or(64 * 1024) as u64,
+            "max-body-bytes",
+        )? as usize;
+        let max_sessions =
+            positive(self.max_sessions.unwrap_or(100_000) as u64, "max-sessions")? as usize;
+        let ttl_secs = positive(
+            self.session_ttl_seconds.unwrap_or(1800),
+            "session-ttl-seconds",
+        )?;
+        let request_timeout = positive(
+            self.request_timeout_ms.unwrap_or(10_000),
+            "request-timeout-ms",
+        )?;
+        let store_timeout = positive(self.store_timeout_ms.unwrap_or(2_000), "store-timeout-ms")?;
+
+        let config = WaiterConfig {
+            id: self.id.clone().unwrap_or_else(|| "w1".into()),
+            mode,
+            menu: Arc::new(menu),
+            kitchen,
+            max_body_bytes,
+            request_timeout: Duration::from_millis(request_timeout),
+            store_timeout: Duration::from_millis(store_timeout),
+            cookie_secure: self.cookie_secure.unwrap_or(false),
+            store_url: store_url.clone(),
+            ..WaiterConfig::default()
+        };
+        if config.id.is_empty()
+            || config.id.len() > 64
+            || !config
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!(
+                "--id must be 1-64 letters, digits, '-' or '_', got {:?}",
+                config.id
+            );
+        }
+        let store_config = StoreConfig {
+            session_ttl_ms: ttl_secs * 1000,
+            max_sessions,
+            ..StoreConfig::default()
+        };
+        Ok((config, store_url, store_config))
+    }
+}
+
+/// Runs a waiter until SIGINT/SIGTERM.
+pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
+    let (config, store_url, store_config) = opts.resolve()?;
+    let shutdown = crate::signal::shutdown_signal();
+    let addr = opts.listen_addr();
+    let store = bistro_store::open(&store_url, store_config)
+        .await
+        .with_context(|| format!("cannot open store {store_url}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(id = %config.id, mode = %config.mode, store = %store_url, "waiter listening on http://{local}");
+    let waiter = Waiter::new(config, store);
+    bistro_waiter::run(listener, waiter, shutdown).await?;
+    tracing::info!("waiter stopped");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Real `bistro` processes for integration tests: spawned from the binary cargo built,
+//! on `127.0.0.1:0`, their address read from their own log line, killed on drop so no
+//! child outlives a test.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `bistro` child process.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl Proc {
+    /// SIGKILL: the process dies at once, with whatever it held in memory.
+    pub fn kill(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("kill {}: {e}", self.name);
+        }
+        if let Err(e) = self.child.wait() {
+            eprintln!("wait {}: {e}", self.name);
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.map(|s| s.success()).unwrap_or(false),
+            "could not send SIGTERM to {}",
+            self.name
+        );
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+/// Starts `bistro <args>` and waits until it logs "listening on http://ADDR".
+pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bistro"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("BISTRO_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the bistro binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    let label = name.to_string();
+    // Keep draining stderr for the child's whole life, or it blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = listening_addr(&line) {
+                sent = tx.send(addr).is_ok();
+            }
+            if std::env::var_os("BISTRO_TEST_VERBOSE").is_some() {
+                eprintln!("[{label}] {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{name} did not report its listening address within 20 s")
+        });
+    Proc {
+        child,
+        addr,
+        name: name.to_string(),
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on http://")? + "listening on http://".len()..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].trim_end_matches('/').parse().ok()
+}
+
+/// Starts a waiter with `extra` options on a free loopback port.
+pub fn spawn_waiter(id: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["waiter", "--id", id, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    spawn_bistro(id, &args)
+}
+
+/// A port that was free a moment ago (for servers that cannot bind port 0 and report
+/// it, such as redis-server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The PostgreSQL URL for tests (CI sets it; the default is this machine's server).
+pub fn postgres_url() -> String {
+    std::env::var("BISTRO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The Redis URL for tests.
+pub fn redis_url() -> String {
+    std::env::var("BISTRO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// A unique temporary SQLite path, removed (with its WAL files) on drop.
+pub struct TempDb(pub String);
+
+impl TempDb {
+    pub fn new(tag: &str) -> TempDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "bistro-test-{tag}-{}-{nanos}.db",
+            std::process::id()
+        ));
+        TempDb(path.to_string_lossy().into_owned())
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.0)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _missing_is_fine = std::fs::remove_file(format!("{}{suffix}", self.0));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What a waiter is told when it starts: its name, its mode and its limits.
+//!
+//! The mode is what bistro is about. A *stateful* waiter keeps the diners' notes on its
+//! own notepad (a [`MemoryStore`](bistro_store::MemoryStore) in this process), so only
+//! it can serve those diners and a restart loses them. A *stateless* waiter keeps them
+//! in a central store, so any waiter can serve any request. The code paths are the same;
+//! the mode changes what the waiter says when a session is missing (and is shown in
+//! every response's `Bistro-Mode` header so users can watch stickiness at work).
+
+use bistro_orders::{KitchenTimings, Menu};
+use bistro_store::StoreUrl;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a waiter keeps the diners' notes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// In this process's memory: only this waiter can serve its sessions.
+    Stateful,
+    /// In a central store: any waiter can serve any session.
+    Stateless,
+}
+
+impl Mode {
+    /// The wire name, as in the `Bistro-Mode` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Stateful => "stateful",
+            Mode::Stateless => "stateless",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mode name that is neither `stateful` nor `stateless`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown mode {0:?}; use stateful (notes in the waiter's memory) or stateless (notes in a central store)"
+)]
+pub struct ParseModeError(pub String);
+
+impl FromStr for Mode {
+    type Err = ParseModeError;
+
+    fn from_str(s: &str) -> Result<Mode, ParseModeError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stateful" => Ok(Mode::Stateful),
+            "stateless" => Ok(Mode::Stateless),
+            _ => Err(ParseModeError(s.to_string())),
+        }
+    }
+}
+
+/// Everything a [`Waiter`](crate::Waiter) needs besides its store.
+#[derive(Debug, Clone)]
+pub struct WaiterConfig {
+    /// The waiter's name, e.g. `w1`; sent in every response's `Bistro-Waiter` header.
+    pub id: String,
+    /// Stateful or stateless.
+    pub mode: Mode,
+    /// The dishes diners may order.
+    pub menu: Arc<Menu>,
+    /// How long the kitchen queues and cooks an order.
+    pub kitchen: KitchenTimings,
+    /// How often the kitchen looks for orders whose next step is due.
+    pub kitchen_poll: Duration,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Longest a request may take before it is answered 503 `timeout`.
+    pub request_timeout: Duration,
+    /// Longest one store operation may take before it counts as an outage.
+    pub store_timeout: Duration,
+    /// How often expired sessions are swept (and the cached counts refreshed).
+    pub sweep_interval: Duration,
+    /// Most sessions deleted per sweep round trip.
+    pub sweep_batch: usize,
+    /// Whether cookies carry `Secure` (set this behind HTTPS).
+    pub cookie_secure: bool,
+    /// The store's URL, shown with its password redacted in `/v1/waiter`.
+    pub store_url: StoreUrl,
+    /// How often a write without `If-Match` re-reads and retries after losing a
+    /// compare-and-set before answering 409 `conflict`.
+    pub max_cas_retries: u32,
+}
+
+impl Default for WaiterConfig {
+    /// A stateful waiter `w1` on the default menu and a memory store.
+    fn default() -> Self {
+        WaiterConfig {
+            id: "w1".to_string(),
+            mode: Mode::Stateful,
+            menu: Arc::new(Menu::default_menu()),
+            kitchen: KitchenTimings::default(),
+            kitchen_poll: Duration::from_millis(200),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(2),
+            sweep_interval: Duration::from_secs(10),
+            sweep_batch: 1000,
+            cookie_secure: false,
+            store_url: StoreUrl::Memory,
+            max_cas_retries: 16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_round_trips_through_display_from_str_and_serde() {
+        for mode in [Mode::Stateful, Mode::Stateless] {
+            assert_eq!(mode.to_string().parse::<Mode>().unwrap(), mode);
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(json, format!("\"{mode}\""));
+        }
+        assert_eq!(" Stateless ".parse::<Mode>().unwrap(), Mode::Stateless);
+        let err = "sticky".parse::<Mode>().unwrap_err();
+        assert!(err.to_string().contains("stateful"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = WaiterConfig::default();
+        assert_eq!(c.mode, Mode::Stateful);
+        assert_eq!(c.store_url, StoreUrl::Memory);
+        assert_eq!(c.max_body_bytes, 65_536);
+        assert_eq!(c.kitchen_poll, Duration::from_millis(200));
+        assert_eq!(c.max_cas_retries, 16);
+    }
+}

@@ -1,0 +1,244 @@
+//! What the waiter counts, exported at `GET /metrics` in the Prometheus text format.
+//!
+//! Request counts and latencies are labelled by *route* (the matched path pattern such
+//! as `/v1/orders/{id}`, never the raw path, so label sets stay bounded whatever clients
+//! send). Store operations come from the [`Instrumented`] wrapper, which is how a reader
+//! sees what statelessness costs: one store round trip per read, one compare-and-set per
+//! write. The session and order gauges come from counts cached by the sweeper's tick, so
+//! scraping never puts load on a central store.
+
+use bistro_metrics::{Encoder, Histogram, LATENCY_BUCKETS};
+use bistro_store::{Counts, Instrumented};
+use http::Method;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The route label of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The waiter's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+    durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    cas_conflicts: AtomicU64,
+    idempotent_replays: AtomicU64,
+    kitchen_transitions: AtomicU64,
+    counts: Mutex<Option<Counts>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters stay meaningful after a panic elsewhere; never let one poison /metrics.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+impl Metrics {
+    /// Records one answered request.
+    pub fn record_request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        *lock(&self.requests)
+            .entry((route.to_string(), method_label(method), status))
+            .or_insert(0) += 1;
+        let histogram = Arc::clone(
+            lock(&self.durations)
+                .entry(route.to_string())
+                .or_insert_with(|| Arc::new(Histogram::new(LATENCY_BUCKETS))),
+        );
+        histogram.observe(elapsed);
+    }
+
+    /// Counts a lost compare-and-set.
+    pub fn cas_conflict(&self) {
+        self.cas_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a replayed idempotent response.
+    pub fn idempotent_replay(&self) {
+        self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a kitchen step this waiter stored.
+    pub fn kitchen_transition(&self) {
+        self.kitchen_transitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Kitchen steps this waiter stored so far.
+    #[cfg(test)]
+    pub fn kitchen_transitions(&self) -> u64 {
+        self.kitchen_transitions.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the cached store counts.
+    pub fn set_counts(&self, counts: Counts) {
+        *lock(&self.counts) = Some(counts);
+    }
+
+    /// Renders every family as Prometheus text.
+    pub fn render(&self, store: &Instrumented) -> String {
+        let mut enc = Encoder::new();
+
+        let requests: Vec<((String, &'static str, String), u64)> = lock(&self.requests)
+            .iter()
+            .map(|((route, method, status), n)| ((route.clone(), *method, status.to_string()), *n))
+            .collect();
+        let labels: Vec<[(&str, &str); 3]> = requests
+            .iter()
+            .map(|((route, method, status), _)| {
+                [
+                    ("route", route.as_str()),
+                    ("method", *method),
+                    ("status", status.as_str()),
+                ]
+            })
+            .collect();
+        let series: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(&requests)
+            .map(|(l, (_, n))| (&l[..], *n))
+            .collect();
+        enc.counter(
+            "bistro_http_requests_total",
+            "HTTP requests answered, by route, method and status.",
+            &series,
+        );
+
+        let durations: Vec<(String, Arc<Histogram>)> = lock(&self.durations)
+            .iter()
+            .map(|(r, h)| (r.clone(), Arc::clone(h)))
+            .collect();
+        let labels: Vec<[(&str, &str); 1]> = durations
+            .iter()
+            .map(|(r, _)| [("route", r.as_str())])
+            .collect();
+        let series: Vec<(&[(&str, &str)], &Histogram)> = labels
+            .iter()
+            .zip(&durations)
+            .map(|(l, (_, h))| (&l[..], h.as_ref()))
+            .collect();
+        enc.histogram(
+            "bistro_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route.",
+            &series,
+        );
+
+        let counts = *lock(&self.counts);
+        let gauge = |v: Option<u64>| v.map(|n| vec![(&[][..], n as f64)]).unwrap_or_default();
+        enc.gauge(
+            "bistro_sessions",
+            "Sessions held by the store (as of the last sweep).",
+            &gauge(counts.map(|c| c.sessions)),
+        );
+        enc.gauge(
+            "bistro_orders",
+            "Orders held by the store (as of the last sweep).",
+            &gauge(counts.map(|c| c.orders)),
+        );
+
+        let ops = store.op_counts();
+        let labels: Vec<[(&str, &str); 2]> = ops
+            .iter()
+            .flat_map(|c| {
+                [
+                    [("op", c.op.label()), ("result", "ok")],
+                    [("op", c.op.label()), ("result", "failed")],
+                ]
+            })
+            .collect();
+        let values: Vec<u64> = ops.iter().flat_map(|c| [c.ok, c.failed]).collect();
+        let series: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(values)
+            .map(|(l, v)| (&l[..], v))
+            .collect();
+        enc.counter(
+            "bistro_store_ops_total",
+            "Store operations, by operation and result.",
+            &series,
+        );
+
+        let one = |a: &AtomicU64| [(&[][..], a.load(Ordering::Relaxed))];
+        enc.counter(
+            "bistro_cas_conflicts_total",
+            "Writes that lost a compare-and-set to a concurrent writer.",
+            &one(&self.cas_conflicts),
+        );
+        enc.counter(
+            "bistro_idempotent_replays_total",
+            "Requests answered from a stored idempotent response.",
+            &one(&self.idempotent_replays),
+        );
+        enc.counter(
+            "bistro_kitchen_transitions_total",
+            "Kitchen steps (start cooking, ready) stored by this waiter.",
+            &one(&self.kitchen_transitions),
+        );
+        enc.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bistro_store::{MemoryStore, StoreConfig};
+
+    #[test]
+    fn renders_every_family_with_bounded_labels() {
+        let m = Metrics::default();
+        m.record_request(
+            "/v1/orders/{id}",
+            &Method::GET,
+            200,
+            Duration::from_millis(3),
+        );
+        m.record_request(
+            "/v1/orders/{id}",
+            &Method::GET,
+            200,
+            Duration::from_millis(4),
+        );
+        m.record_request(
+            UNMATCHED_ROUTE,
+            &Method::from_bytes(b"BREW").unwrap(),
+            404,
+            Duration::ZERO,
+        );
+        m.cas_conflict();
+        m.kitchen_transition();
+        m.set_counts(Counts {
+            sessions: 2,
+            orders: 5,
+        });
+        let store = Instrumented::new(
+            Arc::new(MemoryStore::new(StoreConfig::default())),
+            Duration::from_secs(1),
+        );
+        let text = m.render(&store);
+        for needle in [
+            "bistro_http_requests_total{route=\"/v1/orders/{id}\",method=\"GET\",status=\"200\"} 2\n",
+            "bistro_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 1\n",
+            "bistro_http_request_duration_seconds_count{route=\"/v1/orders/{id}\"} 2\n",
+            "bistro_sessions 2\n",
+            "bistro_orders 5\n",
+            "bistro_store_ops_total{op=\"get_order\",result=\"failed\"} 0\n",
+            "bistro_cas_conflicts_total 1\n",
+            "bistro_idempotent_replays_total 0\n",
+            "bistro_kitchen_transitions_total 1\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}

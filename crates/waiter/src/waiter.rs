@@ -1,0 +1,132 @@
+//! The [`Waiter`]: one order service's shared state, and the HTTP routes over it.
+//!
+//! Everything a request needs hangs off one `Arc`: the configuration, the store (wrapped
+//! in [`Instrumented`] for per-operation timeouts and counters), the clock and the
+//! metrics. Cloning a `Waiter` clones the `Arc`, so axum's handlers, the kitchen and the
+//! sweeper all share one waiter.
+
+use crate::clock::Clock;
+use crate::config::WaiterConfig;
+use crate::handlers::{actions, ops, orders};
+use crate::metrics::Metrics;
+use crate::middleware;
+use crate::problem::Problem;
+use axum::Router;
+use axum::routing::{get, post};
+use bistro_store::{Instrumented, OrderStore, StoreError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An order service: cheap to clone, all clones share one state.
+#[derive(Clone)]
+pub struct Waiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: WaiterConfig,
+    store: Instrumented,
+    clock: Clock,
+    metrics: Metrics,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("id", &self.inner.config.id)
+            .field("mode", &self.inner.config.mode)
+            .field("store", &self.inner.store.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Waiter {
+    /// A waiter over `store`, which it wraps in [`Instrumented`] with
+    /// [`WaiterConfig::store_timeout`].
+    pub fn new(config: WaiterConfig, store: Arc<dyn OrderStore>) -> Waiter {
+        let store = Instrumented::new(store, config.store_timeout);
+        Waiter {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                clock: Clock::new(),
+                metrics: Metrics::default(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The whole HTTP application; [`run`](crate::run) serves it, tests call it with
+    /// `oneshot`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/menu", get(ops::menu))
+            .route("/v1/orders", get(orders::list).post(orders::create))
+            .route("/v1/orders/{id}", get(orders::get).patch(orders::patch))
+            .route("/v1/orders/{id}/place", post(actions::place))
+            .route("/v1/orders/{id}/cancel", post(actions::cancel))
+            .route("/v1/orders/{id}/serve", post(actions::serve))
+            .route("/v1/orders/{id}/pay", post(actions::pay))
+            .route("/v1/waiter", get(ops::waiter_info))
+            .route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics))
+            .route("/openapi.json", get(ops::openapi))
+            .fallback(ops::not_found)
+            .method_not_allowed_fallback(ops::method_not_allowed)
+            // Outermost last: identify every answer, then count it, then bound its time.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::timeout,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::track,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::identify,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// The clock every `now` comes from.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WaiterConfig {
+        &self.inner.config
+    }
+
+    /// The (instrumented) store, e.g. for its operation counts.
+    pub fn store(&self) -> &Instrumented {
+        &self.inner.store
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The problem answering a store error, with this waiter's advice for a missing
+    /// session.
+    pub(crate) fn store_problem(&self, err: &StoreError) -> Problem {
+        Problem::store(err, self.inner.config.mode, &self.inner.config.id)
+    }
+
+    /// 404 `unknown-session` as this waiter words it.
+    pub(crate) fn unknown_session(&self) -> Problem {
+        Problem::unknown_session(self.inner.config.mode, &self.inner.config.id)
+    }
+
+    /// Marks the waiter as draining: `/readyz` answers 503 from now on.
+    pub(crate) fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,10 @@
+//! Real-socket tests: a waiter served by `run` on 127.0.0.1:0, diners with cookie jars
+//! (`bistro_client::Client`), and stores that are real (`MemoryStore`) or a real store
+//! behind a switchable fault injector. Time-based behaviour (session expiry) runs under
+//! tokio's paused clock and calls the router directly.
+
+mod concurrency;
+mod failures;
+mod faulty;
+mod harness;
+mod journey;
