@@ -4,6 +4,7 @@
 //! module per command. Exit codes: 0 on success, 1 on any error (printed to stderr), 2
 //! for command-line usage errors (clap's own).
 
+mod bench_memory;
 mod bench_store;
 mod config_file;
 mod demo;
@@ -46,6 +47,8 @@ enum Command {
 enum BenchCommand {
     /// Store operations per backend, and one waiter's HTTP rate per architecture
     Store(bench_store::BenchStoreOpts),
+    /// Bytes of memory a stateful waiter spends per held session
+    Memory(bench_memory::BenchMemoryOpts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,5 +80,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo::run().await,
         Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file)).await,
         Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
+        Command::Bench(BenchCommand::Memory(opts)) => bench_memory::run(opts).await,
     }
 }
