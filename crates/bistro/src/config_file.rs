@@ -26,6 +26,10 @@ use std::path::Path;
 pub struct ConfigFile {
     #[serde(default)]
     pub waiter: WaiterFile,
+    /// The balancer's settings, read by `bistro-balancer`'s own config type (see
+    /// docs/balancer.md for every key).
+    #[serde(default)]
+    pub balancer: Option<bistro_balancer::BalancerConfig>,
 }
 
 impl ConfigFile {

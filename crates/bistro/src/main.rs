@@ -4,12 +4,14 @@
 //! module per command. Exit codes: 0 on success, 1 on any error (printed to stderr), 2
 //! for command-line usage errors (clap's own).
 
+mod balancer_cmd;
 mod bench_memory;
 mod bench_store;
 mod config_file;
 mod demo;
 mod logging;
 mod signal;
+mod up;
 mod waiter_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +24,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "bistro", version, propagate_version = true)]
 struct Cli {
-    /// TOML config file; its `[waiter]` table sets the same options as the flags
+    /// TOML config file; its `[waiter]` and `[balancer]` tables set the same options as the flags
     #[arg(long, global = true, env = "BISTRO_CONFIG")]
     config: Option<PathBuf>,
     /// Log format on stderr
@@ -38,6 +40,10 @@ enum Command {
     Demo,
     /// Run a waiter: the order service (HTTP/JSON)
     Waiter(waiter_cmd::WaiterOpts),
+    /// Run the balancer: the manager that puts waiters behind one address
+    Balancer(balancer_cmd::BalancerOpts),
+    /// Start N waiters and a balancer on loopback, as child processes, until Ctrl-C
+    Up(up::UpOpts),
     /// Measure bistro against baselines taken in the same run
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,6 +85,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run().await,
         Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file)).await,
+        Command::Balancer(opts) => balancer_cmd::run(opts, file.balancer.as_ref()).await,
+        Command::Up(opts) => up::run(opts).await,
         Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
         Command::Bench(BenchCommand::Memory(opts)) => bench_memory::run(opts).await,
     }

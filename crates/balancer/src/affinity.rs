@@ -1,0 +1,418 @@
+//! Affinity tokens: the signed cookie that pins a diner to one waiter.
+//!
+//! A token names a backend by its **id** (never its address) and carries the unix second
+//! it was issued, signed with HMAC-SHA256 under a key every balancer replica shares, so
+//! any replica can verify a token another issued and a diner cannot forge one to pick a
+//! waiter. Layout before base64url (no padding):
+//!
+//! ```text
+//! version (1) | issued_at (u64, big endian) | id length (1) | id | tag (16)
+//! ```
+//!
+//! The tag is the HMAC truncated to its first 128 bits (RFC 2104 §5 allows truncation
+//! to half the output; 128 bits is far beyond guessing), which keeps the cookie short on
+//! every request.
+//!
+//! A token that is malformed or carries a bad tag (forged, or signed with another key:
+//! the two cannot be told apart), or that is older than `max_age_secs`, is *treated as
+//! absent*: the diner is balanced as new and gets a fresh cookie. Such events are
+//! counted, never an error for the client.
+//!
+//! The key is expanded into HMAC's inner and outer states once; each request clones
+//! that state (a copy of two SHA-256 states, ~160 ns all told) instead of re-keying.
+
+use crate::config::AffinityConfig;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+use sha2::Sha256;
+
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 16;
+const MAX_ID: usize = crate::spec::MAX_ID_LEN;
+const MAX_RAW: usize = 1 + 8 + 1 + MAX_ID + TAG_LEN;
+/// Tokens issued up to this far in the future (clock skew between replicas) are accepted.
+const MAX_SKEW_SECS: u64 = 300;
+
+/// A backend id read from a token, held on the stack.
+#[derive(Clone, Copy)]
+pub(crate) struct TokenId {
+    buf: [u8; MAX_ID],
+    len: u8,
+}
+
+impl TokenId {
+    /// The id.
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ids the balancer signed get here, and those are ASCII.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a request's affinity cookie says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Verdict {
+    /// No cookie.
+    Absent,
+    /// A genuine, fresh token.
+    Valid { backend: TokenId, issued_at: u64 },
+    /// Malformed, bad signature or wrong key.
+    Forged,
+    /// Genuine but older than the maximum age.
+    Expired,
+}
+
+/// Issues and verifies affinity tokens and builds the cookie headers.
+#[derive(Clone)]
+pub(crate) struct Affinity {
+    mac: Hmac<Sha256>,
+    cookie: String,
+    max_age: u64,
+    /// `; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=N]`
+    attributes: String,
+    clear: HeaderValue,
+}
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Affinity")
+            .field("cookie", &self.cookie)
+            .field("max_age", &self.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Affinity {
+    /// An issuer/verifier for `config` signing with `key`.
+    pub(crate) fn new(config: &AffinityConfig, key: &[u8]) -> Affinity {
+        // HMAC accepts keys of any length.
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+        let mut attributes = String::from("; Path=/; HttpOnly; SameSite=Lax");
+        if config.secure {
+            attributes.push_str("; Secure");
+        }
+        let mut clear = format!("{}={attributes}", config.cookie);
+        if let Some(age) = config.cookie_max_age_secs {
+            attributes.push_str(&format!("; Max-Age={age}"));
+        }
+        clear.push_str("; Max-Age=0");
+        Affinity {
+            mac,
+            cookie: config.cookie.clone(),
+            max_age: config.max_age_secs,
+            attributes,
+            clear: HeaderValue::try_from(clear).expect("validated cookie names make valid headers"),
+        }
+    }
+
+    /// A token naming `backend`, issued at `issued_at` (unix seconds).
+    pub(crate) fn issue(&self, backend: &str, issued_at: u64) -> String {
+        let id = &backend.as_bytes()[..backend.len().min(MAX_ID)];
+        let mut raw = [0u8; MAX_RAW];
+        raw[0] = VERSION;
+        raw[1..9].copy_from_slice(&issued_at.to_be_bytes());
+        raw[9] = id.len() as u8;
+        raw[10..10 + id.len()].copy_from_slice(id);
+        let body = 10 + id.len();
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..body]);
+        raw[body..body + TAG_LEN].copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        URL_SAFE_NO_PAD.encode(&raw[..body + TAG_LEN])
+    }
+
+    /// Checks a token at `now` (unix seconds).
+    pub(crate) fn verify(&self, token: &str, now: u64) -> Verdict {
+        let mut raw = [0u8; MAX_RAW + 3];
+        if token.len() > MAX_RAW.div_ceil(3) * 4 {
+            return Verdict::Forged;
+        }
+        let Ok(len) = URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut raw) else {
+            return Verdict::Forged;
+        };
+        if len < 10 + 1 + TAG_LEN || raw[0] != VERSION {
+            return Verdict::Forged;
+        }
+        let id_len = usize::from(raw[9]);
+        let body = 10 + id_len;
+        if id_len == 0 || id_len > MAX_ID || len != body + TAG_LEN {
+            return Verdict::Forged;
+        }
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..body]);
+        if mac.verify_truncated_left(&raw[body..len]).is_err() {
+            return Verdict::Forged;
+        }
+        let issued_at = u64::from_be_bytes(raw[1..9].try_into().expect("eight bytes"));
+        if issued_at > now.saturating_add(MAX_SKEW_SECS) {
+            return Verdict::Forged;
+        }
+        if now.saturating_sub(issued_at) > self.max_age {
+            return Verdict::Expired;
+        }
+        let mut backend = TokenId {
+            buf: [0; MAX_ID],
+            len: id_len as u8,
+        };
+        backend.buf[..id_len].copy_from_slice(&raw[10..body]);
+        Verdict::Valid { backend, issued_at }
+    }
+
+    /// Reads and checks the request's affinity cookie.
+    pub(crate) fn read(&self, headers: &HeaderMap, now: u64) -> Verdict {
+        match find_cookie(headers, &self.cookie) {
+            None | Some("") => Verdict::Absent,
+            Some(token) => self.verify(token, now),
+        }
+    }
+
+    /// Re-checks a verdict reached earlier for the same token: only the age can change.
+    pub(crate) fn revalidate(&self, verdict: Verdict, now: u64) -> Verdict {
+        match verdict {
+            Verdict::Valid { issued_at, .. } if now.saturating_sub(issued_at) > self.max_age => {
+                Verdict::Expired
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a valid token is old enough to be re-issued (past half its life), so an
+    /// active diner never hits the maximum age.
+    pub(crate) fn needs_refresh(&self, issued_at: u64, now: u64) -> bool {
+        now.saturating_sub(issued_at) > self.max_age / 2
+    }
+
+    /// `Set-Cookie` pinning the diner to `backend`.
+    pub(crate) fn set_cookie(&self, backend: &str, now: u64) -> HeaderValue {
+        let token = self.issue(backend, now);
+        let mut value =
+            String::with_capacity(self.cookie.len() + 1 + token.len() + self.attributes.len());
+        value.push_str(&self.cookie);
+        value.push('=');
+        value.push_str(&token);
+        value.push_str(&self.attributes);
+        HeaderValue::try_from(value).expect("base64url and validated names make valid headers")
+    }
+
+    /// `Set-Cookie` removing the affinity cookie (`Max-Age=0`).
+    pub(crate) fn clear_cookie(&self) -> HeaderValue {
+        self.clear.clone()
+    }
+}
+
+/// One connection's memory of its last `Cookie` header and the verdict on it.
+///
+/// A diner's keep-alive connection sends the same `Cookie` header on every request, so
+/// the signature is checked once per connection and cookie, not once per request: a
+/// byte comparison replaces the parse, the base64 decoding and the HMAC. Verdicts are
+/// deterministic for a given token, except for its age, which is re-checked every time.
+#[derive(Debug, Default)]
+pub(crate) struct VerdictCache {
+    last: std::sync::Mutex<Option<(Vec<u8>, Verdict)>>,
+}
+
+impl VerdictCache {
+    /// The request's affinity verdict, from the cache when its `Cookie` header is the
+    /// same as last time.
+    pub(crate) fn read(&self, affinity: &Affinity, headers: &HeaderMap, now: u64) -> Verdict {
+        let mut cookies = headers.get_all(COOKIE).iter();
+        let (Some(only), None) = (cookies.next(), cookies.next()) else {
+            return affinity.read(headers, now);
+        };
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((seen, verdict)) = &*last
+            && seen.as_slice() == only.as_bytes()
+        {
+            return affinity.revalidate(*verdict, now);
+        }
+        let verdict = affinity.read(headers, now);
+        *last = Some((only.as_bytes().to_vec(), verdict));
+        verdict
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if present.
+pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k.trim_end() == name).then(|| v.trim())
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn affinity(key: &[u8]) -> Affinity {
+        Affinity::new(
+            &AffinityConfig {
+                max_age_secs: 3600,
+                ..AffinityConfig::default()
+            },
+            key,
+        )
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef-test-key";
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn round_trip() {
+        let a = affinity(KEY);
+        let token = a.issue("w1", NOW);
+        assert!(token.len() < 64, "{token}");
+        match a.verify(&token, NOW + 10) {
+            Verdict::Valid { backend, issued_at } => {
+                assert_eq!(backend.as_str(), "w1");
+                assert_eq!(issued_at, NOW);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_does_not_reveal_an_address_and_longest_ids_fit() {
+        let a = affinity(KEY);
+        let id = "w".repeat(MAX_ID);
+        assert!(
+            matches!(a.verify(&a.issue(&id, NOW), NOW), Verdict::Valid { backend, .. } if backend.as_str() == id)
+        );
+    }
+
+    #[test]
+    fn forged_signature_is_rejected() {
+        let a = affinity(KEY);
+        let mut raw = URL_SAFE_NO_PAD.decode(a.issue("w1", NOW)).unwrap();
+        raw[10] = b'x'; // w1 -> x1, tag unchanged
+        assert!(matches!(
+            a.verify(&URL_SAFE_NO_PAD.encode(&raw), NOW),
+            Verdict::Forged
+        ));
+        let last = raw.len() - 1;
+        raw[10] = b'w';
+        raw[last] ^= 1; // tag flipped
+        assert!(matches!(
+            a.verify(&URL_SAFE_NO_PAD.encode(&raw), NOW),
+            Verdict::Forged
+        ));
+    }
+
+    #[test]
+    fn wrong_key_is_rejected() {
+        let token = affinity(b"another key of enough length").issue("w1", NOW);
+        assert!(matches!(affinity(KEY).verify(&token, NOW), Verdict::Forged));
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        let a = affinity(KEY);
+        for token in ["", "%%%", "AAAA", &"A".repeat(500), "w1"] {
+            assert!(matches!(a.verify(token, NOW), Verdict::Forged), "{token}");
+        }
+    }
+
+    #[test]
+    fn expired_and_future_tokens() {
+        let a = affinity(KEY);
+        assert!(matches!(
+            a.verify(&a.issue("w1", NOW), NOW + 3601),
+            Verdict::Expired
+        ));
+        assert!(matches!(
+            a.verify(&a.issue("w1", NOW), NOW + 3600),
+            Verdict::Valid { .. }
+        ));
+        assert!(matches!(
+            a.verify(&a.issue("w1", NOW + 1000), NOW),
+            Verdict::Forged
+        ));
+        assert!(a.needs_refresh(NOW, NOW + 1801));
+        assert!(!a.needs_refresh(NOW, NOW + 1800));
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        let config = AffinityConfig {
+            secure: true,
+            cookie_max_age_secs: Some(60),
+            ..AffinityConfig::default()
+        };
+        let a = Affinity::new(&config, KEY);
+        let set = a.set_cookie("w1", NOW);
+        let set = set.to_str().unwrap();
+        assert!(set.starts_with("bistro_affinity="), "{set}");
+        assert!(
+            set.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=60"),
+            "{set}"
+        );
+        assert_eq!(
+            a.clear_cookie().to_str().unwrap(),
+            "bistro_affinity=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn the_cache_skips_the_signature_but_not_the_age() {
+        let a = affinity(KEY);
+        let cache = VerdictCache::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            format!("bistro_affinity={}", a.issue("w1", NOW))
+                .parse()
+                .unwrap(),
+        );
+        assert!(matches!(
+            cache.read(&a, &headers, NOW),
+            Verdict::Valid { .. }
+        ));
+        assert!(matches!(
+            cache.read(&a, &headers, NOW + 10),
+            Verdict::Valid { .. }
+        ));
+        assert!(
+            matches!(cache.read(&a, &headers, NOW + 3601), Verdict::Expired),
+            "age is re-checked"
+        );
+        // A different cookie is verified afresh.
+        headers.insert(COOKIE, "bistro_affinity=forged".parse().unwrap());
+        assert!(matches!(cache.read(&a, &headers, NOW), Verdict::Forged));
+        headers.remove(COOKIE);
+        assert!(matches!(cache.read(&a, &headers, NOW), Verdict::Absent));
+    }
+
+    #[test]
+    fn reads_the_cookie_among_others() {
+        let a = affinity(KEY);
+        let mut headers = HeaderMap::new();
+        assert!(matches!(a.read(&headers, NOW), Verdict::Absent));
+        let token = a.issue("w2", NOW);
+        headers.append(COOKIE, "bistro_session=abc".parse().unwrap());
+        headers.append(
+            COOKIE,
+            format!("x=1;bistro_affinity={token}; y=2").parse().unwrap(),
+        );
+        assert!(
+            matches!(a.read(&headers, NOW), Verdict::Valid { backend, .. } if backend.as_str() == "w2")
+        );
+        assert_eq!(find_cookie(&headers, "y"), Some("2"));
+        assert_eq!(find_cookie(&headers, "bistro"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! The balancer's errors, typed so callers can decide on them.
+//!
+//! Three kinds of failure exist and each has its own type:
+//!
+//! - [`ConfigError`]: the configuration (TOML, `--backend` flags, admin requests that
+//!   add a backend) is invalid. Said in words the operator can act on.
+//! - [`BalancerError`]: [`run`](crate::run) could not start or stopped abnormally.
+//! - [`ProxyError`]: one proxied exchange failed. Following pingora, it says *where* the
+//!   failure came from ([`Origin`]) and whether the request may safely be sent again
+//!   ([`RetrySafety`]); the retry logic matches on exactly these two answers.
+
+pub use crate::framing::FramingError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// An invalid configuration value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML document does not parse or has unknown or mistyped fields.
+    #[error("invalid balancer configuration: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A `--backend` flag does not have the form `id=host:port[,weight=N][,mode=M]`.
+    #[error(
+        "invalid --backend {flag:?}: {reason}; expected id=host:port[,weight=N][,mode=stateful|stateless]"
+    )]
+    BackendFlag {
+        /// The flag as given.
+        flag: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// One field has a value outside what the balancer accepts.
+    #[error("invalid value for {field}: {reason}")]
+    Invalid {
+        /// The field, as a TOML path (e.g. `health.rise`).
+        field: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// Two backends share one id; ids name sessions in affinity tokens, so they must be unique.
+    #[error("backend id {0:?} is used twice; every backend needs its own id")]
+    DuplicateBackend(String),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why [`run`](crate::run) could not start or did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalancerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The admin listener is bound to a non-loopback address but no admin token is set.
+    #[error(
+        "the admin API listens on {addr}, which is not a loopback address, and no admin token is configured; \
+         set admin.token (clients then send `Authorization: Bearer <token>`) or bind the admin API to 127.0.0.1"
+    )]
+    AdminTokenRequired {
+        /// The admin listener's address.
+        addr: SocketAddr,
+    },
+    /// A listener could not be prepared, or a worker could not start.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the balancer was doing.
+        what: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A worker thread panicked; the balancer stopped the others and gave up.
+    #[error("proxy worker {0} panicked; see the log for the panic message")]
+    WorkerPanicked(usize),
+}
+
+/// Where a failed exchange went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The backend (waiter): connection refused, reset, timed out, bad response.
+    Upstream,
+    /// The client (diner): bad or too large request, body aborted.
+    Downstream,
+    /// The balancer itself: no backend available, configuration.
+    Internal,
+}
+
+/// Whether a failed request may be sent (again) to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrySafety {
+    /// The request never reached a backend: any request may be sent elsewhere.
+    NotSent,
+    /// The request may have reached the backend: only idempotent requests (or those
+    /// carrying `Idempotency-Key`) may be sent again.
+    MaybeSent,
+    /// Sending it again cannot help (the client's fault, or nothing to send to).
+    Never,
+}
+
+/// One proxied exchange failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The TCP connection (or the HTTP handshake) to the backend failed.
+    #[error("could not connect to waiter {backend} ({addr}): {source}")]
+    Connect {
+        /// The backend's id.
+        backend: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The backend did not accept the connection within the connect timeout.
+    #[error("waiter {backend} did not accept a connection within {timeout:?}")]
+    ConnectTimeout {
+        /// The backend's id.
+        backend: String,
+        /// The configured connect timeout.
+        timeout: Duration,
+    },
+    /// The connection failed before the request was written (e.g. a pooled connection
+    /// the backend had just closed); hyper handed the request back.
+    #[error("the connection to waiter {backend} closed before the request was sent: {source}")]
+    NotSent {
+        /// The backend's id.
+        backend: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The exchange failed after the request was (at least partly) written.
+    #[error("the exchange with waiter {backend} failed after the request was sent: {source}")]
+    Exchange {
+        /// The backend's id.
+        backend: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+    /// The backend sent no response head within the response timeout.
+    #[error("waiter {backend} sent no response within {timeout:?}")]
+    ResponseTimeout {
+        /// The backend's id.
+        backend: String,
+        /// The configured response timeout.
+        timeout: Duration,
+    },
+    /// The client's request body is larger than allowed.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Reading the client's request body failed.
+    #[error("could not read the request body from the client: {0}")]
+    ClientBody(hyper::Error),
+    /// The request's framing is ambiguous (see the `framing` module).
+    #[error("{0}")]
+    Framing(FramingError),
+    /// No backend is available for a new request.
+    #[error("no waiter is available")]
+    NoBackend,
+}
+
+impl ProxyError {
+    /// Where the failure came from.
+    pub fn origin(&self) -> Origin {
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::NotSent { .. }
+            | ProxyError::Exchange { .. }
+            | ProxyError::ResponseTimeout { .. } => Origin::Upstream,
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody(_)
+            | ProxyError::Framing(_) => Origin::Downstream,
+            ProxyError::NoBackend => Origin::Internal,
+        }
+    }
+
+    /// Whether the request may be sent again, and under which condition.
+    pub fn retry_safety(&self) -> RetrySafety {
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::NotSent { .. } => RetrySafety::NotSent,
+            // A timed-out request may still be running on the backend; retrying it would
+            // double the load exactly when the backend is slow, so it is not retried.
+            ProxyError::ResponseTimeout { .. } => RetrySafety::Never,
+            ProxyError::Exchange { .. } => RetrySafety::MaybeSent,
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody(_)
+            | ProxyError::Framing(_)
+            | ProxyError::NoBackend => RetrySafety::Never,
+        }
+    }
+
+    /// Whether the failure counts against the backend's health (passive ejection).
+    pub fn blames_backend(&self) -> bool {
+        self.origin() == Origin::Upstream
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_are_safe_to_retry_anywhere() {
+        let e = ProxyError::ConnectTimeout {
+            backend: "w1".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(e.retry_safety(), RetrySafety::NotSent);
+        assert_eq!(e.origin(), Origin::Upstream);
+        assert!(e.blames_backend());
+    }
+
+    #[test]
+    fn client_faults_are_never_retried_and_do_not_blame_the_backend() {
+        let e = ProxyError::BodyTooLarge { limit: 10 };
+        assert_eq!(e.retry_safety(), RetrySafety::Never);
+        assert_eq!(e.origin(), Origin::Downstream);
+        assert!(!e.blames_backend());
+    }
+}

@@ -1,0 +1,164 @@
+//! Header rewriting at the proxy boundary.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message, so
+//!   they are removed in both directions: `Connection`, `Keep-Alive`, `Proxy-*`, `TE`,
+//!   `Trailer`, `Transfer-Encoding`, `Upgrade`, and every header `Connection` names. hyper
+//!   frames each side's body itself (`Content-Length` or chunked).
+//! - Requests gain `X-Forwarded-For` (the client IP appended), `X-Forwarded-Proto`,
+//!   `X-Forwarded-Host` (the original `Host`) and `Via: 1.1 bistro`; responses gain `Via`.
+//!
+//! Most requests carry no hop-by-hop header, so a first pass only looks; the removal
+//! pass (which may allocate) runs when there is something to remove.
+
+use http::header::{self, Entry, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+/// `Via` value this proxy adds.
+pub(crate) static VIA: HeaderValue = HeaderValue::from_static("1.1 bistro");
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+static FIXED_HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Runs for every header of every message, so it compares the (already lower-case)
+/// name by length and bytes instead of hashing.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive"
+    ) || name.starts_with("proxy-")
+}
+
+/// Removes hop-by-hop headers, including those listed in `Connection`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy.iter().chain(FIXED_HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Appends `value` to a comma-separated list header, or sets it (one hash lookup).
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    match headers.entry(name) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(value.clone());
+        }
+        Entry::Occupied(mut occupied) => {
+            let existing = occupied.get();
+            let mut joined = Vec::with_capacity(existing.len() + 2 + value.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value.as_bytes());
+            // Two valid header values joined by ", " are a valid header value.
+            if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+                occupied.insert(joined);
+            }
+        }
+    }
+}
+
+/// Adds the forwarding headers to a request from `client_ip` (pre-rendered once per
+/// connection).
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    // One growth of the map (hyper sizes it to the parsed headers) instead of several.
+    headers.reserve(4);
+    append_list(headers, &X_FORWARDED_FOR, client_ip);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    append_list(headers, &header::VIA, &VIA);
+}
+
+/// Adds `Via` to a response.
+pub(crate) fn add_via(headers: &mut HeaderMap) {
+    append_list(headers, &header::VIA, &VIA);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "basic x"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-type", "application/json"),
+            ("cookie", "a=b"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["content-type", "cookie"]);
+    }
+
+    #[test]
+    fn leaves_end_to_end_headers_alone() {
+        let mut h = map(&[("host", "a"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_what_came_before() {
+        let ip = HeaderValue::from_static("10.0.0.2");
+        let mut h = map(&[
+            ("host", "bistro.test"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("via", "1.0 edge"),
+        ]);
+        add_forwarded(&mut h, &ip);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "bistro.test");
+        assert_eq!(h["via"], "1.0 edge, 1.1 bistro");
+        let mut fresh = HeaderMap::new();
+        add_forwarded(&mut fresh, &ip);
+        assert_eq!(fresh["x-forwarded-for"], "10.0.0.2");
+        assert_eq!(fresh["via"], "1.1 bistro");
+    }
+}

@@ -1,0 +1,290 @@
+//! # bistro-balancer: the manager who assigns a waiter
+//!
+//! An HTTP/1.1 reverse proxy for bistro's waiters. In *stateful* mode a diner's notes
+//! live in one waiter's memory, so the balancer must keep sending that diner to the same
+//! waiter (sticky sessions), and must say so clearly when that waiter is gone. In
+//! *stateless* mode any waiter will do, and the balancer spreads load freely.
+//!
+//! ## A request's path
+//!
+//! ```text
+//! diner ──► worker thread (accept, hyper server)
+//!             │ route: sticky? ── affinity cookie: valid? ── pinned backend available?
+//!             │                                      └─ lost: strict 503 │ redispatch
+//!             │ otherwise: strategy.select(accept = up ∧ ¬ejected ∧ ¬draining)
+//!             ▼
+//!           own pool of keep-alive connections ──► waiter
+//!             ▲ retry: never-sent → elsewhere; sent → only idempotent / Idempotency-Key
+//!             │ response: learn mode, count 5xx, issue cookie, stream body back;
+//!             └ the connection returns to the pool when the body ends
+//! ```
+//!
+//! Modules, one concept each: [`config`] (what can be configured), `spec` (one backend
+//! and the `--backend` flag), `strategy` (round robin, smooth weighted round robin,
+//! least connections, power of two choices, consistent hashing; all behind one trait
+//! with an accept filter), `affinity` (HMAC-signed tokens), `route` (per-path
+//! stickiness), `target` (affinity resolved or a backend selected), `health` and
+//! `checker` (passive ejection, active checks), `table` (the live backend set),
+//! `framing` (ambiguous requests), `pool`, `body` and `forward` (upstream connections
+//! and one attempt), `retry` (when, and the budget), `proxy` (the request path),
+//! `admin`, `metrics`, `server` (thread-per-core workers, limits, graceful drain).
+//!
+//! ## Running it
+//!
+//! The caller binds; the library serves. [`run_blocking`] is what a CLI's plain `main`
+//! calls: it makes a small runtime for the control plane (admin API, health checks,
+//! the shutdown future) and starts [`BalancerConfig::workers`] proxy threads, each with
+//! its own current-thread runtime (thread-per-core). [`run`] does the same from inside
+//! an existing runtime. Both return after `shutdown` resolves and in-flight requests
+//! finished (or the grace period passed).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = bistro_balancer::BalancerConfig::from_toml(r#"
+//!     [[backends]]
+//!     id = "w1"
+//!     address = "127.0.0.1:7001"
+//! "#)?;
+//! let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+//! let admin = std::net::TcpListener::bind("127.0.0.1:8081")?;
+//! let shutdown = async {
+//!     if let Err(e) = tokio::signal::ctrl_c().await {
+//!         eprintln!("cannot listen for ctrl-c ({e}); stopping");
+//!     }
+//! };
+//! bistro_balancer::run_blocking(listener, Some(admin), config, shutdown)?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod affinity;
+mod backend;
+mod body;
+mod checker;
+mod clock;
+pub mod config;
+mod error;
+mod forward;
+mod framing;
+mod headers;
+mod health;
+mod metrics;
+mod pool;
+mod problem;
+mod proxy;
+mod retry;
+mod route;
+mod server;
+mod spec;
+mod state;
+mod strategy;
+mod table;
+mod target;
+
+pub use config::{
+    AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, ClientConfig,
+    HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig, Stickiness,
+    StrategyKind, UpstreamConfig,
+};
+pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, RetrySafety};
+pub use problem::PROBLEM_BASE;
+pub use spec::{BackendSpec, MAX_WEIGHT, Mode, parse_backend_flag, resolve_address};
+
+use server::Exit;
+use state::Shared;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Runs the proxy on `listener` (and the admin API on `admin`, if any) until `shutdown`
+/// resolves, then drains in-flight requests and returns.
+///
+/// Starts [`BalancerConfig::effective_workers`] proxy threads, each serving a clone of
+/// `listener` (one socket, one accept queue); the admin API and health checks run on the
+/// caller's runtime. Must be called from within a tokio runtime with I/O and timers.
+///
+/// # Errors
+/// [`BalancerError`] when the configuration is invalid, the admin API would be exposed
+/// on a non-loopback address without a token, a listener cannot be prepared, or a
+/// worker dies.
+pub async fn run(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: BalancerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BalancerError> {
+    let workers = config.effective_workers();
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        listeners.push(listener.try_clone().map_err(|source| BalancerError::Io {
+            what: "could not clone the listener for a worker",
+            source,
+        })?);
+    }
+    listeners.insert(0, listener);
+    run_on(listeners, admin, config, shutdown).await
+}
+
+/// Like [`run`], with one listener per worker (for example from [`bind_reuseport`], so
+/// the kernel spreads new connections over the workers). `config.workers` is ignored:
+/// there is one worker per listener.
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_on(
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    config: BalancerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BalancerError> {
+    config.validate()?;
+    if listeners.is_empty() {
+        return Err(ConfigError::invalid("listeners", "at least one listener is needed").into());
+    }
+    let io = |what: &'static str| move |source| BalancerError::Io { what, source };
+    if let Some(admin) = &admin {
+        let addr = admin
+            .local_addr()
+            .map_err(io("could not read the admin listener's address"))?;
+        if !addr.ip().is_loopback() && config.admin.token.is_none() {
+            return Err(BalancerError::AdminTokenRequired { addr });
+        }
+        admin
+            .set_nonblocking(true)
+            .map_err(io("could not make the admin listener non-blocking"))?;
+    }
+    for listener in &listeners {
+        listener
+            .set_nonblocking(true)
+            .map_err(io("could not make the listener non-blocking"))?;
+    }
+    let key = affinity_key(&config);
+    let workers = listeners.len();
+    let shared = Arc::new(Shared::new(config, &key, workers));
+    let (stop, stopped) = watch::channel(false);
+    let (exit_tx, mut exits) = mpsc::unbounded_channel();
+    let limit = Arc::new(Semaphore::new(
+        shared
+            .config
+            .client
+            .max_connections
+            .min(Semaphore::MAX_PERMITS),
+    ));
+    let mut started = 0;
+    let mut failure = None;
+    for (index, listener) in listeners.into_iter().enumerate() {
+        match server::spawn(
+            index,
+            listener,
+            shared.clone(),
+            limit.clone(),
+            stopped.clone(),
+            exit_tx.clone(),
+        ) {
+            Ok(()) => started += 1,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(exit_tx);
+    let checker = tokio::spawn(checker::run(shared.clone(), stopped.clone()));
+    let admin = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stopped.clone())));
+    if failure.is_none() {
+        tracing::info!(
+            workers,
+            backends = shared.config.backends.len(),
+            "balancer running"
+        );
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+            Some(exit) = exits.recv() => {
+                started -= 1;
+                failure = Some(exit.result.err().unwrap_or(BalancerError::WorkerPanicked(exit.index)));
+            }
+        }
+    }
+    if stop.send(true).is_err() {
+        tracing::debug!("no task was waiting for the shutdown signal");
+    }
+    for _ in 0..started {
+        match exits.recv().await {
+            Some(Exit {
+                result: Err(e),
+                index,
+            }) => {
+                tracing::error!(worker = index, error = %e, "proxy worker failed");
+                failure.get_or_insert(e);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    for task in std::iter::once(checker).chain(admin) {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a balancer task panicked");
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// [`run`] on a runtime of its own: call it from a plain `fn main`. The runtime (one
+/// thread, the caller's) carries the control plane and polls `shutdown`; the proxy
+/// workers get their own threads.
+///
+/// # Errors
+/// See [`run`]; also when the runtime cannot be built.
+pub fn run_blocking(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: BalancerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BalancerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| BalancerError::Io {
+            what: "could not start the control runtime",
+            source,
+        })?
+        .block_on(run(listener, admin, config, shutdown))
+}
+
+/// Binds `n` listeners to `addr` with `SO_REUSEPORT`, for [`run_on`]: the kernel then
+/// spreads incoming connections over the workers by hashing their addresses.
+///
+/// # Errors
+/// The socket error when a socket cannot be created, configured or bound.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut listeners = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: TcpListener = socket.into();
+        // With port 0, the first socket picks the port and the others join it.
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// The configured affinity key, or a random one (with a warning).
+fn affinity_key(config: &BalancerConfig) -> Vec<u8> {
+    if let Some(key) = &config.affinity.key {
+        return key.as_bytes().to_vec();
+    }
+    tracing::warn!(
+        "no affinity key configured (affinity.key or {AFFINITY_KEY_ENV}); using a random key: \
+         balancer replicas will not accept each other's cookies, and a restart unpins every diner"
+    );
+    let mut key = vec![0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    key
+}

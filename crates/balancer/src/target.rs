@@ -1,0 +1,295 @@
+//! Where a request goes: its affinity resolved, or a backend selected.
+//!
+//! A valid token naming an available backend pins the request to it (a *hit*; a
+//! draining backend still serves its pinned diners). A token naming a backend that is
+//! down, ejected or was removed means the session is *lost*: the route's policy answers
+//! 503 `session-lost` (`strict`) or picks another backend (`redispatch`). Forged, expired
+//! or unknown tokens are counted and treated as absent. Without a pin, the strategy
+//! picks among backends that are available and not draining (the `accept` filter).
+
+use crate::affinity::Verdict;
+use crate::backend::{Core, Local};
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::headers::add_via;
+use crate::metrics::AffinityOutcome;
+use crate::problem::{Problem, error_response};
+use crate::route::{Policy, Route};
+use crate::spec::Mode;
+use crate::state::Worker;
+use crate::strategy::Pick;
+use crate::table::Table;
+use http::header::SET_COOKIE;
+use http::{HeaderName, HeaderValue, Response};
+use std::sync::Arc;
+
+static SESSION_LOST: HeaderName = HeaderName::from_static("bistro-session-lost");
+
+/// An answer the balancer gives without (further) asking a backend; boxed because the
+/// paths that produce it are rare and the common `Ok` should stay small.
+pub(crate) type Early = Box<Response<ResponseBody>>;
+
+/// The request's affinity, as far as the response needs it.
+#[derive(Debug, Default)]
+pub(crate) struct Sticky {
+    /// The issue time of a valid token naming the target.
+    pub(crate) issued_at: Option<u64>,
+    /// A cookie came in but cannot stay as it is (forged, expired, unknown, lost).
+    pub(crate) replace: bool,
+    /// The backend the diner was pinned to, when the request was sent elsewhere.
+    pub(crate) rerouted_from: Option<Arc<str>>,
+}
+
+/// Where the request goes.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) local: Arc<Local>,
+    pub(crate) sticky: Sticky,
+}
+
+impl Target {
+    pub(crate) fn pinned(&self) -> bool {
+        self.sticky.issued_at.is_some()
+    }
+}
+
+/// Resolves the request's affinity, or selects a backend for it.
+pub(crate) fn choose(
+    worker: &Worker,
+    table: &Table,
+    route: &Route,
+    verdict: Verdict,
+    key: u64,
+    now_ms: u64,
+) -> Result<Target, Early> {
+    let counters = worker.counters();
+    let mut sticky = Sticky::default();
+    let mut lost_core: Option<&Core> = None;
+    if route.is_sticky() {
+        match verdict {
+            Verdict::Valid { backend, issued_at } => match table.find(backend.as_str()) {
+                Some(b) if b.core.health.is_available(now_ms) => {
+                    counters.affinity(AffinityOutcome::Hit);
+                    sticky.issued_at = Some(issued_at);
+                    return Ok(Target {
+                        local: b.local(worker.index).clone(),
+                        sticky,
+                    });
+                }
+                Some(b) => {
+                    lose(worker, route, &b.core.id, b.core.mode(), Some(&b.core))?;
+                    lost_core = Some(&b.core);
+                    sticky.rerouted_from = Some(b.core.id.clone());
+                    sticky.replace = true;
+                }
+                None => match table.tombstone(backend.as_str()) {
+                    Some(t) => {
+                        lose(worker, route, &t.id, t.mode, None)?;
+                        sticky.rerouted_from = Some(t.id.clone());
+                        sticky.replace = true;
+                    }
+                    None => {
+                        counters.affinity(AffinityOutcome::Unknown);
+                        sticky.replace = true;
+                    }
+                },
+            },
+            Verdict::Forged => {
+                counters.affinity(AffinityOutcome::Forged);
+                sticky.replace = true;
+            }
+            Verdict::Expired => {
+                counters.affinity(AffinityOutcome::Expired);
+                sticky.replace = true;
+            }
+            Verdict::Absent => counters.affinity(AffinityOutcome::Miss),
+        }
+    }
+    let exclude = |b: &Core| lost_core.is_some_and(|l| std::ptr::eq(l, b));
+    match select(worker, table, key, now_ms, &exclude) {
+        Some(local) => Ok(Target { local, sticky }),
+        None => Err(Box::new(error_response(&ProxyError::NoBackend))),
+    }
+}
+
+/// Applies the session-lost policy for the diner's backend `id`. `Ok` means redispatch.
+pub(crate) fn lose(
+    worker: &Worker,
+    route: &Route,
+    id: &str,
+    mode: Option<Mode>,
+    core: Option<&Core>,
+) -> Result<(), Early> {
+    if let Some(core) = core {
+        core.unpin();
+    }
+    match route.on_lost(mode) {
+        Policy::Strict => {
+            worker.counters().affinity(AffinityOutcome::Lost);
+            let mut response = Problem::session_lost(id).into_response();
+            let headers = response.headers_mut();
+            headers.insert(SESSION_LOST.clone(), HeaderValue::from_static("1"));
+            headers.append(SET_COOKIE, worker.shared.affinity.clear_cookie());
+            add_via(headers);
+            Err(Box::new(response))
+        }
+        Policy::Redispatch => {
+            worker.counters().affinity(AffinityOutcome::Rerouted);
+            Ok(())
+        }
+    }
+}
+
+/// The strategy's choice among available, non-draining, not excluded backends.
+fn select(
+    worker: &Worker,
+    table: &Table,
+    key: u64,
+    now_ms: u64,
+    exclude: &dyn Fn(&Core) -> bool,
+) -> Option<Arc<Local>> {
+    let pick = Pick {
+        worker: worker.index,
+        key,
+    };
+    table
+        .select(pick, &mut |b| {
+            b.core.health.is_available(now_ms) && !b.core.is_draining() && !exclude(&b.core)
+        })
+        .map(|b| b.local(worker.index).clone())
+}
+
+pub(crate) fn pick(
+    worker: &Worker,
+    key: u64,
+    now_ms: u64,
+    exclude: &dyn Fn(&Core) -> bool,
+) -> Option<Arc<Local>> {
+    select(worker, &worker.shared.registry.load(), key, now_ms, exclude)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BalancerConfig, LostPolicy, RouteConfig, Stickiness};
+    use crate::spec::BackendSpec;
+    use crate::state::Shared;
+    use http::header::SET_COOKIE;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn worker(lost: LostPolicy) -> Worker {
+        let config = BalancerConfig {
+            backends: (1..=3)
+                .map(|i| {
+                    BackendSpec::new(format!("w{i}"), format!("127.0.0.1:{i}").parse().unwrap())
+                })
+                .collect(),
+            routes: vec![RouteConfig {
+                prefix: "/".into(),
+                sticky: Stickiness::Auto,
+                on_session_lost: lost,
+            }],
+            ..BalancerConfig::default()
+        };
+        Worker::new(
+            0,
+            Arc::new(Shared::new(config, b"unit-test-key-0123456789", 1)),
+        )
+    }
+
+    fn token_for(w: &Worker, id: &str) -> Verdict {
+        w.shared
+            .affinity
+            .verify(&w.shared.affinity.issue(id, NOW), NOW)
+    }
+
+    fn choose_with(w: &Worker, verdict: Verdict) -> Result<Target, Early> {
+        let table = w.shared.registry.load();
+        choose(w, &table, w.shared.routes.find("/v1/orders"), verdict, 0, 1)
+    }
+
+    fn count(w: &Worker, outcome: AffinityOutcome) -> u64 {
+        w.shared.metrics.affinity_total(outcome)
+    }
+
+    #[test]
+    fn a_valid_token_pins_even_to_a_draining_backend() {
+        let w = worker(LostPolicy::Auto);
+        w.shared.registry.set_draining("w2", true).unwrap();
+        let target = choose_with(&w, token_for(&w, "w2")).unwrap();
+        assert_eq!(&*target.local.core.id, "w2");
+        assert!(target.pinned());
+        assert_eq!(count(&w, AffinityOutcome::Hit), 1);
+        for _ in 0..20 {
+            let fresh = choose_with(&w, Verdict::Absent).unwrap();
+            assert_ne!(
+                &*fresh.local.core.id, "w2",
+                "no new sessions on a draining backend"
+            );
+        }
+        assert_eq!(count(&w, AffinityOutcome::Miss), 20);
+    }
+
+    #[test]
+    fn an_unknown_backend_is_treated_as_absent_and_replaced() {
+        let w = worker(LostPolicy::Auto);
+        let target = choose_with(&w, token_for(&w, "w9")).unwrap();
+        assert!(!target.pinned());
+        assert!(target.sticky.replace);
+        assert!(target.sticky.rerouted_from.is_none());
+        assert_eq!(count(&w, AffinityOutcome::Unknown), 1);
+    }
+
+    #[test]
+    fn forged_and_expired_tokens_are_counted_and_replaced() {
+        let w = worker(LostPolicy::Auto);
+        assert!(choose_with(&w, Verdict::Forged).unwrap().sticky.replace);
+        assert!(choose_with(&w, Verdict::Expired).unwrap().sticky.replace);
+        assert_eq!(count(&w, AffinityOutcome::Forged), 1);
+        assert_eq!(count(&w, AffinityOutcome::Expired), 1);
+    }
+
+    #[test]
+    fn a_down_backend_loses_the_session_under_strict() {
+        let w = worker(LostPolicy::Auto); // mode unknown: treated as stateful, so strict
+        w.shared
+            .registry
+            .load()
+            .find("w1")
+            .unwrap()
+            .core
+            .health
+            .record_check(false, 1, 1);
+        let response = choose_with(&w, token_for(&w, "w1")).unwrap_err();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["bistro-session-lost"], "1");
+        assert!(
+            response.headers()[SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
+        assert_eq!(count(&w, AffinityOutcome::Lost), 1);
+    }
+
+    #[test]
+    fn a_removed_backend_is_rerouted_under_redispatch() {
+        let w = worker(LostPolicy::Redispatch);
+        w.shared.registry.remove("w3").unwrap();
+        let target = choose_with(&w, token_for(&w, "w3")).unwrap();
+        assert_ne!(&*target.local.core.id, "w3");
+        assert_eq!(target.sticky.rerouted_from.as_deref(), Some("w3"));
+        assert_eq!(count(&w, AffinityOutcome::Rerouted), 1);
+    }
+
+    #[test]
+    fn nothing_available_is_a_503_problem() {
+        let w = worker(LostPolicy::Auto);
+        for b in w.shared.registry.load().backends() {
+            b.core.set_draining(true);
+        }
+        let response = choose_with(&w, Verdict::Absent).unwrap_err();
+        assert_eq!(response.status(), 503);
+    }
+}

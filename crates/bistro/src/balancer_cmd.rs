@@ -1,0 +1,186 @@
+//! `bistro balancer`: the manager in front of the waiters.
+//!
+//! The library (`bistro-balancer`) owns the proxy; this module turns flags, `BISTRO_*`
+//! variables and the config file's `[balancer]` table into its `BalancerConfig`, binds
+//! the listeners, and runs it until SIGINT/SIGTERM.
+
+use anyhow::{Context, bail};
+use bistro_balancer::{
+    BackendSpec, BalancerConfig, HashKey, LostPolicy, RouteConfig, Stickiness, StrategyKind,
+};
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+
+/// Balancing strategy names on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyFlag {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    PowerOfTwoChoices,
+    ConsistentHash,
+}
+
+impl From<StrategyFlag> for StrategyKind {
+    fn from(s: StrategyFlag) -> StrategyKind {
+        match s {
+            StrategyFlag::RoundRobin => StrategyKind::RoundRobin,
+            StrategyFlag::WeightedRoundRobin => StrategyKind::WeightedRoundRobin,
+            StrategyFlag::LeastConnections => StrategyKind::LeastConnections,
+            StrategyFlag::PowerOfTwoChoices => StrategyKind::PowerOfTwoChoices,
+            StrategyFlag::ConsistentHash => StrategyKind::ConsistentHash,
+        }
+    }
+}
+
+/// Stickiness on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StickyFlag {
+    /// Sticky for stateful backends, not for stateless ones
+    Auto,
+    On,
+    Off,
+}
+
+/// What to do when the sticky backend is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LostFlag {
+    /// strict for stateful backends, redispatch for stateless ones
+    Auto,
+    /// 503 session-lost
+    Strict,
+    /// another backend, cookie re-issued
+    Redispatch,
+}
+
+/// Options of `bistro balancer`. The full set of settings (timeouts, health checks,
+/// retries, routes) lives in the config file's `[balancer]` table; flags override it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BalancerOpts {
+    /// Address diners connect to [default: 127.0.0.1:8080]
+    #[arg(long, env = "BISTRO_BALANCER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin API address (backends, drain, metrics) [default: 127.0.0.1:8081]
+    #[arg(long, env = "BISTRO_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Run without the admin API
+    #[arg(long)]
+    pub no_admin: bool,
+    /// Bearer token for the admin API (required when it binds a non-loopback address)
+    #[arg(long, env = "BISTRO_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// A backend: ID=HOST:PORT[,weight=N][,mode=stateful|stateless]; repeat for more
+    #[arg(long = "backend", value_name = "ID=HOST:PORT")]
+    pub backends: Vec<String>,
+    /// How a backend is chosen for a request without affinity [default: least-connections]
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyFlag>,
+    /// Key for consistent-hash: client_ip, header:NAME or cookie:NAME
+    #[arg(long)]
+    pub hash_key: Option<String>,
+    /// Sticky sessions on every path [default: auto]
+    #[arg(long, value_enum)]
+    pub sticky: Option<StickyFlag>,
+    /// When the sticky backend is down, ejected or removed [default: auto]
+    #[arg(long, value_enum)]
+    pub on_session_lost: Option<LostFlag>,
+    /// Key signing affinity cookies (at least 16 bytes); replicas must share it
+    #[arg(long, env = "BISTRO_AFFINITY_KEY", hide_env_values = true)]
+    pub affinity_key: Option<String>,
+    /// Proxy worker threads (0 = one per core)
+    #[arg(long, env = "BISTRO_BALANCER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl BalancerOpts {
+    /// Builds the balancer's config: the file's `[balancer]` table, then the flags.
+    pub fn resolve(&self, file: Option<&BalancerConfig>) -> anyhow::Result<BalancerConfig> {
+        let mut config = file.cloned().unwrap_or_default();
+        if !self.backends.is_empty() {
+            config.backends = self
+                .backends
+                .iter()
+                .map(|b| {
+                    bistro_balancer::parse_backend_flag(b).with_context(|| format!("--backend {b}"))
+                })
+                .collect::<anyhow::Result<Vec<BackendSpec>>>()?;
+        }
+        if let Some(s) = self.strategy {
+            config.balancing.strategy = s.into();
+        }
+        if let Some(k) = &self.hash_key {
+            config.balancing.hash_key = k.parse::<HashKey>().context("--hash-key")?;
+        }
+        if self.sticky.is_some() || self.on_session_lost.is_some() {
+            let sticky = match self.sticky {
+                Some(StickyFlag::On) => Stickiness::On,
+                Some(StickyFlag::Off) => Stickiness::Off,
+                _ => Stickiness::Auto,
+            };
+            let on_session_lost = match self.on_session_lost {
+                Some(LostFlag::Strict) => LostPolicy::Strict,
+                Some(LostFlag::Redispatch) => LostPolicy::Redispatch,
+                _ => LostPolicy::Auto,
+            };
+            // A catch-all route; routes from the file with longer prefixes still win.
+            config.routes.retain(|r| r.prefix != "/");
+            config.routes.push(RouteConfig {
+                prefix: "/".into(),
+                sticky,
+                on_session_lost,
+            });
+        }
+        if let Some(key) = &self.affinity_key {
+            config.affinity.key = Some(key.clone());
+        }
+        config.apply_env();
+        if let Some(token) = &self.admin_token {
+            config.admin.token = Some(token.clone());
+        }
+        if let Some(w) = self.workers {
+            config.workers = w;
+        }
+        if config.backends.is_empty() {
+            bail!(
+                "no backends: give at least one --backend ID=HOST:PORT (or [[balancer.backends]] in the config file)"
+            );
+        }
+        config.validate().context("invalid balancer settings")?;
+        Ok(config)
+    }
+}
+
+/// Runs the balancer until SIGINT/SIGTERM.
+pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::Result<()> {
+    let config = opts.resolve(file)?;
+    let shutdown = crate::signal::shutdown_signal();
+    let addr = opts
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let admin = if opts.no_admin {
+        None
+    } else {
+        let admin_addr = opts
+            .admin_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        Some(
+            std::net::TcpListener::bind(admin_addr)
+                .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?,
+        )
+    };
+    let local = listener.local_addr()?;
+    let ids: Vec<&str> = config.backends.iter().map(|b| b.id.as_str()).collect();
+    match &admin {
+        Some(a) => {
+            tracing::info!(backends = ?ids, "balancer listening on http://{local} admin on http://{}", a.local_addr()?)
+        }
+        None => tracing::info!(backends = ?ids, "balancer listening on http://{local}"),
+    }
+    bistro_balancer::run(listener, admin, config, shutdown)
+        .await
+        .context("the balancer failed")?;
+    tracing::info!("balancer stopped");
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! `bistro up`: a whole restaurant on loopback, as real processes.
+//!
+//! Starts N waiters and one balancer in front of them as child processes of this one
+//! (the same `bistro` binary), prints where to reach them, prefixes and forwards their
+//! logs, and on Ctrl-C or SIGTERM stops them all: SIGTERM first so in-flight requests
+//! finish, SIGKILL after a grace period. Children are also killed if this process
+//! fails, so `up` never leaves orphans behind.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Options of `bistro up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpOpts {
+    /// How many waiters
+    #[arg(long, default_value_t = 3)]
+    pub waiters: usize,
+    /// stateful (notes in each waiter's memory, sticky balancer) or stateless (shared store)
+    #[arg(long, default_value = "stateful")]
+    pub mode: bistro_waiter::Mode,
+    /// Store for stateless mode [default: sqlite://bistro.db]
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Where the balancer listens
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the balancer's admin API listens
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Seconds an order cooks, passed to every waiter
+    #[arg(long, default_value_t = 3.0)]
+    pub kitchen_seconds: f64,
+}
+
+/// One child process and the address it reported.
+pub struct Member {
+    pub name: String,
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+/// Starts `bistro ARGS` as a child named `name`, forwards its stderr with a `[name]`
+/// prefix, and waits for its "listening on http://ADDR" line.
+pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member> {
+    let exe = std::env::current_exe().context("locating the bistro binary")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stderr = child.stderr.take().context("child stderr")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let label = name.to_string();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(i) = line.find("listening on http://")
+                && let Some(addr) = line[i + 20..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                && let Some(tx) = tx.take()
+            {
+                // The receiver is gone only if the start already timed out.
+                let _ = tx.send(addr);
+            }
+            eprintln!("[{label}] {line}");
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .map_err(|_| anyhow::anyhow!("{name} did not start listening within 20 s"))?
+        .map_err(|_| anyhow::anyhow!("{name} exited before it started listening"))?;
+    Ok(Member {
+        name: name.to_string(),
+        child,
+        addr,
+    })
+}
+
+/// Sends SIGTERM to every member, waits up to `grace`, then SIGKILLs what is left.
+pub async fn stop_all(members: &mut [Member], grace: Duration) {
+    for m in members.iter() {
+        if let Some(pid) = m.child.id() {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            if rc != 0 {
+                eprintln!(
+                    "could not send SIGTERM to {}: {}",
+                    m.name,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    for m in members.iter_mut() {
+        match tokio::time::timeout(grace, m.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("{} exited with {status}", m.name),
+            Ok(Err(e)) => eprintln!("waiting for {}: {e}", m.name),
+            Err(_) => {
+                eprintln!("{} did not stop within {grace:?}; killing it", m.name);
+                if let Err(e) = m.child.kill().await {
+                    eprintln!("could not kill {}: {e}", m.name);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the cluster until SIGINT/SIGTERM.
+pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
+    if opts.waiters == 0 || opts.waiters > 64 {
+        bail!("--waiters must be 1 to 64");
+    }
+    let shutdown = crate::signal::shutdown_signal();
+    let mode = opts.mode.to_string();
+    let mut members = Vec::new();
+    let result = async {
+        for i in 1..=opts.waiters {
+            let id = format!("w{i}");
+            let mut args: Vec<String> = ["waiter", "--id", &id, "--listen", "127.0.0.1:0", "--mode", &mode]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(["--kitchen-seconds".into(), opts.kitchen_seconds.to_string()]);
+            if opts.mode == bistro_waiter::Mode::Stateless {
+                args.extend(["--store".into(), opts.store.clone().unwrap_or_else(|| "sqlite://bistro.db".into())]);
+            } else if opts.store.is_some() {
+                bail!("--store is for --mode stateless; stateful waiters keep notes in their own memory");
+            }
+            members.push(spawn_member(&id, &args).await?);
+        }
+        let mut args: Vec<String> = vec![
+            "balancer".into(),
+            "--listen".into(),
+            opts.listen.to_string(),
+            "--admin-listen".into(),
+            opts.admin_listen.to_string(),
+        ];
+        for m in &members {
+            args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name, m.addr)]);
+        }
+        members.push(spawn_member("balancer", &args).await?);
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        stop_all(&mut members, Duration::from_secs(5)).await;
+        return Err(e);
+    }
+    let balancer = members.last().map(|m| m.addr).context("balancer")?;
+    println!(
+        "bistro up: {} {mode} waiters behind a balancer",
+        opts.waiters
+    );
+    for m in &members[..members.len() - 1] {
+        println!("  waiter {:<4} http://{}", m.name, m.addr);
+    }
+    println!(
+        "  balancer    http://{balancer}   (admin http://{})",
+        opts.admin_listen
+    );
+    println!(
+        "try: curl -si -c jar -b jar http://{balancer}/v1/orders -H 'content-type: application/json' -d '{{\"items\":[{{\"dish\":\"fries\"}}]}}'"
+    );
+    println!("Ctrl-C stops everything.");
+    shutdown.await;
+    stop_all(&mut members, Duration::from_secs(15)).await;
+    Ok(())
+}
