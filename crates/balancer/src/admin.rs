@@ -9,6 +9,7 @@
 //! | `POST /backends/{id}/drain` | no new sessions; its pinned diners are still served |
 //! | `POST /backends/{id}/undrain` | takes new sessions again |
 //! | `GET /metrics` | Prometheus text (see [`metrics`](crate::metrics)) |
+//! | `GET /tcp/backends` | the TCP proxy's backends: id, address, health and where it comes from, connections (404 without a TCP proxy) |
 //!
 //! Changes swap a new backend table in (see [`table`](crate::table)): no connection is
 //! dropped. When an admin token is configured, every request needs
@@ -26,6 +27,7 @@ use crate::server::signalled;
 use crate::spec::{BackendSpec, Mode};
 use crate::state::Shared;
 use crate::table::TableError;
+use crate::tcp::{self, TcpProxy};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -45,6 +47,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
+    tcp: Option<Arc<TcpProxy>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -69,10 +72,10 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let shared = shared.clone();
+        let (shared, tcp) = (shared.clone(), tcp.clone());
         let service = service_fn(move |request| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+            let (shared, tcp) = (shared.clone(), tcp.clone());
+            async move { Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), request).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = shutdown.clone();
@@ -271,7 +274,11 @@ async fn add(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBo
 }
 
 /// Answers one admin request.
-pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) async fn handle(
+    shared: &Shared,
+    tcp: Option<&TcpProxy>,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
     if !authorized(shared, &request) {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
@@ -321,10 +328,30 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
                 view(shared, id)
             })
         }
+        (&Method::GET, ["tcp", "backends"]) => {
+            return match tcp {
+                Some(tcp) => {
+                    let mut response = Response::new(ResponseBody::full(tcp::backends_json(tcp)));
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    response
+                }
+                None => problem(
+                    StatusCode::NOT_FOUND,
+                    "no-tcp-proxy",
+                    "No TCP proxy",
+                    "this balancer runs no TCP proxy; start it with --tcp-listen and --tcp-backend".into(),
+                ),
+            };
+        }
         (&Method::GET, ["metrics"]) => {
-            let text = shared
+            let mut text = shared
                 .metrics
                 .render(&shared.registry.snapshot(), shared.clock.now_ms());
+            if let Some(tcp) = tcp {
+                text.push_str(&tcp::render_metrics(tcp));
+            }
             let mut response = Response::new(ResponseBody::full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -332,7 +359,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request<Incoming>) -> Respo
             );
             return response;
         }
-        (_, ["backends", ..] | ["metrics"]) => {
+        (_, ["backends", ..] | ["metrics"] | ["tcp", "backends"]) => {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

@@ -27,7 +27,9 @@
 //! `checker` (passive ejection, active checks), `table` (the live backend set),
 //! `framing` (ambiguous requests), `pool`, `body` and `forward` (upstream connections
 //! and one attempt), `retry` (when, and the budget), `proxy` (the request path),
-//! `admin`, `metrics`, `server` (thread-per-core workers, limits, graceful drain).
+//! `admin`, `metrics`, `server` (thread-per-core workers, limits, graceful drain), and
+//! `tcp`: a layer-4 proxy to the waiters' line-protocol ports, one backend per
+//! connection, sharing the strategies and health state (run it with [`serve`]).
 //!
 //! ## Running it
 //!
@@ -80,11 +82,12 @@ mod state;
 mod strategy;
 mod table;
 mod target;
+mod tcp;
 
 pub use config::{
     AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, ClientConfig,
     HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig, Stickiness,
-    StrategyKind, UpstreamConfig,
+    StrategyKind, TcpConfig, TcpStrategy, UpstreamConfig,
 };
 pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, RetrySafety};
 pub use problem::PROBLEM_BASE;
@@ -138,9 +141,50 @@ pub async fn run_on(
     config: BalancerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BalancerError> {
+    let listeners = Listeners {
+        proxy: listeners,
+        admin,
+        tcp: None,
+    };
+    serve(listeners, config, shutdown).await
+}
+
+/// Everything a balancer serves on; the caller binds them all.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP proxy: one listener per worker thread (at least one).
+    pub proxy: Vec<TcpListener>,
+    /// The admin API, if any.
+    pub admin: Option<TcpListener>,
+    /// The layer-4 proxy to [`BalancerConfig::tcp`]'s backends, if any.
+    pub tcp: Option<TcpListener>,
+}
+
+/// Runs the HTTP proxy, the admin API and (with a TCP listener) the TCP proxy until
+/// `shutdown` resolves, then drains both proxies and returns. See [`run_on`].
+///
+/// # Errors
+/// See [`run`]; also when a TCP listener is given but `config.tcp` has no backends.
+pub async fn serve(
+    listeners: Listeners,
+    config: BalancerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BalancerError> {
+    let Listeners {
+        proxy: listeners,
+        admin,
+        tcp,
+    } = listeners;
     config.validate()?;
     if listeners.is_empty() {
         return Err(ConfigError::invalid("listeners", "at least one listener is needed").into());
+    }
+    if tcp.is_some() && config.tcp.backends.is_empty() {
+        return Err(ConfigError::invalid(
+            "tcp.backends",
+            "a TCP listener needs at least one TCP backend (--tcp-backend ID=HOST:PORT)",
+        )
+        .into());
     }
     let io = |what: &'static str| move |source| BalancerError::Io { what, source };
     if let Some(admin) = &admin {
@@ -154,7 +198,7 @@ pub async fn run_on(
             .set_nonblocking(true)
             .map_err(io("could not make the admin listener non-blocking"))?;
     }
-    for listener in &listeners {
+    for listener in listeners.iter().chain(&tcp) {
         listener
             .set_nonblocking(true)
             .map_err(io("could not make the listener non-blocking"))?;
@@ -191,11 +235,24 @@ pub async fn run_on(
     }
     drop(exit_tx);
     let checker = tokio::spawn(checker::run(shared.clone(), stopped.clone()));
-    let admin = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stopped.clone())));
+    let tcp_proxy = tcp.map(|listener| {
+        let proxy = Arc::new(tcp::TcpProxy::new(&shared.config.tcp, shared.clone()));
+        let grace = config::ms(shared.config.shutdown_grace_ms);
+        let tasks = [
+            tokio::spawn(tcp::serve(listener, proxy.clone(), stopped.clone(), grace)),
+            tokio::spawn(tcp::run_checker(proxy.clone(), stopped.clone())),
+        ];
+        (proxy, tasks)
+    });
+    let admin = admin.map(|l| {
+        let proxy = tcp_proxy.as_ref().map(|(p, _)| p.clone());
+        tokio::spawn(admin::serve(l, shared.clone(), proxy, stopped.clone()))
+    });
     if failure.is_none() {
         tracing::info!(
             workers,
             backends = shared.config.backends.len(),
+            tcp_backends = if tcp_proxy.is_some() { shared.config.tcp.backends.len() } else { 0 },
             "balancer running"
         );
         tokio::select! {
@@ -222,7 +279,8 @@ pub async fn run_on(
             None => break,
         }
     }
-    for task in std::iter::once(checker).chain(admin) {
+    let tcp_tasks = tcp_proxy.into_iter().flat_map(|(_, tasks)| tasks);
+    for task in std::iter::once(checker).chain(admin).chain(tcp_tasks) {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "a balancer task panicked");
         }

@@ -6,7 +6,8 @@
 
 use anyhow::{Context, bail};
 use bistro_balancer::{
-    BackendSpec, BalancerConfig, HashKey, LostPolicy, RouteConfig, Stickiness, StrategyKind,
+    BackendSpec, BalancerConfig, HashKey, Listeners, LostPolicy, RouteConfig, Stickiness,
+    StrategyKind, TcpStrategy,
 };
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
@@ -29,6 +30,25 @@ impl From<StrategyFlag> for StrategyKind {
             StrategyFlag::LeastConnections => StrategyKind::LeastConnections,
             StrategyFlag::PowerOfTwoChoices => StrategyKind::PowerOfTwoChoices,
             StrategyFlag::ConsistentHash => StrategyKind::ConsistentHash,
+        }
+    }
+}
+
+/// TCP (layer-4) balancing strategies on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcpStrategyFlag {
+    RoundRobin,
+    LeastConnections,
+    /// On the client IP: a client keeps reaching the same waiter across reconnects
+    ConsistentHash,
+}
+
+impl From<TcpStrategyFlag> for TcpStrategy {
+    fn from(s: TcpStrategyFlag) -> TcpStrategy {
+        match s {
+            TcpStrategyFlag::RoundRobin => TcpStrategy::RoundRobin,
+            TcpStrategyFlag::LeastConnections => TcpStrategy::LeastConnections,
+            TcpStrategyFlag::ConsistentHash => TcpStrategy::ConsistentHash,
         }
     }
 }
@@ -90,6 +110,15 @@ pub struct BalancerOpts {
     /// Proxy worker threads (0 = one per core)
     #[arg(long, env = "BISTRO_BALANCER_WORKERS")]
     pub workers: Option<usize>,
+    /// Also proxy TCP connections (the waiters' line protocol) from this address [default: off]
+    #[arg(long, env = "BISTRO_BALANCER_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// A TCP backend: ID=HOST:PORT[,weight=N]; an ID shared with a --backend reuses its health; repeat for more
+    #[arg(long = "tcp-backend", value_name = "ID=HOST:PORT")]
+    pub tcp_backends: Vec<String>,
+    /// How a TCP connection's backend is chosen [default: least-connections]
+    #[arg(long, value_enum)]
+    pub tcp_strategy: Option<TcpStrategyFlag>,
 }
 
 impl BalancerOpts {
@@ -104,6 +133,19 @@ impl BalancerOpts {
                     bistro_balancer::parse_backend_flag(b).with_context(|| format!("--backend {b}"))
                 })
                 .collect::<anyhow::Result<Vec<BackendSpec>>>()?;
+        }
+        if !self.tcp_backends.is_empty() {
+            config.tcp.backends = self
+                .tcp_backends
+                .iter()
+                .map(|b| {
+                    bistro_balancer::parse_backend_flag(b)
+                        .with_context(|| format!("--tcp-backend {b}"))
+                })
+                .collect::<anyhow::Result<Vec<BackendSpec>>>()?;
+        }
+        if let Some(s) = self.tcp_strategy {
+            config.tcp.strategy = s.into();
         }
         if let Some(s) = self.strategy {
             config.balancing.strategy = s.into();
@@ -140,9 +182,14 @@ impl BalancerOpts {
         if let Some(w) = self.workers {
             config.workers = w;
         }
-        if config.backends.is_empty() {
+        if config.backends.is_empty() && config.tcp.backends.is_empty() {
             bail!(
                 "no backends: give at least one --backend ID=HOST:PORT (or [[balancer.backends]] in the config file)"
+            );
+        }
+        if self.tcp_listen.is_some() && config.tcp.backends.is_empty() {
+            bail!(
+                "--tcp-listen needs at least one --tcp-backend ID=HOST:PORT (or [[balancer.tcp.backends]] in the config file)"
             );
         }
         config.validate().context("invalid balancer settings")?;
@@ -170,17 +217,45 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
                 .with_context(|| format!("cannot listen on {admin_addr} (admin)"))?,
         )
     };
+    let tcp = match opts.tcp_listen {
+        Some(tcp_addr) => Some(
+            std::net::TcpListener::bind(tcp_addr)
+                .with_context(|| format!("cannot listen on {tcp_addr} (--tcp-listen)"))?,
+        ),
+        None => None,
+    };
     let local = listener.local_addr()?;
     let ids: Vec<&str> = config.backends.iter().map(|b| b.id.as_str()).collect();
+    // The TCP line comes first and never says "listening on http://", which tools
+    // (bistro up, the lab) take as the HTTP address.
+    if let Some(tcp) = &tcp {
+        let tcp_ids: Vec<&str> = config.tcp.backends.iter().map(|b| b.id.as_str()).collect();
+        tracing::info!(backends = ?tcp_ids, strategy = ?config.tcp.strategy, "balancer tcp proxy on tcp://{}", tcp.local_addr()?);
+    }
     match &admin {
         Some(a) => {
             tracing::info!(backends = ?ids, "balancer listening on http://{local} admin on http://{}", a.local_addr()?)
         }
         None => tracing::info!(backends = ?ids, "balancer listening on http://{local}"),
     }
-    bistro_balancer::run(listener, admin, config, shutdown)
-        .await
-        .context("the balancer failed")?;
+    let served = match tcp {
+        None => bistro_balancer::run(listener, admin, config, shutdown).await,
+        Some(tcp) => {
+            let workers = config.effective_workers();
+            let mut proxy = Vec::with_capacity(workers);
+            for _ in 1..workers {
+                proxy.push(listener.try_clone().context("cloning the listener for a worker")?);
+            }
+            proxy.insert(0, listener);
+            let listeners = Listeners {
+                proxy,
+                admin,
+                tcp: Some(tcp),
+            };
+            bistro_balancer::serve(listeners, config, shutdown).await
+        }
+    };
+    served.context("the balancer failed")?;
     tracing::info!("balancer stopped");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `bistro up`: a whole restaurant on loopback, as real processes.
 //!
 //! Starts N waiters and one balancer in front of them as child processes of this one
-//! (the same `bistro` binary), prints where to reach them, prefixes and forwards their
+//! (the same `bistro` binary), over HTTP and over the TCP line protocol (each waiter on
+//! a second port, the balancer's layer-4 proxy in front), prints where to reach them, prefixes and forwards their
 //! logs, and on Ctrl-C or SIGTERM stops them all: SIGTERM first so in-flight requests
 //! finish, SIGKILL after a grace period. Children are also killed if this process
 //! fails, so `up` never leaves orphans behind.
@@ -35,17 +36,32 @@ pub struct UpOpts {
     /// Seconds an order cooks, passed to every waiter
     #[arg(long, default_value_t = 3.0)]
     pub kitchen_seconds: f64,
+    /// Where the balancer accepts TCP line-protocol connections (`nc HOST PORT`)
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub tcp_listen: SocketAddr,
 }
 
-/// One child process and the address it reported.
+/// One child process and the addresses it reported.
 pub struct Member {
     pub name: String,
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its TCP address, when it logged a `... on tcp://ADDR` line before its HTTP one.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// The address after `mark` in a log line.
+fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
+    let i = line.find(mark)?;
+    line[i + mark.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
 }
 
 /// Starts `bistro ARGS` as a child named `name`, forwards its stderr with a `[name]`
-/// prefix, and waits for its "listening on http://ADDR" line.
+/// prefix, and waits for its "listening on http://ADDR" line (remembering an
+/// "on tcp://ADDR" line seen before it).
 pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member> {
     let exe = std::env::current_exe().context("locating the bistro binary")?;
     let mut child = Command::new(exe)
@@ -61,22 +77,22 @@ pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member>
     let label = name.to_string();
     tokio::spawn(async move {
         let mut tx = Some(tx);
+        let mut tcp = None;
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(i) = line.find("listening on http://")
-                && let Some(addr) = line[i + 20..]
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            if tcp.is_none() {
+                tcp = addr_after(&line, " on tcp://");
+            }
+            if let Some(addr) = addr_after(&line, "listening on http://")
                 && let Some(tx) = tx.take()
             {
                 // The receiver is gone only if the start already timed out.
-                let _ = tx.send(addr);
+                let _ = tx.send((addr, tcp));
             }
             eprintln!("[{label}] {line}");
         }
     });
-    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+    let (addr, tcp) = tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .map_err(|_| anyhow::anyhow!("{name} did not start listening within 20 s"))?
         .map_err(|_| anyhow::anyhow!("{name} exited before it started listening"))?;
@@ -84,6 +100,7 @@ pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member>
         name: name.to_string(),
         child,
         addr,
+        tcp,
     })
 }
 
@@ -124,11 +141,15 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     }
     let shutdown = crate::signal::shutdown_signal();
     let mode = opts.mode.to_string();
+    let tcp_strategy = match opts.mode {
+        bistro_waiter::Mode::Stateful => "consistent-hash",
+        bistro_waiter::Mode::Stateless => "least-connections",
+    };
     let mut members = Vec::new();
     let result = async {
         for i in 1..=opts.waiters {
             let id = format!("w{i}");
-            let mut args: Vec<String> = ["waiter", "--id", &id, "--listen", "127.0.0.1:0", "--mode", &mode]
+            let mut args: Vec<String> = ["waiter", "--id", &id, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--mode", &mode]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -146,9 +167,17 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             opts.listen.to_string(),
             "--admin-listen".into(),
             opts.admin_listen.to_string(),
+            "--tcp-listen".into(),
+            opts.tcp_listen.to_string(),
+            // A stateful waiter's draft lives in the connection, and a reconnect should
+            // find the same waiter: hash on the client IP. Stateless: spread the load.
+            "--tcp-strategy".into(),
+            tcp_strategy.into(),
         ];
         for m in &members {
             args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name, m.addr)]);
+            let tcp = m.tcp.with_context(|| format!("{} did not report its tcp address", m.name))?;
+            args.extend(["--tcp-backend".into(), format!("{}={tcp}", m.name)]);
         }
         members.push(spawn_member("balancer", &args).await?);
         anyhow::Ok(())
@@ -164,14 +193,22 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         opts.waiters
     );
     for m in &members[..members.len() - 1] {
-        println!("  waiter {:<4} http://{}", m.name, m.addr);
+        let tcp = m.tcp.map(|t| format!("   tcp://{t}")).unwrap_or_default();
+        println!("  waiter {:<4} http://{}{tcp}", m.name, m.addr);
     }
     println!(
         "  balancer    http://{balancer}   (admin http://{})",
         opts.admin_listen
     );
+    let tcp = members.last().and_then(|m| m.tcp).unwrap_or(opts.tcp_listen);
+    println!("  tcp         tcp://{tcp}   ({tcp_strategy} over the waiters' line protocol)");
     println!(
         "try: curl -si -c jar -b jar http://{balancer}/v1/orders -H 'content-type: application/json' -d '{{\"items\":[{{\"dish\":\"fries\"}}]}}'"
+    );
+    println!(
+        "try: nc {} {}   then type HELP, NEW, ADD fries 2, PLACE, STATUS (docs/protocol.md)",
+        tcp.ip(),
+        tcp.port()
     );
     println!("Ctrl-C stops everything.");
     shutdown.await;

@@ -1,10 +1,14 @@
 //! `bistro waiter`: run one waiter (the order service) until SIGINT/SIGTERM.
+//!
+//! HTTP always; with `--tcp-listen` also the line protocol on a second port. Both serve
+//! the same [`Waiter`] and stop on the same signal: the one signal future is turned into
+//! a watch channel that each server waits on.
 
 use crate::config_file::ConfigFile;
 use anyhow::{Context, bail};
 use bistro_orders::{KitchenTimings, Menu};
 use bistro_store::{StoreConfig, StoreUrl};
-use bistro_waiter::{Mode, Waiter, WaiterConfig};
+use bistro_waiter::{Mode, TcpConfig, Waiter, WaiterConfig};
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -55,6 +59,15 @@ pub struct WaiterOpts {
     /// Mark the session cookie `Secure` (when served behind HTTPS)
     #[arg(long, env = "BISTRO_COOKIE_SECURE")]
     pub cookie_secure: Option<bool>,
+    /// Also serve the line protocol (docs/protocol.md) on this address, e.g. 127.0.0.1:7101 [default: off]
+    #[arg(long, env = "BISTRO_TCP_LISTEN")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// Seconds a TCP connection may stay silent before it is closed with BYE [default: 300]
+    #[arg(long, env = "BISTRO_TCP_IDLE_TIMEOUT_SECS")]
+    pub tcp_idle_timeout_secs: Option<u64>,
+    /// Most TCP connections served at once; more are refused with ERR too-many-connections [default: 1024]
+    #[arg(long, env = "BISTRO_TCP_MAX_CONNECTIONS")]
+    pub tcp_max_connections: Option<usize>,
 }
 
 /// The `[waiter]` table of the config file: the same options.
@@ -78,6 +91,9 @@ impl WaiterOpts {
             request_timeout_ms: self.request_timeout_ms.or(f.request_timeout_ms),
             store_timeout_ms: self.store_timeout_ms.or(f.store_timeout_ms),
             cookie_secure: self.cookie_secure.or(f.cookie_secure),
+            tcp_listen: self.tcp_listen.or(f.tcp_listen),
+            tcp_idle_timeout_secs: self.tcp_idle_timeout_secs.or(f.tcp_idle_timeout_secs),
+            tcp_max_connections: self.tcp_max_connections.or(f.tcp_max_connections),
         }
     }
 
@@ -85,6 +101,27 @@ impl WaiterOpts {
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7001)))
+    }
+
+    /// The TCP front end's limits after defaults.
+    pub fn tcp_config(&self) -> anyhow::Result<TcpConfig> {
+        let defaults = TcpConfig::default();
+        let idle = self
+            .tcp_idle_timeout_secs
+            .unwrap_or(defaults.idle_timeout.as_secs());
+        let max = self
+            .tcp_max_connections
+            .unwrap_or(defaults.max_connections);
+        if idle == 0 || idle > 86_400 {
+            bail!("--tcp-idle-timeout-secs must be 1 to 86400, got {idle}");
+        }
+        if max == 0 || max > 1_000_000 {
+            bail!("--tcp-max-connections must be 1 to 1000000, got {max}");
+        }
+        Ok(TcpConfig {
+            idle_timeout: Duration::from_secs(idle),
+            max_connections: max,
+        })
     }
 
     /// Resolves defaults and validates into the waiter's and store's configs.
@@ -185,6 +222,7 @@ impl WaiterOpts {
 /// Runs a waiter until SIGINT/SIGTERM.
 pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
+    let tcp_config = opts.tcp_config()?;
     let shutdown = crate::signal::shutdown_signal();
     let addr = opts.listen_addr();
     let store = bistro_store::open(&store_url, store_config)
@@ -193,10 +231,48 @@ pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    let tcp_listener = match opts.tcp_listen {
+        Some(tcp_addr) => Some(
+            tokio::net::TcpListener::bind(tcp_addr)
+                .await
+                .with_context(|| format!("cannot listen on {tcp_addr} (--tcp-listen)"))?,
+        ),
+        None => None,
+    };
     let local = listener.local_addr()?;
+    // The TCP line comes first: tools that wait for "listening on http://" (bistro up,
+    // the lab) then know both addresses once they see it.
+    if let Some(tcp) = &tcp_listener {
+        tracing::info!(id = %config.id, "tcp protocol on tcp://{}", tcp.local_addr()?);
+    }
     tracing::info!(id = %config.id, mode = %config.mode, store = %store_url, "waiter listening on http://{local}");
     let waiter = Waiter::new(config, store);
-    bistro_waiter::run(listener, waiter, shutdown).await?;
+
+    // One signal, two servers: each waits on its own receiver.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        if stop_tx.send(true).is_err() {
+            tracing::debug!("the servers stopped before the shutdown signal");
+        }
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        if rx.wait_for(|&stop| stop).await.is_err() {
+            tracing::debug!("shutdown sender dropped; stopping");
+        }
+    };
+    let http = bistro_waiter::run(listener, waiter.clone(), stopped(stop_rx.clone()));
+    match tcp_listener {
+        Some(tcp) => {
+            let tcp = bistro_waiter::run_tcp_with(tcp, waiter, tcp_config, stopped(stop_rx));
+            // Either failing ends both: the other is dropped.
+            tokio::try_join!(
+                async { http.await.context("the HTTP server failed") },
+                async { tcp.await.context("the TCP protocol server failed") },
+            )?;
+        }
+        None => http.await.context("the HTTP server failed")?,
+    }
     tracing::info!("waiter stopped");
     Ok(())
 }

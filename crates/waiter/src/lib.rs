@@ -36,7 +36,9 @@
 //! # }
 //! ```
 //!
-//! The HTTP API is described by `GET /openapi.json`, generated from the handlers.
+//! The HTTP API is described by `GET /openapi.json`, generated from the handlers. The
+//! [`tcp`] module adds a line protocol on a second port (`nc`-friendly), served by
+//! [`run_tcp`] next to [`run`] on the same [`Waiter`].
 
 mod body;
 mod clock;
@@ -52,12 +54,14 @@ mod problem;
 mod server;
 mod session;
 mod sweeper;
+pub mod tcp;
 mod view;
 mod waiter;
 
 pub use clock::Clock;
 pub use config::{Mode, ParseModeError, WaiterConfig};
 pub use server::run;
+pub use tcp::{TcpConfig, run_tcp, run_tcp_with};
 pub use waiter::Waiter;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use bistro_metrics::{Encoder, Histogram, LATENCY_BUCKETS};
 use bistro_store::{Counts, Instrumented};
 use http::Method;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ pub struct Metrics {
     idempotent_replays: AtomicU64,
     kitchen_transitions: AtomicU64,
     counts: Mutex<Option<Counts>>,
+    tcp_open: AtomicI64,
+    tcp_accepted: AtomicU64,
+    tcp_refused: AtomicU64,
+    tcp_commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +84,33 @@ impl Metrics {
     #[cfg(test)]
     pub fn kitchen_transitions(&self) -> u64 {
         self.kitchen_transitions.load(Ordering::Relaxed)
+    }
+
+    /// A TCP connection was accepted (and will be served).
+    pub fn tcp_connection_accepted(&self) {
+        self.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TCP connection was refused at the connection limit.
+    pub fn tcp_connection_refused(&self) {
+        self.tcp_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TCP connection started being served.
+    pub fn tcp_connection_opened(&self) {
+        self.tcp_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served TCP connection closed.
+    pub fn tcp_connection_closed(&self) {
+        self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts one TCP command by command word and result (`ok` or the error kind).
+    pub fn tcp_command(&self, command: &'static str, result: &'static str) {
+        *lock(&self.tcp_commands)
+            .entry((command, result))
+            .or_insert(0) += 1;
     }
 
     /// Replaces the cached store counts.
@@ -186,7 +217,48 @@ impl Metrics {
             "Kitchen steps (start cooking, ready) stored by this waiter.",
             &one(&self.kitchen_transitions),
         );
+        self.render_tcp(&mut enc);
         enc.finish()
+    }
+
+    fn render_tcp(&self, enc: &mut Encoder) {
+        enc.gauge(
+            "bistro_tcp_connections",
+            "TCP protocol connections open now.",
+            &[(&[][..], self.tcp_open.load(Ordering::Relaxed) as f64)],
+        );
+        enc.counter(
+            "bistro_tcp_connections_total",
+            "TCP protocol connections, accepted or refused at the connection limit.",
+            &[
+                (
+                    &[("result", "accepted")][..],
+                    self.tcp_accepted.load(Ordering::Relaxed),
+                ),
+                (
+                    &[("result", "refused")][..],
+                    self.tcp_refused.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        let commands: Vec<((&str, &str), u64)> = lock(&self.tcp_commands)
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        let labels: Vec<[(&str, &str); 2]> = commands
+            .iter()
+            .map(|((command, result), _)| [("command", *command), ("result", *result)])
+            .collect();
+        let series: Vec<(&[(&str, &str)], u64)> = labels
+            .iter()
+            .zip(&commands)
+            .map(|(l, (_, n))| (&l[..], *n))
+            .collect();
+        enc.counter(
+            "bistro_tcp_commands_total",
+            "TCP protocol commands, by command word and result (ok or the error kind).",
+            &series,
+        );
     }
 }
 
@@ -218,6 +290,11 @@ mod tests {
         );
         m.cas_conflict();
         m.kitchen_transition();
+        m.tcp_connection_accepted();
+        m.tcp_connection_opened();
+        m.tcp_command("ADD", "ok");
+        m.tcp_command("ADD", "ok");
+        m.tcp_command("PLACE", "empty-order");
         m.set_counts(Counts {
             sessions: 2,
             orders: 5,
@@ -237,6 +314,10 @@ mod tests {
             "bistro_cas_conflicts_total 1\n",
             "bistro_idempotent_replays_total 0\n",
             "bistro_kitchen_transitions_total 1\n",
+            "bistro_tcp_connections 1\n",
+            "bistro_tcp_connections_total{result=\"accepted\"} 1\n",
+            "bistro_tcp_commands_total{command=\"ADD\",result=\"ok\"} 2\n",
+            "bistro_tcp_commands_total{command=\"PLACE\",result=\"empty-order\"} 1\n",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -30,11 +30,13 @@
 
 mod resilience;
 mod routing;
+mod tcp;
 
 pub use resilience::{ClientConfig, HealthConfig, ResendPolicy, RetryConfig, UpstreamConfig};
 pub use routing::{
     AffinityConfig, BalancingConfig, HashKey, LostPolicy, RouteConfig, Stickiness, StrategyKind,
 };
+pub use tcp::{TcpConfig, TcpStrategy};
 
 use crate::error::ConfigError;
 use crate::spec::BackendSpec;
@@ -76,6 +78,9 @@ pub struct BalancerConfig {
     pub upstream: UpstreamConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The layer-4 proxy to the waiters' line-protocol ports (runs only with a TCP
+    /// listener).
+    pub tcp: TcpConfig,
 }
 
 impl Default for BalancerConfig {
@@ -92,6 +97,7 @@ impl Default for BalancerConfig {
             client: ClientConfig::default(),
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
+            tcp: TcpConfig::default(),
         }
     }
 }
@@ -159,6 +165,7 @@ impl BalancerConfig {
         self.retry.validate()?;
         self.client.validate()?;
         self.upstream.validate()?;
+        self.tcp.validate()?;
         Ok(())
     }
 }
