@@ -1,0 +1,275 @@
+//! One architecture's cluster as real processes: the store, N waiters, a balancer.
+//!
+//! Everything is started from the `bistro` binary exactly as an operator would, on
+//! `127.0.0.1:0`; each process's address comes from its `listening on` log line. The
+//! waiters start first (the balancer needs their addresses), then the balancer with one
+//! `--backend id=addr` per waiter. A waiter restarted by a fault gets the same id and the
+//! same port, so the balancer finds it where it was.
+//!
+//! [`Cluster::shutdown`] kills and reaps every process; it is called on every path (end
+//! of run, failure, cancel), and `kill_on_drop` covers a panic.
+
+use crate::error::LabError;
+use crate::process::{Proc, Ready};
+use crate::scenario::{Architecture, ClusterSpec};
+use crate::store::Store;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// One waiter's slot: it keeps its id and port across restarts.
+struct Waiter {
+    id: String,
+    addr: Option<SocketAddr>,
+    proc: Option<Proc>,
+}
+
+/// The processes of one architecture.
+pub struct Cluster {
+    bin: PathBuf,
+    arch: Architecture,
+    spec: ClusterSpec,
+    store: Store,
+    waiters: Vec<Waiter>,
+    balancer: Option<(Proc, SocketAddr)>,
+    started: Vec<u32>,
+}
+
+impl Cluster {
+    /// An empty cluster; [`Cluster::start`] brings it up.
+    pub fn new(bin: &Path, arch: &Architecture, spec: &ClusterSpec) -> Cluster {
+        Cluster {
+            bin: bin.to_path_buf(),
+            arch: arch.clone(),
+            spec: spec.clone(),
+            store: Store::None,
+            waiters: spec
+                .waiter_ids()
+                .into_iter()
+                .map(|id| Waiter {
+                    id,
+                    addr: None,
+                    proc: None,
+                })
+                .collect(),
+            balancer: None,
+            started: Vec::new(),
+        }
+    }
+
+    /// Starts the store, the waiters and the balancer. On error, whatever did start is
+    /// still owned by the cluster: call [`Cluster::shutdown`].
+    ///
+    /// # Errors
+    /// [`LabError`] when a process does not start.
+    pub async fn start(&mut self) -> Result<(), LabError> {
+        self.store =
+            Store::provide(&self.arch.store, &self.arch.name, self.spec.ready_timeout).await?;
+        self.started.extend(self.store.pid());
+        for i in 0..self.waiters.len() {
+            self.start_waiter(i).await?;
+        }
+        let mut args = vec![
+            "balancer".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        for w in &self.waiters {
+            let addr = w.addr.expect("every waiter started above");
+            args.extend(["--backend".to_string(), format!("{}={addr}", w.id)]);
+        }
+        args.extend(self.spec.balancer_args.iter().cloned());
+        let name = format!("{} balancer", self.arch.name);
+        let (proc, addr) = Proc::start(
+            &name,
+            &self.bin,
+            &args,
+            Ready::ListeningLine,
+            self.spec.ready_timeout,
+        )
+        .await?;
+        self.started.push(proc.pid());
+        let addr = addr.expect("a listening line carries an address");
+        self.balancer = Some((proc, addr));
+        tracing::info!(arch = %self.arch.name, %addr, "cluster ready");
+        Ok(())
+    }
+
+    /// The balancer's address, where diners go.
+    pub fn balancer_addr(&self) -> Option<SocketAddr> {
+        self.balancer.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Every process id the cluster ever started (for checking that none survived).
+    pub fn started_pids(&self) -> &[u32] {
+        &self.started
+    }
+
+    fn waiter_args(&self, id: &str, listen: &str) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "waiter".into(),
+            "--id".into(),
+            id.into(),
+            "--listen".into(),
+            listen.into(),
+            "--mode".into(),
+            self.arch.mode.as_str().into(),
+            "--kitchen-seconds".into(),
+            self.spec.kitchen_seconds.to_string(),
+            "--kitchen-queue-seconds".into(),
+            self.spec.kitchen_queue_seconds.to_string(),
+        ];
+        if let Some(url) = self.store.url() {
+            args.extend(["--store".to_string(), url.to_string()]);
+        }
+        if let Some(ms) = self.spec.store_timeout_ms {
+            args.extend(["--store-timeout-ms".to_string(), ms.to_string()]);
+        }
+        if let Some(ms) = self.spec.waiter_request_timeout_ms {
+            args.extend(["--request-timeout-ms".to_string(), ms.to_string()]);
+        }
+        args.extend(self.spec.waiter_args.iter().cloned());
+        args
+    }
+
+    async fn start_waiter(&mut self, i: usize) -> Result<(), LabError> {
+        let id = self.waiters[i].id.clone();
+        let listen = self.waiters[i]
+            .addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1:0".into());
+        let args = self.waiter_args(&id, &listen);
+        let name = format!("{} waiter {id}", self.arch.name);
+        let (proc, addr) = Proc::start(
+            &name,
+            &self.bin,
+            &args,
+            Ready::ListeningLine,
+            self.spec.ready_timeout,
+        )
+        .await?;
+        self.started.push(proc.pid());
+        let w = &mut self.waiters[i];
+        w.addr = addr.or(w.addr);
+        w.proc = Some(proc);
+        Ok(())
+    }
+
+    fn index(&self, id: &str) -> Result<usize, LabError> {
+        self.waiters
+            .iter()
+            .position(|w| w.id == id)
+            .ok_or_else(|| LabError::scenario(format!("there is no waiter {id:?} in this cluster")))
+    }
+
+    /// SIGKILLs waiter `id`; a no-op (returning `false`) if it is already down.
+    ///
+    /// # Errors
+    /// [`LabError::Scenario`] for an unknown id.
+    pub async fn kill_waiter(&mut self, id: &str) -> Result<bool, LabError> {
+        let i = self.index(id)?;
+        let Some(mut p) = self.waiters[i].proc.take() else {
+            return Ok(false);
+        };
+        p.kill().await;
+        Ok(true)
+    }
+
+    /// Starts waiter `id` again with the same id on the same port, killing it first if
+    /// it is still running.
+    ///
+    /// # Errors
+    /// [`LabError`] when it does not start.
+    pub async fn restart_waiter(&mut self, id: &str) -> Result<(), LabError> {
+        self.kill_waiter(id).await?;
+        let i = self.index(id)?;
+        self.start_waiter(i).await
+    }
+
+    /// SIGSTOPs waiter `id`; `false` if it is down.
+    ///
+    /// # Errors
+    /// [`LabError::Signal`] when the signal cannot be sent.
+    pub async fn pause_waiter(&mut self, id: &str) -> Result<bool, LabError> {
+        let i = self.index(id)?;
+        match self.waiters[i].proc.as_mut() {
+            Some(p) => p.pause().await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// SIGCONTs waiter `id`; `false` if it is down or not paused.
+    ///
+    /// # Errors
+    /// [`LabError::Signal`] when the signal cannot be sent.
+    pub async fn resume_waiter(&mut self, id: &str) -> Result<bool, LabError> {
+        let i = self.index(id)?;
+        match self.waiters[i].proc.as_mut() {
+            Some(p) if p.is_paused() => p.resume().await.map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Processes that exited although no fault stopped them (a crash during the run),
+    /// described for the report.
+    pub fn unexpected_exits(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some((p, _)) = self.balancer.as_mut()
+            && p.has_exited()
+        {
+            out.push(format!(
+                "{} exited during the run; its last log lines:\n{}",
+                p.name,
+                p.log_tail()
+            ));
+        }
+        for w in &mut self.waiters {
+            if let Some(p) = w.proc.as_mut()
+                && p.has_exited()
+            {
+                out.push(format!(
+                    "{} exited during the run; its last log lines:\n{}",
+                    p.name,
+                    p.log_tail()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Kills the store's process; `false` if the lab runs none or it is down.
+    pub async fn stop_store(&mut self) -> bool {
+        let had = self.store.pid().is_some();
+        self.store.stop().await;
+        had
+    }
+
+    /// Starts the store's process again.
+    ///
+    /// # Errors
+    /// [`LabError`] when it does not start.
+    pub async fn start_store(&mut self) -> Result<(), LabError> {
+        self.store.start(self.spec.ready_timeout).await?;
+        self.started.extend(self.store.pid());
+        Ok(())
+    }
+
+    /// Kills and reaps every process (balancer first, so no new work reaches the
+    /// waiters; the store last), and removes the temporary files.
+    pub async fn shutdown(&mut self) {
+        if let Some((mut p, _)) = self.balancer.take() {
+            p.kill().await;
+        }
+        for w in &mut self.waiters {
+            if let Some(mut p) = w.proc.take() {
+                p.kill().await;
+            }
+        }
+        self.store.stop().await;
+        self.store = Store::None;
+    }
+}
+
+/// Whether process `pid` still exists (a zombie counts: it was never reaped).
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}

@@ -1,0 +1,82 @@
+//! What can stop a lab run, and what the operator should do about it.
+//!
+//! A lab run fails only when it cannot produce honest numbers: the scenario is invalid,
+//! a process it needs does not start, or the report cannot be written. Things that go
+//! wrong *inside* the experiment (a waiter dies, a request times out, an order is lost)
+//! are not errors: they are what the lab measures, and they end up in the report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a lab run (or a scenario) was refused or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabError {
+    /// The scenario file is not valid; the message names the field and the fix.
+    #[error("invalid scenario: {0}")]
+    Scenario(String),
+    /// A process could not be started at all (missing binary, permissions).
+    #[error(
+        "cannot start {what} ({program}): {source}; check that the program exists and is executable"
+    )]
+    Spawn {
+        /// Which process, e.g. `waiter w2`.
+        what: String,
+        /// The program that was run.
+        program: PathBuf,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// A process started but exited before it was ready.
+    #[error("{what} exited ({status}) before it was ready; its last log lines:\n{log}")]
+    Exited {
+        /// Which process.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// The last lines it wrote.
+        log: String,
+    },
+    /// A process did not report that it was ready in time.
+    #[error("{what} did not become ready within {waited:?}; its last log lines:\n{log}")]
+    NotReady {
+        /// Which process.
+        what: String,
+        /// How long the lab waited.
+        waited: Duration,
+        /// The last lines it wrote.
+        log: String,
+    },
+    /// A signal could not be delivered to a process the lab started.
+    #[error("cannot send SIG{signal} to {what}: {detail}")]
+    Signal {
+        /// Which process.
+        what: String,
+        /// The signal name without `SIG`.
+        signal: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// The run was cancelled (Ctrl-C); every process the lab started has been stopped.
+    #[error("the lab run was cancelled; every process it started has been stopped")]
+    Cancelled,
+    /// An end-to-end check found the lab's numbers contradicting what the architectures
+    /// guarantee (see [`crate::end_to_end_check`]).
+    #[error("end-to-end check failed: {0}")]
+    Check(String),
+}
+
+impl LabError {
+    /// A scenario error with a message.
+    pub(crate) fn scenario(msg: impl Into<String>) -> LabError {
+        LabError::Scenario(msg.into())
+    }
+}

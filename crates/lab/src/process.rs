@@ -1,0 +1,408 @@
+//! Child processes the lab starts: spawn, wait until ready, signal, stop.
+//!
+//! Every process is a `tokio::process::Child` with `kill_on_drop`, so even a panic or a
+//! dropped future cannot leave one running; the normal path still kills and *waits* for
+//! each one explicitly, so none is left as a zombie either.
+//!
+//! Readiness is read from the process's own log: `bistro waiter` and `bistro balancer`
+//! write a line containing `listening on http://ADDR` once they accept connections
+//! (they are started on port 0, so that line is also how the lab learns the port). The
+//! log pipe is drained for the process's whole life, or a chatty child would block on a
+//! full pipe; the last lines are kept to explain a process that fails to start.
+//!
+//! Signals other than SIGKILL (SIGSTOP/SIGCONT for pauses) go through the system's
+//! `kill` command: the standard library has no portable way to send them, and a libc
+//! binding would be a dependency for two calls.
+
+use crate::error::LabError;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// Log lines kept per process for error messages.
+const KEEP_LINES: usize = 20;
+
+/// What tells the lab that a process is ready.
+#[derive(Debug, Clone, Copy)]
+pub enum Ready {
+    /// A line containing `listening on http://ADDR` on stderr; the address is returned.
+    ListeningLine,
+    /// A line containing this text on stdout (e.g. redis' "Ready to accept connections").
+    StdoutLine(&'static str),
+}
+
+/// How waiting for a process to be ready ended.
+enum Start {
+    /// It logged that it is ready (with its address, for a listening line).
+    Ready(Option<SocketAddr>),
+    /// Its log closed before the ready line.
+    LogClosed,
+    /// It exited.
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// It said nothing in time.
+    TimedOut,
+}
+
+/// A running child process.
+pub struct Proc {
+    /// Which process, for messages (`waiter w2`).
+    pub name: String,
+    child: Child,
+    pid: u32,
+    log: Arc<Mutex<VecDeque<String>>>,
+    paused: bool,
+}
+
+impl Proc {
+    /// Starts `cmd` and waits until it is ready; returns the process and, for
+    /// [`Ready::ListeningLine`], the address it listens on.
+    ///
+    /// # Errors
+    /// [`LabError::Spawn`], [`LabError::Exited`] or [`LabError::NotReady`].
+    pub async fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        ready: Ready,
+        timeout: Duration,
+    ) -> Result<(Proc, Option<SocketAddr>), LabError> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(if matches!(ready, Ready::StdoutLine(_)) {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // The children log what the lab needs at info level, in plain text: an
+            // inherited RUST_LOG, log format or config file must not hide that line.
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("BISTRO_CONFIG")
+            .env_remove("BISTRO_LOG_FORMAT");
+        let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+            what: name.to_string(),
+            program: program.to_path_buf(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        let stderr = child.stderr.take().expect("stderr is piped");
+        match ready {
+            Ready::ListeningLine => {
+                drain(name, stderr, log.clone(), move |line| {
+                    if let Some(addr) = listening_addr(line)
+                        && let Some(tx) = tx.take()
+                    {
+                        // The receiver is gone only if start() already gave up.
+                        let _receiver_gone = tx.send(Some(addr));
+                    }
+                });
+            }
+            Ready::StdoutLine(marker) => {
+                drain(name, stderr, log.clone(), |_| {});
+                let stdout = child.stdout.take().expect("stdout is piped");
+                drain(name, stdout, log.clone(), move |line| {
+                    if line.contains(marker)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _receiver_gone = tx.send(None);
+                    }
+                });
+            }
+        }
+        let mut proc = Proc {
+            name: name.to_string(),
+            child,
+            pid,
+            log,
+            paused: false,
+        };
+        let exited = |status: std::io::Result<std::process::ExitStatus>| LabError::Exited {
+            what: name.to_string(),
+            status: status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string()),
+            log: String::new(),
+        };
+        let outcome = tokio::select! {
+            ready = rx => match ready {
+                Ok(addr) => Start::Ready(addr),
+                Err(_) => Start::LogClosed,
+            },
+            status = proc.child.wait() => Start::Exited(status),
+            () = tokio::time::sleep(timeout) => Start::TimedOut,
+        };
+        let outcome = match outcome {
+            Start::Ready(addr) => Ok(addr),
+            Start::Exited(status) => Err(exited(status)),
+            Start::TimedOut => Err(LabError::NotReady {
+                what: name.to_string(),
+                waited: timeout,
+                log: String::new(),
+            }),
+            // The log closed without the ready line: the process is exiting.
+            Start::LogClosed => {
+                let wait = tokio::time::timeout(Duration::from_secs(2), proc.child.wait()).await;
+                let closed = || std::io::Error::other("closed its log before it was ready");
+                Err(exited(wait.unwrap_or_else(|_| Err(closed()))))
+            }
+        };
+        match outcome {
+            Ok(addr) => Ok((proc, addr)),
+            Err(mut e) => {
+                proc.kill().await;
+                // Give the drain tasks a moment to collect the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let tail = proc.log_tail();
+                if let LabError::Exited { log, .. } | LabError::NotReady { log, .. } = &mut e {
+                    *log = tail;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The last lines the process wrote.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// SIGKILL and wait for the process to be gone (works on a paused process too).
+    pub async fn kill(&mut self) {
+        if let Err(e) = self.child.start_kill() {
+            // Already exited: nothing to kill, wait() below reaps it.
+            tracing::debug!(process = %self.name, "kill: {e}");
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(process = %self.name, "waiting for the killed process failed: {e}")
+            }
+            Err(_) => {
+                tracing::warn!(process = %self.name, "the process did not exit within 5 s of SIGKILL")
+            }
+        }
+        self.paused = false;
+    }
+
+    /// SIGSTOP: the process keeps its memory and sockets but runs no more.
+    ///
+    /// # Errors
+    /// [`LabError::Signal`] when the signal could not be sent.
+    pub async fn pause(&mut self) -> Result<(), LabError> {
+        send_signal(&self.name, self.pid, "STOP").await?;
+        self.paused = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    ///
+    /// # Errors
+    /// [`LabError::Signal`] when the signal could not be sent.
+    pub async fn resume(&mut self) -> Result<(), LabError> {
+        send_signal(&self.name, self.pid, "CONT").await?;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Whether the process is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Sends `SIG<signal>` with the system's `kill` command.
+async fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), LabError> {
+    let fail = |detail: String| LabError::Signal {
+        what: name.to_string(),
+        signal,
+        detail,
+    };
+    if pid == 0 {
+        return Err(fail("the process has no pid (it already exited)".into()));
+    }
+    let out = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| fail(format!("cannot run `kill`: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `pipe` line by line until it closes, keeping the last lines and showing each to
+/// `on_line`.
+fn drain(
+    name: &str,
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    log: Arc<Mutex<VecDeque<String>>>,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) {
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    tracing::trace!(process = %name, "{line}");
+                    on_line(&line);
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    if log.len() == KEEP_LINES {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(process = %name, "log pipe closed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// The address in a `... listening on http://ADDR ...` log line, in plain text or JSON.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    const MARK: &str = "listening on http://";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A loopback port that was free a moment ago, for servers that cannot report the port
+/// they bound (redis-server).
+///
+/// # Errors
+/// [`LabError::Io`] when no port can be bound at all.
+pub fn free_port() -> Result<u16, LabError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| LabError::Io {
+            path: "127.0.0.1:0".into(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_is_read_in_text_and_json_logs() {
+        let text = "2025-01-01T00:00:00Z  INFO bistro::waiter_cmd: waiter listening on http://127.0.0.1:40123 id=w1 mode=stateful";
+        assert_eq!(
+            listening_addr(text),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        let json = r#"{"level":"INFO","fields":{"message":"balancer listening on http://127.0.0.1:5000"}}"#;
+        assert_eq!(
+            listening_addr(json),
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        let v6 = "listening on http://[::1]:8080/";
+        assert_eq!(listening_addr(v6), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(listening_addr("waiter stopped"), None);
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_before_it_is_ready_is_reported_with_its_log() {
+        let args = vec![
+            "-c".to_string(),
+            "echo 'cannot open store: boom' >&2; exit 3".to_string(),
+        ];
+        let Err(e) = Proc::start(
+            "waiter w9",
+            Path::new("sh"),
+            &args,
+            Ready::ListeningLine,
+            Duration::from_secs(5),
+        )
+        .await
+        else {
+            panic!("sh exited, start must fail");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("waiter w9") && msg.contains("exited"), "{msg}");
+        assert!(msg.contains("cannot open store: boom"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_ready_process_can_be_paused_resumed_and_killed() {
+        let port = free_port().unwrap();
+        let script = format!("echo 'listening on http://127.0.0.1:{port}' >&2; exec sleep 30");
+        let args = vec!["-c".to_string(), script];
+        let (mut p, addr) = Proc::start(
+            "sleeper",
+            Path::new("sh"),
+            &args,
+            Ready::ListeningLine,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(addr.map(|a| a.port()), Some(port));
+        p.pause().await.unwrap();
+        assert!(p.is_paused());
+        p.resume().await.unwrap();
+        assert!(!p.has_exited());
+        p.kill().await;
+        assert!(p.has_exited());
+        assert!(
+            send_signal("gone", p.pid(), "CONT").await.is_err(),
+            "the pid is gone after kill and wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_that_never_reports_ready_times_out() {
+        let args = vec!["-c".to_string(), "exec sleep 30".to_string()];
+        let started = std::time::Instant::now();
+        let r = Proc::start(
+            "mute",
+            Path::new("sh"),
+            &args,
+            Ready::ListeningLine,
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(matches!(r, Err(LabError::NotReady { .. })));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,455 @@
+//! From TOML to a validated [`Scenario`].
+//!
+//! The raw structs mirror the file and reject unknown keys (a misspelt key must not
+//! silently leave a default in place); [`parse`] then checks every value and every
+//! combination, naming the key at fault and what would be accepted.
+
+use super::{
+    Architecture, ClusterSpec, Fault, FaultKind, FaultTime, LoadModel, LoadSpec, Mode, Scenario,
+    StoreSpec, ThinkTime,
+};
+use crate::error::LabError;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    #[serde(default)]
+    cluster: RawCluster,
+    load: RawLoad,
+    #[serde(default)]
+    architecture: Vec<RawArchitecture>,
+    #[serde(default)]
+    fault: Vec<RawFault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    waiters: Option<u64>,
+    kitchen_seconds: Option<f64>,
+    kitchen_queue_seconds: Option<f64>,
+    store_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    #[serde(default)]
+    waiter_args: Vec<String>,
+    #[serde(default)]
+    balancer_args: Vec<String>,
+    ready_timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    model: String,
+    duration_seconds: f64,
+    diners: Option<u64>,
+    arrivals_per_second: Option<f64>,
+    ramp_to_per_second: Option<f64>,
+    max_in_flight: Option<u64>,
+    think_ms: Option<[u64; 2]>,
+    poll_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchitecture {
+    name: String,
+    mode: String,
+    store: Option<String>,
+    durable: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    kind: String,
+    waiter: Option<String>,
+    at_fraction: Option<f64>,
+    at_seconds: Option<f64>,
+    for_seconds: Option<f64>,
+}
+
+fn bad(msg: impl Into<String>) -> LabError {
+    LabError::scenario(msg)
+}
+
+/// Checks that `v` (a finite number) lies in `lo..=hi`.
+fn in_range(key: &str, v: f64, lo: f64, hi: f64) -> Result<f64, LabError> {
+    if !v.is_finite() || v < lo || v > hi {
+        return Err(bad(format!(
+            "{key} = {v} is out of range; use a value from {lo} to {hi}"
+        )));
+    }
+    Ok(v)
+}
+
+fn in_range_u(key: &str, v: u64, lo: u64, hi: u64) -> Result<u64, LabError> {
+    if v < lo || v > hi {
+        return Err(bad(format!(
+            "{key} = {v} is out of range; use a value from {lo} to {hi}"
+        )));
+    }
+    Ok(v)
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+/// Parses and validates a scenario.
+pub(super) fn parse(src: &str) -> Result<Scenario, LabError> {
+    let raw: RawScenario =
+        toml::from_str(src).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+    let name = raw.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(bad("name must be 1 to 64 characters"));
+    }
+    let cluster = cluster(raw.cluster)?;
+    let load = load(raw.load)?;
+    let architectures = architectures(raw.architecture)?;
+    let faults = raw
+        .fault
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| fault(i + 1, f, &cluster, &load, &architectures))
+        .collect::<Result<Vec<_>, _>>()?;
+    if faults.len() > 32 {
+        return Err(bad(format!(
+            "{} faults is too many; use at most 32",
+            faults.len()
+        )));
+    }
+    Ok(Scenario {
+        name,
+        description: raw.description.trim().to_string(),
+        seed: raw.seed,
+        cluster,
+        load,
+        architectures,
+        faults,
+    })
+}
+
+fn cluster(raw: RawCluster) -> Result<ClusterSpec, LabError> {
+    let waiters = in_range_u("cluster.waiters", raw.waiters.unwrap_or(3), 1, 16)? as usize;
+    let kitchen_seconds = in_range(
+        "cluster.kitchen_seconds",
+        raw.kitchen_seconds.unwrap_or(1.0),
+        0.0,
+        60.0,
+    )?;
+    let kitchen_queue_seconds = in_range(
+        "cluster.kitchen_queue_seconds",
+        raw.kitchen_queue_seconds.unwrap_or(0.5),
+        0.0,
+        60.0,
+    )?;
+    if let Some(ms) = raw.store_timeout_ms {
+        in_range_u("cluster.store_timeout_ms", ms, 1, 600_000)?;
+    }
+    if let Some(ms) = raw.request_timeout_ms {
+        in_range_u("cluster.request_timeout_ms", ms, 1, 600_000)?;
+    }
+    for (key, args) in [
+        ("cluster.waiter_args", &raw.waiter_args),
+        ("cluster.balancer_args", &raw.balancer_args),
+    ] {
+        if let Some(a) = args
+            .iter()
+            .find(|a| ["--listen", "--id", "--mode", "--store", "--backend"].contains(&a.as_str()))
+        {
+            return Err(bad(format!(
+                "{key} must not contain {a}: the lab sets it for every process it starts"
+            )));
+        }
+    }
+    let ready = in_range(
+        "cluster.ready_timeout_seconds",
+        raw.ready_timeout_seconds.unwrap_or(20.0),
+        1.0,
+        300.0,
+    )?;
+    Ok(ClusterSpec {
+        waiters,
+        kitchen_seconds,
+        kitchen_queue_seconds,
+        store_timeout_ms: raw.store_timeout_ms,
+        waiter_request_timeout_ms: raw.request_timeout_ms,
+        waiter_args: raw.waiter_args,
+        balancer_args: raw.balancer_args,
+        ready_timeout: Duration::from_secs_f64(ready),
+    })
+}
+
+fn load(raw: RawLoad) -> Result<LoadSpec, LabError> {
+    let duration = in_range("load.duration_seconds", raw.duration_seconds, 1.0, 3600.0)?;
+    let open_only = [
+        ("arrivals_per_second", raw.arrivals_per_second.is_some()),
+        ("ramp_to_per_second", raw.ramp_to_per_second.is_some()),
+        ("max_in_flight", raw.max_in_flight.is_some()),
+    ];
+    let model = match raw.model.as_str() {
+        "closed" => {
+            if let Some((key, _)) = open_only.iter().find(|(_, set)| *set) {
+                return Err(bad(format!(
+                    "load.{key} belongs to the open model; remove it or set load.model = \"open\""
+                )));
+            }
+            let diners = raw
+                .diners
+                .ok_or_else(|| bad("load.diners is required for model = \"closed\""))?;
+            LoadModel::Closed {
+                diners: in_range_u("load.diners", diners, 1, 5000)? as usize,
+            }
+        }
+        "open" => {
+            if raw.diners.is_some() {
+                return Err(bad(
+                    "load.diners belongs to the closed model; an open load sets load.arrivals_per_second instead",
+                ));
+            }
+            let rate = raw
+                .arrivals_per_second
+                .ok_or_else(|| bad("load.arrivals_per_second is required for model = \"open\""))?;
+            let rate = in_range("load.arrivals_per_second", rate, 0.1, 10_000.0)?;
+            let ramp = raw
+                .ramp_to_per_second
+                .map(|r| in_range("load.ramp_to_per_second", r, 0.1, 10_000.0))
+                .transpose()?;
+            let max_in_flight = in_range_u(
+                "load.max_in_flight",
+                raw.max_in_flight.unwrap_or(1000),
+                1,
+                10_000,
+            )? as usize;
+            LoadModel::Open {
+                arrivals_per_second: rate,
+                ramp_to_per_second: ramp,
+                max_in_flight,
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "load.model = {other:?} is unknown; use \"closed\" or \"open\""
+            )));
+        }
+    };
+    let [min_ms, max_ms] = raw.think_ms.unwrap_or([100, 400]);
+    if min_ms > max_ms || max_ms > 60_000 {
+        return Err(bad(format!(
+            "load.think_ms = [{min_ms}, {max_ms}] is invalid; give [shortest, longest] in milliseconds, shortest first, at most 60000"
+        )));
+    }
+    let poll_ms = in_range_u("load.poll_ms", raw.poll_ms.unwrap_or(250), 10, 10_000)?;
+    let timeout_ms = in_range_u(
+        "load.request_timeout_ms",
+        raw.request_timeout_ms.unwrap_or(2_000),
+        50,
+        120_000,
+    )?;
+    Ok(LoadSpec {
+        model,
+        duration: Duration::from_secs_f64(duration),
+        think: ThinkTime { min_ms, max_ms },
+        poll_interval: Duration::from_millis(poll_ms),
+        request_timeout: Duration::from_millis(timeout_ms),
+    })
+}
+
+fn architectures(raw: Vec<RawArchitecture>) -> Result<Vec<Architecture>, LabError> {
+    if raw.is_empty() {
+        return Err(bad(
+            "the scenario has no [[architecture]]; add at least one (mode = \"stateful\" or \"stateless\")",
+        ));
+    }
+    if raw.len() > 8 {
+        return Err(bad(format!(
+            "{} architectures is too many; compare at most 8",
+            raw.len()
+        )));
+    }
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, a) in raw.into_iter().enumerate() {
+        let at = format!("architecture #{} ({:?})", i + 1, a.name);
+        if !is_slug(&a.name) {
+            return Err(bad(format!(
+                "{at}: name must be 1-32 lowercase letters, digits or dashes"
+            )));
+        }
+        if !names.insert(a.name.clone()) {
+            return Err(bad(format!(
+                "{at}: the name is used twice; names must be unique"
+            )));
+        }
+        let mode = match a.mode.as_str() {
+            "stateful" => Mode::Stateful,
+            "stateless" => Mode::Stateless,
+            other => {
+                return Err(bad(format!(
+                    "{at}: mode = {other:?} is unknown; use \"stateful\" or \"stateless\""
+                )));
+            }
+        };
+        let store = match (mode, a.store.as_deref()) {
+            (Mode::Stateful, None) => StoreSpec::Memory,
+            (Mode::Stateful, Some(_)) => {
+                return Err(bad(format!(
+                    "{at}: a stateful waiter keeps notes in its own memory; remove store, or use mode = \"stateless\""
+                )));
+            }
+            (Mode::Stateless, None | Some("sqlite")) => StoreSpec::Sqlite,
+            (Mode::Stateless, Some("redis")) => StoreSpec::LabRedis {
+                durable: a.durable.unwrap_or(true),
+            },
+            (Mode::Stateless, Some(url))
+                if url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("redis://") =>
+            {
+                StoreSpec::Url(url.to_string())
+            }
+            (Mode::Stateless, Some(other)) => {
+                return Err(bad(format!(
+                    "{at}: store = {other:?} is unknown; use \"sqlite\" (a fresh file), \"redis\" (a redis-server the lab starts), or a postgres:// or redis:// URL"
+                )));
+            }
+        };
+        if a.durable.is_some() && !matches!(store, StoreSpec::LabRedis { .. }) {
+            return Err(bad(format!(
+                "{at}: durable only applies to store = \"redis\" (a store the lab starts)"
+            )));
+        }
+        out.push(Architecture {
+            name: a.name,
+            mode,
+            store,
+        });
+    }
+    Ok(out)
+}
+
+fn fault(
+    n: usize,
+    raw: RawFault,
+    cluster: &ClusterSpec,
+    load: &LoadSpec,
+    archs: &[Architecture],
+) -> Result<Fault, LabError> {
+    let at = format!("fault #{n} ({})", raw.kind);
+    let kind = match raw.kind.as_str() {
+        "kill" => FaultKind::Kill,
+        "restart" => FaultKind::Restart,
+        "pause" => FaultKind::Pause,
+        "store-stop" => FaultKind::StoreStop,
+        other => {
+            return Err(bad(format!(
+                "fault #{n}: kind = {other:?} is unknown; use \"kill\", \"restart\", \"pause\" or \"store-stop\""
+            )));
+        }
+    };
+    let waiter = match (kind, raw.waiter) {
+        (FaultKind::StoreStop, Some(_)) => {
+            return Err(bad(format!(
+                "{at}: a store fault has no waiter; remove waiter"
+            )));
+        }
+        (FaultKind::StoreStop, None) => None,
+        (_, None) => {
+            return Err(bad(format!(
+                "{at}: waiter is required, e.g. waiter = \"w2\""
+            )));
+        }
+        (_, Some(w)) => {
+            let ids = cluster.waiter_ids();
+            if !ids.contains(&w) {
+                return Err(bad(format!(
+                    "{at}: waiter {w:?} does not exist; this scenario runs {} waiters, w1 to w{}",
+                    cluster.waiters, cluster.waiters
+                )));
+            }
+            Some(w)
+        }
+    };
+    let duration = load.duration.as_secs_f64();
+    let time = match (raw.at_fraction, raw.at_seconds) {
+        (Some(f), None) => {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(bad(format!(
+                    "{at}: at_fraction = {f} must lie strictly between 0 and 1"
+                )));
+            }
+            FaultTime::Fraction(f)
+        }
+        (None, Some(s)) => {
+            if !(s > 0.0 && s < duration) {
+                return Err(bad(format!(
+                    "{at}: at_seconds = {s} must lie strictly between 0 and the load duration ({duration} s)"
+                )));
+            }
+            FaultTime::Seconds(s)
+        }
+        _ => {
+            return Err(bad(format!(
+                "{at}: give exactly one of at_fraction (0-1 of the run) or at_seconds"
+            )));
+        }
+    };
+    match (kind, raw.for_seconds) {
+        (FaultKind::Kill, Some(_)) => {
+            return Err(bad(format!(
+                "{at}: a killed waiter stays down; to bring it back, use kind = \"restart\" with for_seconds"
+            )));
+        }
+        (FaultKind::Pause, None) => {
+            return Err(bad(format!(
+                "{at}: for_seconds is required: how long the waiter stays paused"
+            )));
+        }
+        (_, Some(d)) if !(d.is_finite() && d >= 0.0) => {
+            return Err(bad(format!("{at}: for_seconds = {d} must be 0 or more")));
+        }
+        _ => {}
+    }
+    if kind == FaultKind::StoreStop && !archs.iter().any(|a| a.store.lab_owned()) {
+        let hint = if archs.iter().any(|a| a.store == StoreSpec::Sqlite) {
+            " (a SQLite store is a file opened inside each waiter: there is no store process to stop)"
+        } else {
+            " (the lab never stops a server it did not start)"
+        };
+        return Err(bad(format!(
+            "{at}: no architecture has a store the lab started{hint}; use store = \"redis\" for a stateless architecture to test a store outage"
+        )));
+    }
+    let fault = Fault {
+        kind,
+        waiter,
+        at: time,
+        for_seconds: raw.for_seconds,
+    };
+    if let Some(end) = fault.end_seconds(load.duration)
+        && end >= duration
+    {
+        return Err(bad(format!(
+            "{at}: it would end at {end:.1} s, after the load ends ({duration} s); start it earlier or shorten for_seconds"
+        )));
+    }
+    Ok(fault)
+}

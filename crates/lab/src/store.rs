@@ -1,0 +1,195 @@
+//! The central store of one architecture, as the lab provides it.
+//!
+//! - SQLite: a fresh database file in a private temporary directory (removed afterwards),
+//!   so runs never see each other's orders and nothing is left behind.
+//! - Redis the lab starts: a private `redis-server` on a free loopback port, with no
+//!   snapshots; `durable` adds an append-only file with an fsync per write. Because the
+//!   lab owns this process it can stop and start it as a fault.
+//! - A URL (`postgres://...`, `redis://...`): a server someone else runs. The lab only
+//!   passes it to the waiters, and never stops it.
+
+use crate::error::LabError;
+use crate::process::{Proc, Ready, free_port};
+use crate::scenario::StoreSpec;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A private temporary directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `bistro-lab-<tag>-<pid>-<nanos>` under the system's temporary directory.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when it cannot be created.
+    pub fn new(tag: &str) -> Result<TempDir, LabError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("bistro-lab-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|source| LabError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(TempDir(path))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(
+                "cannot remove the lab's temporary directory {}: {e}",
+                self.0.display()
+            );
+        }
+    }
+}
+
+/// The store of a running architecture.
+pub enum Store {
+    /// Stateful: no central store.
+    None,
+    /// A SQLite file in a temporary directory.
+    Sqlite {
+        /// `sqlite://<dir>/orders.db`.
+        url: String,
+        /// Removed when the store is dropped.
+        _dir: TempDir,
+    },
+    /// A `redis-server` the lab runs.
+    LabRedis {
+        /// `redis://127.0.0.1:<port>/`.
+        url: String,
+        /// Its port (kept across a stop and start).
+        port: u16,
+        /// Its data directory.
+        dir: TempDir,
+        /// Append-only file with fsync per write.
+        durable: bool,
+        /// The process, `None` while stopped (boxed: it is much larger than the
+        /// other variants).
+        proc: Option<Box<Proc>>,
+    },
+    /// A server the lab does not own.
+    External {
+        /// The URL passed to the waiters.
+        url: String,
+    },
+}
+
+impl Store {
+    /// Provides the store `spec` asks for (starting redis-server if needed).
+    ///
+    /// # Errors
+    /// [`LabError`] when the directory cannot be made or redis-server does not start.
+    pub async fn provide(
+        spec: &StoreSpec,
+        tag: &str,
+        ready_timeout: Duration,
+    ) -> Result<Store, LabError> {
+        Ok(match spec {
+            StoreSpec::Memory => Store::None,
+            StoreSpec::Sqlite => {
+                let dir = TempDir::new(tag)?;
+                let url = format!("sqlite://{}", dir.path().join("orders.db").display());
+                Store::Sqlite { url, _dir: dir }
+            }
+            StoreSpec::LabRedis { durable } => {
+                let dir = TempDir::new(tag)?;
+                let port = free_port()?;
+                let mut store = Store::LabRedis {
+                    url: format!("redis://127.0.0.1:{port}/"),
+                    port,
+                    dir,
+                    durable: *durable,
+                    proc: None,
+                };
+                store.start(ready_timeout).await?;
+                store
+            }
+            StoreSpec::Url(url) => Store::External { url: url.clone() },
+        })
+    }
+
+    /// The `--store` URL for the waiters, if any.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Store::None => None,
+            Store::Sqlite { url, .. } | Store::LabRedis { url, .. } | Store::External { url } => {
+                Some(url)
+            }
+        }
+    }
+
+    /// The store's process id, if the lab runs one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Store::LabRedis { proc: Some(p), .. } => Some(p.pid()),
+            _ => None,
+        }
+    }
+
+    /// Starts the lab's redis-server (again) on its port. A no-op for other stores.
+    ///
+    /// # Errors
+    /// [`LabError`] when redis-server does not start.
+    pub async fn start(&mut self, ready_timeout: Duration) -> Result<(), LabError> {
+        let Store::LabRedis {
+            port,
+            dir,
+            durable,
+            proc,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if proc.is_some() {
+            return Ok(());
+        }
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["--dir".to_string(), dir.path().display().to_string()]);
+        if *durable {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+        } else {
+            args.extend(["--appendonly", "no"].map(String::from));
+        }
+        let (p, _) = Proc::start(
+            "redis-server",
+            Path::new("redis-server"),
+            &args,
+            Ready::StdoutLine("Ready to accept connections"),
+            ready_timeout,
+        )
+        .await?;
+        *proc = Some(Box::new(p));
+        Ok(())
+    }
+
+    /// Kills the lab's redis-server (SIGKILL, like a crash). A no-op for other stores.
+    pub async fn stop(&mut self) {
+        if let Store::LabRedis { proc, .. } = self
+            && let Some(mut p) = proc.take()
+        {
+            p.kill().await;
+        }
+    }
+}
