@@ -428,8 +428,9 @@ impl Order {
             next.apply_one(change, menu, now)?;
         }
         // Checked on the result, not per change: a batch may swap the last dish for
-        // another, but no accepted batch may leave a placed order empty.
-        if next.status == Status::Placed && next.items.is_empty() {
+        // another, but no accepted batch may leave an order past `open` empty (regression:
+        // `[ReplaceItems([]), StartCooking]` once produced an empty cooking order).
+        if !matches!(next.status, Status::Open | Status::Cancelled) && next.items.is_empty() {
             return Err(OrderError::EmptyOrder);
         }
         next.total_cents = next

@@ -292,3 +292,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn regression_a_batch_cannot_empty_an_order_and_start_cooking_it() {
+    let m = menu();
+    let t = KitchenTimings {
+        queue_ms: 5,
+        cook_ms: 5,
+    };
+    let mut o = open_with(vec![item("tomato-soup", 1)], vec![]).unwrap();
+    o.apply(&[Change::Place(t)], &m, 2).unwrap();
+    let err = o.apply(
+        &[
+            Change::ReplaceItems(vec![]),
+            Change::StartCooking { cook_ms: 5 },
+        ],
+        &m,
+        3,
+    );
+    assert_eq!(err, Err(OrderError::EmptyOrder));
+    assert_eq!(o.items.len(), 1);
+}
