@@ -341,7 +341,8 @@ pub(crate) async fn handle(
                     StatusCode::NOT_FOUND,
                     "no-tcp-proxy",
                     "No TCP proxy",
-                    "this balancer runs no TCP proxy; start it with --tcp-listen and --tcp-backend".into(),
+                    "this balancer runs no TCP proxy; start it with --tcp-listen and --tcp-backend"
+                        .into(),
                 ),
             };
         }

@@ -252,7 +252,11 @@ pub async fn serve(
         tracing::info!(
             workers,
             backends = shared.config.backends.len(),
-            tcp_backends = if tcp_proxy.is_some() { shared.config.tcp.backends.len() } else { 0 },
+            tcp_backends = if tcp_proxy.is_some() {
+                shared.config.tcp.backends.len()
+            } else {
+                0
+            },
             "balancer running"
         );
         tokio::select! {

@@ -89,7 +89,7 @@ pub struct BalancerOpts {
     /// Bearer token for the admin API (required when it binds a non-loopback address)
     #[arg(long, env = "BISTRO_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
-    /// A backend: ID=HOST:PORT[,weight=N][,mode=stateful|stateless]; repeat for more
+    /// A backend: ID=HOST:PORT, optionally followed by ,weight=N and ,mode=stateful|stateless; repeat for more
     #[arg(long = "backend", value_name = "ID=HOST:PORT")]
     pub backends: Vec<String>,
     /// How a backend is chosen for a request without affinity [default: least-connections]
@@ -204,8 +204,7 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
     let addr = opts
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let proxy = bind_proxy(addr, config.effective_workers())?;
     let admin = if opts.no_admin {
         None
     } else {
@@ -224,7 +223,7 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
         ),
         None => None,
     };
-    let local = listener.local_addr()?;
+    let local = proxy[0].local_addr()?;
     let ids: Vec<&str> = config.backends.iter().map(|b| b.id.as_str()).collect();
     // The TCP line comes first and never says "listening on http://", which tools
     // (bistro up, the lab) take as the HTTP address.
@@ -238,24 +237,27 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
         }
         None => tracing::info!(backends = ?ids, "balancer listening on http://{local}"),
     }
-    let served = match tcp {
-        None => bistro_balancer::run(listener, admin, config, shutdown).await,
-        Some(tcp) => {
-            let workers = config.effective_workers();
-            let mut proxy = Vec::with_capacity(workers);
-            for _ in 1..workers {
-                proxy.push(listener.try_clone().context("cloning the listener for a worker")?);
-            }
-            proxy.insert(0, listener);
-            let listeners = Listeners {
-                proxy,
-                admin,
-                tcp: Some(tcp),
-            };
-            bistro_balancer::serve(listeners, config, shutdown).await
-        }
-    };
+    let listeners = Listeners { proxy, admin, tcp };
+    let served = bistro_balancer::serve(listeners, config, shutdown).await;
     served.context("the balancer failed")?;
     tracing::info!("balancer stopped");
     Ok(())
+}
+
+/// The proxy's listeners: one `SO_REUSEPORT` socket per worker thread, so the kernel
+/// spreads new connections evenly over the workers (by a hash of their addresses)
+/// instead of whichever worker wakes first taking them from one shared queue, which
+/// can leave one worker with most of a burst of connections and the other idle.
+///
+/// `SO_REUSEPORT` would also let a second balancer started by the same user on the
+/// same port share it silently; a plain bind of the port first keeps that an error.
+fn bind_proxy(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        drop(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        );
+    }
+    bistro_balancer::bind_reuseport(addr, workers)
+        .with_context(|| format!("cannot listen on {addr}"))
 }

@@ -1,6 +1,6 @@
-//! `bistro demo`: the main job.
+//! `bistro tour`: one order's whole life, step by step.
 //!
-//! Until the lab can run whole clusters, the demo shows one waiter at work: it starts a
+//! Where `bistro demo` compares whole clusters, the tour shows one waiter at work: it starts a
 //! stateful waiter on a free loopback port (in this process, on a real socket) and
 //! walks a scripted diner through the whole life of an order over real HTTP: order
 //! with notes, change it, be refused a dish for an allergy, place, watch the kitchen,
@@ -38,7 +38,7 @@ pub async fn run() -> anyhow::Result<()> {
         let _sender_dropped_or_sent = stopped.await;
     }));
 
-    println!("bistro demo: one stateful waiter at http://{addr}, one scripted diner\n");
+    println!("bistro tour: one stateful waiter at http://{addr}, one scripted diner\n");
     let result = script(&Client::new(addr)).await;
     // Stop the waiter whether or not the script succeeded; the send fails only if the
     // server already ended, which the join below reports.

@@ -36,9 +36,9 @@ pub struct UpOpts {
     /// Seconds an order cooks, passed to every waiter
     #[arg(long, default_value_t = 3.0)]
     pub kitchen_seconds: f64,
-    /// Where the balancer accepts TCP line-protocol connections (`nc HOST PORT`)
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    pub tcp_listen: SocketAddr,
+    /// Where the balancer accepts TCP line-protocol connections (`nc HOST PORT`) [default: 127.0.0.1:8090, or port 0 when --listen asks for port 0]
+    #[arg(long)]
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 /// One child process and the addresses it reported.
@@ -141,6 +141,12 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     }
     let shutdown = crate::signal::shutdown_signal();
     let mode = opts.mode.to_string();
+    // A caller that asks for an ephemeral HTTP port (tests, a second cluster) gets an
+    // ephemeral TCP port too, rather than a clash on the fixed default.
+    let tcp_listen = opts.tcp_listen.unwrap_or_else(|| {
+        let port = if opts.listen.port() == 0 { 0 } else { 8090 };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    });
     let tcp_strategy = match opts.mode {
         bistro_waiter::Mode::Stateful => "consistent-hash",
         bistro_waiter::Mode::Stateless => "least-connections",
@@ -168,7 +174,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             "--admin-listen".into(),
             opts.admin_listen.to_string(),
             "--tcp-listen".into(),
-            opts.tcp_listen.to_string(),
+            tcp_listen.to_string(),
             // A stateful waiter's draft lives in the connection, and a reconnect should
             // find the same waiter: hash on the client IP. Stateless: spread the load.
             "--tcp-strategy".into(),
@@ -192,16 +198,23 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         "bistro up: {} {mode} waiters behind a balancer",
         opts.waiters
     );
-    for m in &members[..members.len() - 1] {
-        let tcp = m.tcp.map(|t| format!("   tcp://{t}")).unwrap_or_default();
-        println!("  waiter {:<4} http://{}{tcp}", m.name, m.addr);
+    let waiters = &members[..members.len() - 1];
+    for m in waiters {
+        println!("  waiter {:<4} http://{}", m.name, m.addr);
     }
     println!(
         "  balancer    http://{balancer}   (admin http://{})",
         opts.admin_listen
     );
-    let tcp = members.last().and_then(|m| m.tcp).unwrap_or(opts.tcp_listen);
-    println!("  tcp         tcp://{tcp}   ({tcp_strategy} over the waiters' line protocol)");
+    for m in waiters {
+        if let Some(tcp) = m.tcp {
+            println!("  tcp {:<7} tcp://{tcp}", m.name);
+        }
+    }
+    let tcp = members.last().and_then(|m| m.tcp).unwrap_or(tcp_listen);
+    println!(
+        "  tcp         tcp://{tcp}   (balancer, {tcp_strategy} over the waiters' line protocol)"
+    );
     println!(
         "try: curl -si -c jar -b jar http://{balancer}/v1/orders -H 'content-type: application/json' -d '{{\"items\":[{{\"dish\":\"fries\"}}]}}'"
     );

@@ -109,9 +109,7 @@ impl WaiterOpts {
         let idle = self
             .tcp_idle_timeout_secs
             .unwrap_or(defaults.idle_timeout.as_secs());
-        let max = self
-            .tcp_max_connections
-            .unwrap_or(defaults.max_connections);
+        let max = self.tcp_max_connections.unwrap_or(defaults.max_connections);
         if idle == 0 || idle > 86_400 {
             bail!("--tcp-idle-timeout-secs must be 1 to 86400, got {idle}");
         }

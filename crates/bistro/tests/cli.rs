@@ -18,7 +18,15 @@ fn bistro(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn help_is_available_everywhere() {
-    for args in [&["--help"][..], &["waiter", "--help"], &["demo", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["waiter", "--help"],
+        &["demo", "--help"],
+        &["tour", "--help"],
+        &["lab", "run", "--help"],
+        &["balancer", "--help"],
+        &["up", "--help"],
+    ] {
         let out = bistro(args);
         assert!(out.status.success(), "{args:?}");
         assert!(
@@ -135,8 +143,8 @@ fn sigterm_stops_a_waiter_cleanly() {
 }
 
 #[test]
-fn the_demo_runs_the_scripted_diner_and_exits_zero() {
-    let out = bistro(&["demo"]);
+fn the_tour_runs_the_scripted_diner_and_exits_zero() {
+    let out = bistro(&["tour"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,0 +1,421 @@
+//! The processes the benchmark starts, their temporary files, and the CPU they burn.
+//!
+//! Every process is a [`Proc`]: stopped (SIGTERM, then SIGKILL after a grace period)
+//! when dropped, so an error anywhere in the run still leaves nothing behind. Each child
+//! also asks the kernel for SIGTERM should the benchmark itself die (`PR_SET_PDEATHSIG`),
+//! which covers a `kill -9` of the benchmark, where no destructor runs. Their stderr is
+//! read by a thread that keeps the last lines (shown when a child fails to start) and
+//! picks up bistro's `listening on http://ADDR` line.
+//!
+//! CPU time comes from `/proc/PID/stat` (user + system ticks), summed over a process
+//! and its children for nginx, whose work happens in worker processes.
+
+use anyhow::{Context, bail};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Lines of a child's stderr kept for error messages.
+const KEPT_LINES: usize = 40;
+
+/// A directory under the system temp dir, removed with everything in it when dropped.
+#[derive(Debug)]
+pub(super) struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `bistro-bench-balancer-PID-NANOS` in the system temp dir.
+    pub(super) fn new() -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "bistro-bench-balancer-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&path)
+            .with_context(|| format!("creating the temporary directory {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("warning: could not remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// A child process, stopped when dropped.
+#[derive(Debug)]
+pub(super) struct Proc {
+    pub(super) name: String,
+    child: Child,
+    log: Arc<Mutex<VecDeque<String>>>,
+    stopped: bool,
+}
+
+impl Proc {
+    /// Starts `command` as `name`. When `listening` is given, the address from the
+    /// child's first `listening on http://ADDR` stderr line is sent on it.
+    pub(super) fn spawn(
+        name: &str,
+        mut command: Command,
+        listening: Option<mpsc::Sender<SocketAddr>>,
+    ) -> anyhow::Result<Proc> {
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // prctl(2) and getppid(2), both async-signal-safe; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The benchmark died before prctl took effect: do not outlive it.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            keep_lines(stderr, log.clone(), listening);
+        }
+        if let Some(stdout) = child.stdout.take() {
+            keep_lines(stdout, log.clone(), None);
+        }
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+            stopped: false,
+        })
+    }
+
+    /// The process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines the child wrote, for an error message.
+    pub(super) fn recent_output(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let lines: Vec<&str> = log.iter().map(String::as_str).collect();
+        if lines.is_empty() {
+            "(no output)".into()
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    /// Fails (with the child's last output) when the child has exited.
+    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.stopped = true;
+                bail!(
+                    "{} exited ({status}); its last output:\n{}",
+                    self.name,
+                    self.recent_output()
+                )
+            }
+            Err(e) => Err(e).with_context(|| format!("checking on {}", self.name)),
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections, at most `timeout`.
+    pub(super) fn wait_for_port(
+        &mut self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not accept connections on {addr} within {timeout:?}; its last output:\n{}",
+                    self.name,
+                    self.recent_output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the child is still running after `grace`.
+    pub(super) fn stop(&mut self, grace: Duration) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on a child we spawned and have not reaped, so the pid is ours.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            eprintln!(
+                "warning: could not send SIGTERM to {}: {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "warning: {} did not stop within {grace:?}; killing it",
+            self.name
+        );
+        if let Err(e) = self.child.kill() {
+            eprintln!("warning: could not kill {}: {e}", self.name);
+        }
+        if let Err(e) = self.child.wait() {
+            eprintln!("warning: could not reap {}: {e}", self.name);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// Reads `stream` line by line on a thread of its own (it ends when the child closes
+/// the pipe), keeping the last lines and reporting the first listening address.
+fn keep_lines(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<VecDeque<String>>>,
+    mut listening: Option<mpsc::Sender<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if let Some(addr) = listening_addr(&line)
+                && let Some(tx) = listening.take()
+            {
+                // The receiver is gone only when the start already timed out.
+                let _ = tx.send(addr);
+            }
+            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+            if log.len() == KEPT_LINES {
+                log.pop_front();
+            }
+            log.push_back(line);
+        }
+    });
+}
+
+/// The address in a `... listening on http://ADDR ...` log line.
+pub(super) fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let i = line.find("listening on http://")?;
+    line[i + "listening on http://".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A `bistro` child (this very binary) with `args`, its `BISTRO_*` environment cleared
+/// so the user's settings cannot leak into the measurement, and info-level logs (the
+/// level that prints the listening line). Returns once it listens.
+pub(super) fn spawn_bistro(
+    name: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let exe = std::env::current_exe().context("locating the bistro binary")?;
+    let mut command = Command::new(exe);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("BISTRO_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "info").args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut proc = Proc::spawn(name, command, Some(tx))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(addr) => return Ok((proc, addr)),
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                proc.check_alive()?;
+            }
+            Err(_) => bail!(
+                "{name} did not report a listening address within 20 s; its last output:\n{}",
+                proc.recent_output()
+            ),
+        }
+    }
+}
+
+/// A free loopback port, for a program that cannot be told to pick its own. Another
+/// process may take it before that program binds it; the caller then fails to start
+/// and says so.
+pub(super) fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The executable `name` on `PATH`, if any.
+pub(super) fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The first output line of `program ARGS` (stdout or stderr) that mentions `needle`:
+/// how the peers report their versions.
+pub(super) fn version_line(program: &Path, args: &[&str], needle: &str) -> String {
+    let output = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return format!("version unknown ({e})"),
+    };
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .find(|l| l.to_lowercase().contains(needle))
+        .map_or_else(|| "version unknown".into(), |l| l.trim().to_string())
+}
+
+/// User + system CPU time of the processes `pids`.
+pub(super) fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+    // SAFETY: sysconf(3) has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    let mut ticks = 0;
+    for &pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat (Linux only)"))?;
+        let fields = stat_fields(&stat).context("unexpected /proc/PID/stat format")?;
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        let utime: u64 = fields.get(11).context("utime")?.parse()?;
+        let stime: u64 = fields.get(12).context("stime")?.parse()?;
+        ticks += utime + stime;
+    }
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// The fields of a `/proc/PID/stat` line after the command name (which may contain
+/// spaces and parentheses, hence the search for the last `)`).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let end = stat.rfind(')')?;
+    Some(stat[end + 1..].split_whitespace().collect())
+}
+
+/// `pid` and its direct children (nginx's master and workers).
+pub(super) fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let ppid = stat_fields(&stat).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()));
+        if ppid == Some(pid) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// `/proc/loadavg`'s first three figures, to say how busy the machine was.
+pub(super) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Sixteen random bytes as hex, for the balancers' affinity key.
+pub(super) fn random_hex() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_listening_address_from_a_log_line() {
+        let line = "2026-01-01T00:00:00Z  INFO bistro::balancer_cmd: balancer listening on http://127.0.0.1:4321 backends=[\"w1\"]";
+        assert_eq!(
+            listening_addr(line),
+            Some("127.0.0.1:4321".parse().unwrap())
+        );
+        assert_eq!(
+            listening_addr("balancer tcp proxy on tcp://127.0.0.1:1"),
+            None
+        );
+    }
+
+    #[test]
+    fn stat_fields_survive_odd_command_names() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 7 3 0 0 20 0 1 0";
+        let f = stat_fields(stat).unwrap();
+        assert_eq!(f[0], "S");
+        assert_eq!(f[1], "1");
+        assert_eq!((f[11], f[12]), ("7", "3"));
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_is_readable() {
+        assert!(cpu_time(&[std::process::id()]).is_ok());
+    }
+}

@@ -1,0 +1,118 @@
+//! # The line protocol: a waiter you can talk to with `nc`
+//!
+//! Besides HTTP, a waiter can listen on a second port for a small text protocol: one
+//! command per line, one reply per command. It exists to show the stateful/stateless
+//! difference at the level where it is most tangible: a TCP *connection*.
+//!
+//! ```text
+//! $ nc 127.0.0.1 7101
+//! OK bistro waiter=w1 mode=stateful protocol=1; HELP lists the commands
+//! NEW
+//! session 3q2…Xw started
+//! OK order kq0…Zb open; a draft on this connection until PLACE (lost if the connection drops)
+//! ADD fries 2
+//! OK added 2 x fries; order kq0…Zb open v2, 1 dish, total 9.00
+//! PLACE
+//! session 3q2…Xw
+//! OK placed; ready in about 4s, STATUS shows progress; order kq0…Zb placed v3, 1 dish, total 9.00
+//! ```
+//!
+//! In **stateful** mode the order being taken lives in the connection (see
+//! [`conversation`]): fast, and gone if the connection drops before `PLACE`. In
+//! **stateless** mode every command writes through to the central store, so a client
+//! can reconnect to any waiter and `HELLO <session-id>` to carry on. Either way a placed
+//! order is an ordinary order in the waiter's store, visible over HTTP with the same
+//! session id. docs/protocol.md is the reference.
+//!
+//! ## How the code is laid out (after mini-redis)
+//!
+//! - [`codec`]: pure framing and tokenizing over bytes; fuzzed and property-tested.
+//! - [`commands`]: one struct per command, one file each, with `parse` and `apply`.
+//! - [`connection`]: the socket and its buffers, nothing protocol-specific.
+//! - [`conversation`]: what a connection remembers (session, draft or stored order).
+//! - [`reply`]: replies and refusals; error kinds shared with the HTTP API.
+//! - `server`: the accept loop, the connection cap, idle timeout and shutdown.
+//!
+//! The protocol shares everything else with HTTP: the store, the clock, the menu, the
+//! kitchen timings, the domain rules (`Order::apply`) and the metrics
+//! (`bistro_tcp_connections`, `bistro_tcp_commands_total{command,result}` on the HTTP
+//! port's `/metrics`).
+
+pub mod codec;
+pub mod commands;
+pub mod connection;
+pub mod conversation;
+pub mod reply;
+mod server;
+
+use crate::Waiter;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Limits of the TCP front end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// A connection that sends no command for this long gets `BYE idle-timeout` and is
+    /// closed (an abandoned `nc` must not hold a connection slot forever).
+    pub idle_timeout: Duration,
+    /// Most connections served at once; one more is answered `ERR too-many-connections`
+    /// and closed.
+    pub max_connections: usize,
+}
+
+impl Default for TcpConfig {
+    /// 5 minutes idle, 1024 connections.
+    fn default() -> Self {
+        TcpConfig {
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves the line protocol on `listener` with [`TcpConfig::default`] until `shutdown`
+/// resolves; see [`run_tcp_with`].
+///
+/// # Errors
+/// When the listener's address cannot be read.
+pub async fn run_tcp(
+    listener: TcpListener,
+    waiter: Waiter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_tcp_with(listener, waiter, TcpConfig::default(), shutdown).await
+}
+
+/// Serves the line protocol on `listener` until `shutdown` resolves; then stops
+/// accepting, lets every command in progress finish, sends each client `BYE
+/// shutting-down ...`, closes the sockets and returns.
+///
+/// Only the protocol is served here: the kitchen and the session sweeper run with the
+/// HTTP server ([`run`](crate::run)), so run both side by side on one [`Waiter`] (as
+/// `bistro waiter --tcp-listen` does), or placed orders never cook.
+///
+/// # Errors
+/// When the listener's address cannot be read.
+pub async fn run_tcp_with(
+    listener: TcpListener,
+    waiter: Waiter,
+    config: TcpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("tcp protocol shutting down: saying BYE to every connection");
+        if stop_tx.send(true).is_err() {
+            tracing::debug!("the tcp server stopped before the shutdown signal");
+        }
+    });
+    tracing::info!(%addr, id = %waiter.config().id, max_connections = config.max_connections, idle_timeout_secs = config.idle_timeout.as_secs(), "tcp protocol serving");
+    server::serve(listener, waiter, config, stop_rx).await;
+    signal.abort();
+    tracing::info!(%addr, "tcp protocol stopped");
+    Ok(())
+}
