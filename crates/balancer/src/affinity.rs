@@ -211,9 +211,11 @@ impl Affinity {
 /// One connection's memory of its last `Cookie` header and the verdict on it.
 ///
 /// A diner's keep-alive connection sends the same `Cookie` header on every request, so
-/// the signature is checked once per connection and cookie, not once per request: a
-/// byte comparison replaces the parse, the base64 decoding and the HMAC. Verdicts are
-/// deterministic for a given token, except for its age, which is re-checked every time.
+/// a byte comparison with the last one replaces the parse, the base64 decoding and the
+/// HMAC on nearly every request. When the header changed, the worker's
+/// [`RecentVerdicts`] are asked before the HMAC, so a signature is checked about once
+/// per worker and cookie. Verdicts are deterministic for a given token, except for its
+/// age, which is re-checked every time.
 #[derive(Debug, Default)]
 pub(crate) struct VerdictCache {
     last: std::sync::Mutex<Option<(Vec<u8>, Verdict)>>,
@@ -221,8 +223,14 @@ pub(crate) struct VerdictCache {
 
 impl VerdictCache {
     /// The request's affinity verdict, from the cache when its `Cookie` header is the
-    /// same as last time.
-    pub(crate) fn read(&self, affinity: &Affinity, headers: &HeaderMap, now: u64) -> Verdict {
+    /// same as last time, else from `recent`, else checked (and remembered in both).
+    pub(crate) fn read(
+        &self,
+        recent: &RecentVerdicts,
+        affinity: &Affinity,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Verdict {
         let mut cookies = headers.get_all(COOKIE).iter();
         let (Some(only), None) = (cookies.next(), cookies.next()) else {
             return affinity.read(headers, now);
@@ -236,9 +244,80 @@ impl VerdictCache {
         {
             return affinity.revalidate(*verdict, now);
         }
-        let verdict = affinity.read(headers, now);
-        *last = Some((only.as_bytes().to_vec(), verdict));
-        verdict
+        let verdict = match recent.get(only.as_bytes()) {
+            Some(verdict) => verdict,
+            None => {
+                let verdict = affinity.read(headers, now);
+                recent.insert(only.as_bytes(), verdict);
+                verdict
+            }
+        };
+        // Reuses the buffer: on a connection carrying many diners this runs per request.
+        match &mut *last {
+            Some((seen, remembered)) => {
+                seen.clear();
+                seen.extend_from_slice(only.as_bytes());
+                *remembered = verdict;
+            }
+            None => *last = Some((only.as_bytes().to_vec(), verdict)),
+        }
+        affinity.revalidate(verdict, now)
+    }
+}
+
+/// Most verdicts a worker remembers; a full table is emptied and starts over.
+const RECENT_VERDICTS: usize = 1024;
+/// Longest `Cookie` header whose verdict is remembered; longer ones are always checked.
+const RECENT_COOKIE_BYTES: usize = 256;
+
+/// One worker's verdicts on the `Cookie` headers it saw recently, on any connection.
+///
+/// A connection does not always carry one diner: behind a CDN or an ingress, one
+/// keep-alive connection carries requests from many diners, each with its own cookie,
+/// and the per-connection [`VerdictCache`] then misses on nearly every request. This
+/// table keeps the HMAC off the hot path in that case too, at the price of one hash of
+/// the header. It is bounded in entries and in key length, and keyed with the standard
+/// library's randomly seeded SipHash, so clients choosing cookies can neither grow it
+/// nor aim at collisions; at worst they empty it, which costs what no cache costs (one
+/// HMAC per request). Like the connection's cache, it stores verdicts whose only moving
+/// part, the age, is re-checked on every use.
+#[derive(Debug, Default)]
+pub(crate) struct RecentVerdicts {
+    seen: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Verdict>>,
+}
+
+impl RecentVerdicts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Box<[u8]>, Verdict>> {
+        // Verdicts are plain values; a panic elsewhere cannot leave the map invalid.
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The verdict remembered for this `Cookie` header, if any.
+    pub(crate) fn get(&self, cookie: &[u8]) -> Option<Verdict> {
+        if cookie.len() > RECENT_COOKIE_BYTES {
+            return None;
+        }
+        self.lock().get(cookie).copied()
+    }
+
+    /// Remembers the verdict on this `Cookie` header (unless it is too long).
+    pub(crate) fn insert(&self, cookie: &[u8], verdict: Verdict) {
+        if cookie.len() > RECENT_COOKIE_BYTES {
+            return;
+        }
+        let mut seen = self.lock();
+        if seen.len() >= RECENT_VERDICTS {
+            seen.clear();
+        }
+        seen.insert(cookie.into(), verdict);
+    }
+
+    /// Verdicts held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -372,6 +451,7 @@ mod tests {
     fn the_cache_skips_the_signature_but_not_the_age() {
         let a = affinity(KEY);
         let cache = VerdictCache::default();
+        let recent = RecentVerdicts::default();
         let mut headers = HeaderMap::new();
         headers.insert(
             COOKIE,
@@ -380,22 +460,79 @@ mod tests {
                 .unwrap(),
         );
         assert!(matches!(
-            cache.read(&a, &headers, NOW),
+            cache.read(&recent, &a, &headers, NOW),
             Verdict::Valid { .. }
         ));
         assert!(matches!(
-            cache.read(&a, &headers, NOW + 10),
+            cache.read(&recent, &a, &headers, NOW + 10),
             Verdict::Valid { .. }
         ));
         assert!(
-            matches!(cache.read(&a, &headers, NOW + 3601), Verdict::Expired),
+            matches!(
+                cache.read(&recent, &a, &headers, NOW + 3601),
+                Verdict::Expired
+            ),
             "age is re-checked"
         );
         // A different cookie is verified afresh.
         headers.insert(COOKIE, "bistro_affinity=forged".parse().unwrap());
-        assert!(matches!(cache.read(&a, &headers, NOW), Verdict::Forged));
+        assert!(matches!(
+            cache.read(&recent, &a, &headers, NOW),
+            Verdict::Forged
+        ));
         headers.remove(COOKIE);
-        assert!(matches!(cache.read(&a, &headers, NOW), Verdict::Absent));
+        assert!(matches!(
+            cache.read(&recent, &a, &headers, NOW),
+            Verdict::Absent
+        ));
+    }
+
+    #[test]
+    fn a_cookie_seen_on_another_connection_is_not_checked_again() {
+        let a = affinity(KEY);
+        let recent = RecentVerdicts::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, "bistro_affinity=not-a-real-token".parse().unwrap());
+        let genuine = a.verify(&a.issue("w2", NOW), NOW);
+        // A verdict the worker remembers is used as is: the HMAC is not run again.
+        recent.insert(b"bistro_affinity=not-a-real-token", genuine);
+        let fresh_connection = VerdictCache::default();
+        assert!(matches!(
+            fresh_connection.read(&recent, &a, &headers, NOW),
+            Verdict::Valid { backend, .. } if backend.as_str() == "w2"
+        ));
+        // ... but its age still is checked.
+        assert!(matches!(
+            VerdictCache::default().read(&recent, &a, &headers, NOW + 3601),
+            Verdict::Expired
+        ));
+        // A cookie the worker never saw is checked and remembered.
+        headers.insert(
+            COOKIE,
+            format!("bistro_affinity={}", a.issue("w1", NOW))
+                .parse()
+                .unwrap(),
+        );
+        assert!(matches!(
+            VerdictCache::default().read(&recent, &a, &headers, NOW),
+            Verdict::Valid { backend, .. } if backend.as_str() == "w1"
+        ));
+        assert_eq!(recent.len(), 2);
+    }
+
+    #[test]
+    fn recent_verdicts_stay_bounded() {
+        let recent = RecentVerdicts::default();
+        for i in 0..RECENT_VERDICTS + 10 {
+            recent.insert(format!("bistro_affinity={i}").as_bytes(), Verdict::Forged);
+        }
+        assert!(recent.len() <= RECENT_VERDICTS);
+        let long = vec![b'a'; RECENT_COOKIE_BYTES + 1];
+        recent.insert(&long, Verdict::Forged);
+        assert!(
+            recent.get(&long).is_none(),
+            "long headers are never remembered"
+        );
     }
 
     #[test]

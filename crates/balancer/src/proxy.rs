@@ -90,7 +90,8 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
         0
     };
     let verdict = if route.is_sticky() {
-        cx.affinity.read(&shared.affinity, &headers, unix_now)
+        cx.affinity
+            .read(&worker.verdicts, &shared.affinity, &headers, unix_now)
     } else {
         Verdict::Absent
     };
@@ -159,10 +160,14 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                 let stay = target.pinned() && core.holds_sessions();
                 if !stay && let Some(local) = pick(worker, key, now_ms, &exclude) {
                     if target.pinned() {
+                        // The diner moves to another backend, as on a connect failure:
+                        // say so and re-issue the cookie (regression: a pooled
+                        // connection closed by a dying stateless waiter used to reroute
+                        // silently, without `Bistro-Rerouted`).
                         target.sticky = Sticky {
                             issued_at: None,
                             replace: true,
-                            rerouted_from: None,
+                            rerouted_from: Some(core.id.clone()),
                         };
                     }
                     target.local = local;

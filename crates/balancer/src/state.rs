@@ -4,9 +4,10 @@
 //! [`Shared`] is built once from the configuration and read by everyone: the backend
 //! registry, routes, the pre-keyed affinity signer, metrics and the settings the hot
 //! path needs as plain values. [`Worker`] is one proxy thread's own state: its index
-//! (which picks its `Local` in every backend and its metrics shard) and its retry budget.
+//! (which picks its `Local` in every backend and its metrics shard), its retry budget
+//! and its memory of recently checked affinity cookies.
 
-use crate::affinity::Affinity;
+use crate::affinity::{Affinity, RecentVerdicts};
 use crate::clock::Clock;
 use crate::config::{BalancerConfig, ResendPolicy, ms};
 use crate::health::Ejection;
@@ -79,6 +80,8 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
     pub(crate) budget: RetryBudget,
+    /// Verdicts on affinity cookies this worker checked recently.
+    pub(crate) verdicts: RecentVerdicts,
 }
 
 impl Worker {
@@ -89,6 +92,7 @@ impl Worker {
             index,
             shared,
             budget,
+            verdicts: RecentVerdicts::default(),
         }
     }
 

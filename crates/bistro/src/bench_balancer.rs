@@ -208,8 +208,8 @@ fn run_blocking(opts: &BenchBalancerOpts) -> anyhow::Result<()> {
     }
     println!(
         "\nFigures are medians over {} round(s). Proxy CPU is user + system time of the proxy's \
-         processes during a round, divided by the requests served in it; load gen CPU is the \
-         same for the built-in generator's threads.",
+         processes during a round, divided by the requests served in it (\"of it user\": the part \
+         spent outside the kernel); load gen CPU is the same for the built-in generator's threads.",
         opts.rounds
     );
     Ok(())
@@ -463,6 +463,7 @@ fn measure(
                 requests: r.requests,
                 errors: r.errors,
                 cpu_us: None,
+                user_us: None,
                 load_cpu_us: None,
             }
         }
@@ -480,13 +481,16 @@ fn measure(
                 requests: s.requests,
                 errors: s.errors,
                 cpu_us: None,
+                user_us: None,
                 load_cpu_us: Some(s.cpu.as_secs_f64() * 1e6 / s.requests.max(1) as f64),
             }
         }
     };
     if !pids.is_empty() {
-        let spent = procs::cpu_time(&pids)?.saturating_sub(cpu_before);
-        round.cpu_us = Some(spent.as_secs_f64() * 1e6 / round.requests.max(1) as f64);
+        let spent = procs::cpu_time(&pids)?.since(cpu_before);
+        let per_request = |d: Duration| d.as_secs_f64() * 1e6 / round.requests.max(1) as f64;
+        round.cpu_us = Some(per_request(spent.total()));
+        round.user_us = Some(per_request(spent.user));
     }
     Ok(round)
 }

@@ -267,7 +267,11 @@ fn load_thread(
         anyhow::Ok(total)
     })?;
     let elapsed = started.elapsed();
-    Ok(Some((total, elapsed, thread_cpu().saturating_sub(cpu_before))))
+    Ok(Some((
+        total,
+        elapsed,
+        thread_cpu().saturating_sub(cpu_before),
+    )))
 }
 
 /// CPU time (user + system) of the calling thread so far.

@@ -321,22 +321,46 @@ pub(super) fn version_line(program: &Path, args: &[&str], needle: &str) -> Strin
         .map_or_else(|| "version unknown".into(), |l| l.trim().to_string())
 }
 
-/// User + system CPU time of the processes `pids`.
-pub(super) fn cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
+/// CPU time of some processes: in user space, and in the kernel on their behalf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct CpuTime {
+    pub(super) user: Duration,
+    pub(super) system: Duration,
+}
+
+impl CpuTime {
+    pub(super) fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time spent since `earlier`.
+    pub(super) fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// User and system CPU time of the processes `pids` (all their threads).
+pub(super) fn cpu_time(pids: &[u32]) -> anyhow::Result<CpuTime> {
     // SAFETY: sysconf(3) has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as u64 } else { 100 };
-    let mut ticks = 0;
+    let (mut user, mut system) = (0, 0);
     for &pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("reading /proc/{pid}/stat (Linux only)"))?;
         let fields = stat_fields(&stat).context("unexpected /proc/PID/stat format")?;
         // utime and stime are fields 14 and 15; `fields` starts at field 3.
-        let utime: u64 = fields.get(11).context("utime")?.parse()?;
-        let stime: u64 = fields.get(12).context("stime")?.parse()?;
-        ticks += utime + stime;
+        user += fields.get(11).context("utime")?.parse::<u64>()?;
+        system += fields.get(12).context("stime")?.parse::<u64>()?;
     }
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    let time = |ticks: u64| Duration::from_nanos(ticks * 1_000_000_000 / hz);
+    Ok(CpuTime {
+        user: time(user),
+        system: time(system),
+    })
 }
 
 /// The fields of a `/proc/PID/stat` line after the command name (which may contain

@@ -37,6 +37,8 @@ pub(super) struct Round {
     pub(super) errors: u64,
     /// The proxy's CPU time per request in microseconds (none for direct).
     pub(super) cpu_us: Option<f64>,
+    /// The part of `cpu_us` spent in user space (the rest is the kernel's).
+    pub(super) user_us: Option<f64>,
     /// The load generator's CPU time per request in microseconds (built-in only).
     pub(super) load_cpu_us: Option<f64>,
 }
@@ -56,6 +58,7 @@ pub(super) struct Summary {
     pub(super) p50_ms: f64,
     pub(super) p99_ms: f64,
     pub(super) cpu_us: Option<f64>,
+    pub(super) user_us: Option<f64>,
     pub(super) load_cpu_us: Option<f64>,
     pub(super) errors: u64,
 }
@@ -83,6 +86,7 @@ impl Row {
             p50_ms: col(|r| r.p50_ms),
             p99_ms: col(|r| r.p99_ms),
             cpu_us: some(|r| r.cpu_us),
+            user_us: some(|r| r.user_us),
             load_cpu_us: some(|r| r.load_cpu_us),
             errors: self.rounds.iter().map(|r| r.errors).sum(),
         }
@@ -119,7 +123,7 @@ pub(super) fn table(rows: &[Row]) -> String {
         Some(b) if b > 0.0 => format!("{:.2}", rps / b),
         _ => "—".into(),
     };
-    let lines: Vec<[String; 10]> = rows
+    let lines: Vec<[String; 11]> = rows
         .iter()
         .map(|row| {
             let s = row.summary();
@@ -132,7 +136,9 @@ pub(super) fn table(rows: &[Row]) -> String {
                 ratio(direct, s.rps),
                 ratio(peer, s.rps),
                 s.cpu_us.map_or_else(|| "—".into(), |c| format!("{c:.1}")),
-                s.load_cpu_us.map_or_else(|| "—".into(), |c| format!("{c:.1}")),
+                s.user_us.map_or_else(|| "—".into(), |c| format!("{c:.1}")),
+                s.load_cpu_us
+                    .map_or_else(|| "—".into(), |c| format!("{c:.1}")),
                 s.errors.to_string(),
                 per_round.join(" / "),
             ]
@@ -146,6 +152,7 @@ pub(super) fn table(rows: &[Row]) -> String {
         "vs direct",
         "vs best peer",
         "proxy CPU µs/req",
+        "of it user",
         "load gen CPU µs/req",
         "errors",
         "req/s per round",
@@ -211,8 +218,11 @@ pub(super) fn verdicts(rows: &[Row]) -> Vec<String> {
                 met(s.p99_ms <= p.p99_ms)
             ));
             if let (Some(c), Some(pc)) = (s.cpu_us, p.cpu_us) {
+                let user = |u: Option<f64>| u.map_or_else(String::new, |u| format!(" ({u:.1} in user space)"));
                 out.push(format!(
-                    "CPU: bistro sticky spends {c:.1} µs per request, the best peer {pc:.1} µs ({:+.0}%)",
+                    "CPU: bistro sticky spends {c:.1} µs per request{}, the best peer {pc:.1} µs{} ({:+.0}%)",
+                    user(s.user_us),
+                    user(p.user_us),
                     (c / pc - 1.0) * 100.0
                 ));
             }
@@ -226,11 +236,15 @@ pub(super) fn verdicts(rows: &[Row]) -> Vec<String> {
     if let (Some((_, s)), Some((_, r))) = (sticky, rr) {
         let cost = r.rps / s.rps - 1.0;
         let cpu = match (s.cpu_us, r.cpu_us) {
-            (Some(c), Some(rc)) => format!(", {:+.0}% CPU per request", (c / rc - 1.0) * 100.0),
+            (Some(c), Some(rc)) => {
+                format!(", {:+.0}% proxy CPU per request", (c / rc - 1.0) * 100.0)
+            }
             _ => String::new(),
         };
         out.push(format!(
-            "sticky cost: round robin serves {:+.1}% more requests/s than sticky{cpu} — target ≤ {:.0}%: {}",
+            "sticky cost: {:.0} req/s with round robin, {:.0} with sticky cookies: {:+.1}% throughput{cpu} — target ≤ {:.0}%: {}",
+            r.rps,
+            s.rps,
             cost * 100.0,
             STICKY_COST_TARGET * 100.0,
             met(cost <= STICKY_COST_TARGET)
@@ -260,6 +274,7 @@ mod tests {
             requests: (rps * 5.0) as u64,
             errors: 0,
             cpu_us: cpu,
+            user_us: cpu.map(|c| c / 3.0),
             load_cpu_us: Some(9.0),
         }
     }
@@ -319,7 +334,7 @@ mod tests {
         assert!(v[1].ends_with(": met"), "{v:?}");
         assert!(v[2].contains("-12%"), "{v:?}");
         assert!(
-            v[3].contains("+3.4% more") && v[3].ends_with(": met"),
+            v[3].contains("+3.4% throughput") && v[3].ends_with(": met"),
             "{v:?}"
         );
     }
@@ -336,7 +351,8 @@ mod tests {
         assert_eq!(cells[5], "0.54");
         assert_eq!(cells[6], "1.18");
         assert_eq!(cells[7], "10.5");
-        assert_eq!(cells[8], "9.0");
+        assert_eq!(cells[8], "3.5");
+        assert_eq!(cells[9], "9.0");
         let direct = t.lines().find(|l| l.starts_with("| direct")).unwrap();
         assert!(direct.contains("—"));
     }
