@@ -257,7 +257,15 @@ fn respond(
     let local = &target.local;
     let core = &local.core;
     let (mut parts, body) = response.into_parts();
-    if parts.status.is_server_error() {
+    // A 503 with Retry-After is a live backend saying "not now" on purpose (a stateless
+    // waiter whose store is down answers so): it counts as an error but not towards
+    // ejection, which would only move the load to peers that share the cause, and
+    // keep every backend ejected after the cause is gone.
+    let deliberate = parts.status == http::StatusCode::SERVICE_UNAVAILABLE
+        && parts.headers.contains_key(http::header::RETRY_AFTER);
+    if deliberate {
+        local.stats.errors.fetch_add(1, Relaxed);
+    } else if parts.status.is_server_error() {
         local.stats.errors.fetch_add(1, Relaxed);
         if core.health.record_failure(now_ms, shared.settings.ejection) {
             tracing::warn!(backend = %core.id, status = %parts.status, "backend ejected after consecutive 5xx answers");

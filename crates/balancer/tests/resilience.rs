@@ -21,6 +21,37 @@ fn unpinned(waiters: &[Waiter]) -> bistro_balancer::BalancerConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliberate_503_with_retry_after_does_not_eject() {
+    // Regression: during a store outage every stateless waiter answers 503
+    // store-unavailable; ejecting them all kept the balancer answering 503 for seconds
+    // after the store was back.
+    let waiters = Waiter::three("stateless").await;
+    let mut c = unpinned(&waiters);
+    c.health.eject_after = 3;
+    let balancer = Balancer::start(c).await;
+    waiters[0].set_unavailable(true);
+    let diner = balancer.diner();
+    let mut unavailable = 0;
+    for _ in 0..30 {
+        if diner.get("/v1/menu").await.unwrap().status == 503 {
+            unavailable += 1;
+        }
+    }
+    assert!(
+        waiters[0].requests() > 3,
+        "w1 kept its share: {}",
+        waiters[0].requests()
+    );
+    assert_eq!(
+        unavailable,
+        waiters[0].requests(),
+        "the 503s are passed on as they are"
+    );
+    assert_ne!(balancer.backend("w1").await["health"], "ejected");
+    balancer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
     let waiters = Waiter::three("stateless").await;
     let mut c = unpinned(&waiters);

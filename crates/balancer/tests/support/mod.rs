@@ -45,6 +45,7 @@ struct State {
     mode: &'static str,
     requests: AtomicU64,
     failing: AtomicBool,
+    unavailable: AtomicBool,
     not_ready: AtomicBool,
     drop_next_post: AtomicBool,
     delay_ms: AtomicU64,
@@ -111,6 +112,12 @@ impl Waiter {
     /// Answer 500 to everything (health endpoints included) while `on`.
     pub fn set_failing(&self, on: bool) {
         self.state.failing.store(on, SeqCst);
+    }
+
+    /// Answer 503 with `Retry-After: 1` to requests (not health checks) while `on`, as a
+    /// stateless waiter does while its store is down.
+    pub fn set_unavailable(&self, on: bool) {
+        self.state.unavailable.store(on, SeqCst);
     }
 
     /// `/readyz` answers 503 while `on`.
@@ -207,6 +214,16 @@ async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Full<B
     }
     state.requests.fetch_add(1, SeqCst);
     *state.last_request.lock().unwrap() = Some(req.headers().clone());
+    if state.unavailable.load(SeqCst) {
+        let mut r = reply(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"type":"store-unavailable"}"#.into(),
+        );
+        r.headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("1"));
+        return Ok(r);
+    }
     if failing {
         return Ok(reply(
             state,
