@@ -8,6 +8,7 @@
 //! | `POST /backends/{id}/weight` `{"weight":3}` | changes its weight |
 //! | `POST /backends/{id}/drain` | no new sessions; its pinned diners are still served |
 //! | `POST /backends/{id}/undrain` | takes new sessions again |
+//! | `GET /status` | backends available, panic mode, store outage, client connections and their cap |
 //! | `GET /metrics` | Prometheus text (see [`metrics`](crate::metrics)) |
 //! | `GET /tcp/backends` | the TCP proxy's backends: id, address, health and where it comes from, connections (404 without a TCP proxy) |
 //!
@@ -15,6 +16,18 @@
 //! dropped. When an admin token is configured, every request needs
 //! `Authorization: Bearer <token>`; [`run`](crate::run) refuses to expose the API on a
 //! non-loopback address without one.
+//!
+//! ## Browsers
+//!
+//! An operator's browser can be made to send requests to the admin API by any page it
+//! opens: a cross-site `POST` with `Content-Type: text/plain` needs no preflight, and a
+//! DNS name rebound to 127.0.0.1 makes the page same-origin. So, before anything else:
+//!
+//! - the `Host` must be the admin listener's own address (`127.0.0.1:8081`, and
+//!   `localhost:8081` / `[::1]:8081` when on loopback) or one of `admin.allowed_hosts`,
+//!   and an `Origin`, when sent, must name one of those too: otherwise `403`;
+//! - a request with a body must say `Content-Type: application/json`: otherwise `415`
+//!   (a browser cannot send that cross-site without a preflight, which is refused).
 //!
 //! `sessions_pinned` is approximate: affinity cookies issued naming the backend, minus
 //! those the balancer saw cleared or moved away. Diners who just leave are never
@@ -29,7 +42,7 @@ use crate::state::Shared;
 use crate::table::TableError;
 use crate::tcp::{self, TcpProxy};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -57,6 +70,13 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let hosts = match listener.local_addr() {
+        Ok(addr) => Arc::new(AllowedHosts::new(addr, &shared.config.admin.allowed_hosts)),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the admin listener's address; the admin API is unavailable");
+            return;
+        }
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(ms(shared.config.client.header_read_timeout_ms));
@@ -72,10 +92,10 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (shared, tcp) = (shared.clone(), tcp.clone());
+        let (shared, tcp, hosts) = (shared.clone(), tcp.clone(), hosts.clone());
         let service = service_fn(move |request| {
-            let (shared, tcp) = (shared.clone(), tcp.clone());
-            async move { Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), request).await) }
+            let (shared, tcp, hosts) = (shared.clone(), tcp.clone(), hosts.clone());
+            async move { Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), &hosts, request).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = shutdown.clone();
@@ -95,6 +115,63 @@ pub(crate) async fn serve(
     }
 }
 
+/// The `Host` (and `Origin`) values the admin API answers to.
+#[derive(Debug)]
+pub(crate) struct AllowedHosts {
+    hosts: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The listener's own address (with the loopback names when on loopback) and the
+    /// configured extra names.
+    pub(crate) fn new(addr: std::net::SocketAddr, extra: &[String]) -> AllowedHosts {
+        let port = addr.port();
+        let mut hosts = vec![addr.to_string()];
+        if addr.ip().is_loopback() {
+            hosts.extend([
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ]);
+        }
+        hosts.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
+        AllowedHosts { hosts }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        self.hosts.contains(&host)
+    }
+
+    /// Why the request comes from the wrong place, if it does.
+    fn refuse(&self, request: &Request<Incoming>) -> Option<String> {
+        let headers = request.headers();
+        // HTTP/1.1 requires `Host`; a client without one is not a browser.
+        if let Some(host) = headers.get(HOST) {
+            let host = host.to_str().unwrap_or("");
+            if !self.allows(host) {
+                return Some(format!(
+                    "Host {host:?} is not this admin API's address; use one of {:?} (or add it to admin.allowed_hosts)",
+                    self.hosts
+                ));
+            }
+        }
+        if let Some(origin) = headers.get(ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            let host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .map(|rest| rest.trim_end_matches('/'));
+            if !host.is_some_and(|h| self.allows(h)) {
+                return Some(format!(
+                    "requests from the web page at {origin:?} may not use the admin API"
+                ));
+            }
+        }
+        None
+    }
+}
+
 /// One backend as the admin API shows it.
 #[derive(Debug, Serialize)]
 struct BackendView {
@@ -102,10 +179,17 @@ struct BackendView {
     address: String,
     weight: u32,
     health: &'static str,
+    /// Why it last failed (`none` after a success): refused, timeout, failing,
+    /// store-unavailable, shutting-down.
+    reason: &'static str,
+    /// How long it has been unavailable, in milliseconds (0 while available).
+    down_for_ms: u64,
     mode: &'static str,
     draining: bool,
     active_connections: i64,
     idle_connections: usize,
+    /// Requests waiting for one of its connection slots.
+    queued: usize,
     sessions_pinned: i64,
     requests: u64,
     errors: u64,
@@ -138,13 +222,7 @@ fn problem(
     title: &'static str,
     detail: String,
 ) -> Response<ResponseBody> {
-    Problem {
-        status,
-        kind,
-        title,
-        detail,
-    }
-    .into_response()
+    Problem::other(status, kind, title, detail).into_response()
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
@@ -229,10 +307,13 @@ fn view_of(b: &crate::backend::Backend, now_ms: u64) -> BackendView {
         address: b.core.addr.to_string(),
         weight: b.core.weight(),
         health: b.core.health.state(now_ms).as_str(),
+        reason: b.core.health.reason().as_str(),
+        down_for_ms: b.core.health.down_for(now_ms),
         mode: b.core.mode().map_or("unknown", Mode::as_str),
         draining: b.core.is_draining(),
         active_connections: b.active(),
         idle_connections: b.idle(),
+        queued: b.queued(),
         sessions_pinned: b.core.pinned(),
         requests: b.requests(),
         errors: b.errors(),
@@ -273,12 +354,42 @@ async fn add(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBo
     }
 }
 
+/// Whether a request carries a body that is not JSON (see the module docs).
+fn not_json(request: &Request<Incoming>) -> bool {
+    use http_body::Body as _;
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match content_type {
+        Some(t) => t != "application/json",
+        None => !request.body().is_end_stream(),
+    }
+}
+
 /// Answers one admin request.
 pub(crate) async fn handle(
     shared: &Shared,
     tcp: Option<&TcpProxy>,
+    hosts: &AllowedHosts,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    if let Some(why) = hosts.refuse(&request) {
+        tracing::warn!(reason = %why, "admin request refused");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden-origin",
+            "Request from outside the admin API's address",
+            why,
+        );
+    }
     if !authorized(shared, &request) {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
@@ -290,6 +401,14 @@ pub(crate) async fn handle(
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if request.method() != Method::GET && not_json(&request) {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Admin request bodies are JSON",
+            "send the body as `Content-Type: application/json`".into(),
+        );
     }
     let path = request.uri().path().trim_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').collect();
@@ -306,6 +425,26 @@ pub(crate) async fn handle(
             return json(StatusCode::OK, &views);
         }
         (&Method::POST, ["backends"]) => return add(shared, request).await,
+        (&Method::GET, ["status"]) => {
+            let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
+            let gauges = shared.gauges(&table, now_ms);
+            let available = table
+                .backends()
+                .iter()
+                .filter(|b| b.core.health.is_available(now_ms))
+                .count();
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "backends": table.backends().len(),
+                    "backends_available": available,
+                    "panic_mode": gauges.panic,
+                    "store_outage": shared.store_outage(),
+                    "client_connections": gauges.client_connections,
+                    "max_connections": gauges.max_connections,
+                }),
+            );
+        }
         (&Method::DELETE, ["backends", id]) => shared.registry.remove(id).map(|()| {
             tracing::info!(backend = %id, "backend removed");
             let mut response = Response::new(ResponseBody::empty());
@@ -347,9 +486,10 @@ pub(crate) async fn handle(
             };
         }
         (&Method::GET, ["metrics"]) => {
+            let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
             let mut text = shared
                 .metrics
-                .render(&shared.registry.snapshot(), shared.clock.now_ms());
+                .render(&table, now_ms, shared.gauges(&table, now_ms));
             if let Some(tcp) = tcp {
                 text.push_str(&tcp::render_metrics(tcp));
             }
@@ -360,7 +500,7 @@ pub(crate) async fn handle(
             );
             return response;
         }
-        (_, ["backends", ..] | ["metrics"] | ["tcp", "backends"]) => {
+        (_, ["backends", ..] | ["metrics"] | ["status"] | ["tcp", "backends"]) => {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -373,7 +513,9 @@ pub(crate) async fn handle(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 "No such admin endpoint",
-                format!("/{path} is not an admin endpoint; see GET /backends and GET /metrics"),
+                format!(
+                    "/{path} is not an admin endpoint; see GET /backends, GET /status and GET /metrics"
+                ),
             );
         }
     };
@@ -383,6 +525,35 @@ pub(crate) async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_admin_address_is_a_host() {
+        let hosts = AllowedHosts::new(
+            "127.0.0.1:8081".parse().unwrap(),
+            &["Admin.Internal:9".into()],
+        );
+        for ok in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "[::1]:8081",
+            "admin.internal:9",
+        ] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "127.0.0.1:8080",
+            "localhost",
+            "evil.example:8081",
+        ] {
+            assert!(!hosts.allows(bad), "{bad}");
+        }
+        let public = AllowedHosts::new("10.0.0.5:8081".parse().unwrap(), &[]);
+        assert!(
+            !public.allows("localhost:8081"),
+            "loopback names only on loopback"
+        );
+    }
 
     #[test]
     fn token_comparison() {

@@ -14,11 +14,13 @@
 
 use crate::health::Health;
 use crate::pool::Pool;
+use crate::slots::Slots;
 use crate::spec::{BackendSpec, Mode};
 use bistro_metrics::{Histogram, LATENCY_BUCKETS};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use tokio::sync::Notify;
 
 /// What all workers share about one backend.
 #[derive(Debug)]
@@ -124,6 +126,8 @@ pub(crate) struct LocalStats {
     pub(crate) requests: AtomicU64,
     /// Failed exchanges and 5xx answers.
     pub(crate) errors: AtomicU64,
+    /// Response bodies cut because they stalled (`upstream.body_idle_timeout_ms`).
+    pub(crate) body_timeouts: AtomicU64,
 }
 
 /// What one worker owns for one backend. Aligned so two workers' `Local`s never share
@@ -134,6 +138,10 @@ pub(crate) struct Local {
     pub(crate) core: Arc<Core>,
     pub(crate) pool: Pool,
     pub(crate) stats: LocalStats,
+    /// This worker's connection slots to the backend (see [`slots`](crate::slots)).
+    pub(crate) slots: Slots,
+    /// Woken when the backend goes down, so requests waiting on it stop waiting.
+    pub(crate) down: Notify,
 }
 
 /// A backend in the table: the shared core plus one `Local` per worker.
@@ -144,8 +152,9 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    /// A fresh backend (healthy, not draining, empty pools) for `workers` workers.
-    pub(crate) fn new(spec: &BackendSpec, workers: usize) -> Backend {
+    /// A fresh backend (healthy, not draining, empty pools) for `workers` workers, each
+    /// with `slots` connection slots and `queue` places to wait for one.
+    pub(crate) fn new(spec: &BackendSpec, workers: usize, slots: usize, queue: usize) -> Backend {
         let core = Arc::new(Core {
             id: spec.id.as_str().into(),
             addr: spec.address,
@@ -163,6 +172,8 @@ impl Backend {
                     core: core.clone(),
                     pool: Pool::default(),
                     stats: LocalStats::default(),
+                    slots: Slots::new(slots, queue),
+                    down: Notify::new(),
                 })
             })
             .collect();
@@ -214,6 +225,32 @@ impl Backend {
     pub(crate) fn idle(&self) -> usize {
         self.locals.iter().map(|l| l.pool.len()).sum()
     }
+
+    /// Response bodies cut because they stalled, over all workers.
+    pub(crate) fn body_timeouts(&self) -> u64 {
+        self.locals
+            .iter()
+            .map(|l| l.stats.body_timeouts.load(Relaxed))
+            .sum()
+    }
+
+    /// Connection slots in use, over all workers.
+    pub(crate) fn slots_busy(&self) -> usize {
+        self.locals.iter().map(|l| l.slots.busy()).sum()
+    }
+
+    /// Requests waiting for a connection slot, over all workers.
+    pub(crate) fn queued(&self) -> usize {
+        self.locals.iter().map(|l| l.slots.queued()).sum()
+    }
+
+    /// Wakes every request waiting on this backend (for a slot or an answer): it went
+    /// down, and they should not wait out their timeouts.
+    pub(crate) fn wake_waiters(&self) {
+        for local in self.locals.iter() {
+            local.down.notify_waiters();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -223,7 +260,7 @@ mod tests {
     fn backend(mode: Option<Mode>) -> Backend {
         let mut spec = BackendSpec::new("w1", "127.0.0.1:1".parse().unwrap());
         spec.mode = mode;
-        Backend::new(&spec, 2)
+        Backend::new(&spec, 2, 4, 4)
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The bodies the proxy moves, and the lease that returns a connection to its pool.
 //!
 //! - [`RequestBody`] goes to the backend: empty, buffered (so a retryable request can be
-//!   sent again) or streamed from the client with the size limit enforced on the way.
+//!   sent again) or streamed from the client with the size limit and the body timeouts
+//!   ([`BodyClock`]) enforced on the way. A buffered body is read through the same
+//!   stream, so the same limits apply while it is collected.
 //! - [`ResponseBody`] goes to the client: a body the balancer wrote itself (problems,
-//!   admin answers) or the backend's body streamed through an [`UpstreamBody`].
-//! - [`Lease`] is one exchange's hold on an upstream connection. It counts the request
-//!   as in flight, and when the response body has ended it puts the connection back in
-//!   the pool and records the latency. The upstream body releases it as soon as hyper
-//!   reports the end of the stream, and its `Drop` covers bodies hyper never polls
-//!   (empty, `HEAD`) and clients that leave mid-body (then the connection is closed,
-//!   since half a body is still on the wire).
+//!   admin answers) or the backend's body streamed through an [`UpstreamBody`], which
+//!   cuts an exchange whose body stalls for `upstream.body_idle_timeout_ms`.
+//! - [`Lease`] is one exchange's hold on an upstream connection and on its connection
+//!   slot (see [`slots`](crate::slots)). It counts the request as in flight, and when
+//!   the response body has ended it puts the connection back in the pool, gives the
+//!   slot back and records the latency. The upstream body releases it as soon as
+//!   hyper reports the end of the stream, and its `Drop` covers bodies hyper never
+//!   polls (empty, `HEAD`) and clients that leave mid-body (then the connection is
+//!   closed, since half a body is still on the wire).
 
 use crate::backend::Local;
 use crate::pool::{Conn, PoolSettings};
@@ -19,8 +23,9 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 /// Why a request body could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,75 @@ pub(crate) enum BodyError {
     /// The client sent more than the limit.
     #[error("the request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The body took longer than allowed, or came slower than the minimum rate.
+    #[error("the request body did not arrive in time")]
+    Timeout,
+}
+
+/// The request body's time limits, copied out of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// The whole body must arrive within this.
+    pub(crate) total: Duration,
+    /// After `grace`, at least this many bytes per second on average (0: no minimum).
+    pub(crate) min_bytes_per_sec: u64,
+    pub(crate) grace: Duration,
+}
+
+/// The clock of one request body: when it must be complete, given what arrived.
+///
+/// With `read` bytes in after `t`, the body fails when `t` reaches `total`, or when `t`
+/// is past `grace` and `read < min_rate × t`. Since `read` only grows, the moment of
+/// failure is a single deadline, `start + min(total, max(grace, read / min_rate))`,
+/// pushed later by each chunk; one timer serves both rules.
+#[derive(Debug)]
+pub(crate) struct BodyClock {
+    start: Instant,
+    limits: BodyLimits,
+    read: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
+}
+
+impl BodyClock {
+    pub(crate) fn new(start: Instant, limits: BodyLimits) -> BodyClock {
+        BodyClock {
+            start,
+            limits,
+            read: 0,
+            timer: None,
+            timer_at: None,
+        }
+    }
+
+    /// When the body fails if nothing more arrives.
+    fn deadline(&self) -> Instant {
+        let by_rate = match self.limits.min_bytes_per_sec {
+            0 => self.limits.total,
+            rate => {
+                Duration::from_millis(self.read.saturating_mul(1000) / rate).max(self.limits.grace)
+            }
+        };
+        self.start + by_rate.min(self.limits.total)
+    }
+
+    /// Whether the body's time is up; otherwise the timer wakes the task when it is.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = self.deadline();
+        if Instant::now() >= due {
+            return true;
+        }
+        if self.timer_at != Some(due) {
+            self.timer_at = Some(due);
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(due),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(due))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
 }
 
 /// A request body on its way to a backend.
@@ -40,10 +114,11 @@ pub(crate) enum RequestBody {
     Empty,
     /// A buffered body (sent once per attempt; the `Bytes` clone is a reference count).
     Full(Option<Bytes>),
-    /// The client's body, streamed; fails once more than `limit` bytes arrived.
+    /// The client's body, streamed; fails once more than `limit` bytes arrived or its
+    /// clock runs out.
     Stream {
         inner: Incoming,
-        read: u64,
+        clock: Box<BodyClock>,
         limit: u64,
     },
 }
@@ -59,23 +134,25 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream { inner, read, limit } => {
-                match ready!(Pin::new(inner).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            *read += data.len() as u64;
-                            if *read > *limit {
-                                return Poll::Ready(Some(Err(BodyError::TooLarge {
-                                    limit: *limit,
-                                })));
-                            }
+            RequestBody::Stream {
+                inner,
+                clock,
+                limit,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        clock.read += data.len() as u64;
+                        if clock.read > *limit {
+                            return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *limit })));
                         }
-                        Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-                    None => Poll::Ready(None),
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending if clock.expired(cx) => Poll::Ready(Some(Err(BodyError::Timeout))),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -96,29 +173,39 @@ impl Body for RequestBody {
     }
 }
 
+/// One worker's hold on one connection slot of a backend; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(pub(crate) Arc<Local>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.slots.give_back();
+    }
+}
+
 /// One exchange's hold on an upstream connection; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Lease {
     conn: Option<Conn>,
-    local: Arc<Local>,
-    started: Instant,
+    slot: Option<Slot>,
+    started: std::time::Instant,
     max_idle: usize,
     answered: bool,
     reuse: bool,
 }
 
 impl Lease {
-    /// Takes `conn` for one exchange that started at `started`.
+    /// Takes `conn` for one exchange that started at `started`, holding `slot`.
     pub(crate) fn new(
         conn: Conn,
-        local: Arc<Local>,
-        started: Instant,
+        slot: Slot,
+        started: std::time::Instant,
         settings: &PoolSettings,
     ) -> Lease {
-        local.stats.active.fetch_add(1, Relaxed);
+        slot.0.stats.active.fetch_add(1, Relaxed);
         Lease {
             conn: Some(conn),
-            local,
+            slot: Some(slot),
             started,
             max_idle: settings.max_idle,
             answered: false,
@@ -135,14 +222,34 @@ impl Lease {
     pub(crate) fn release(mut self, reuse: bool) {
         self.reuse = reuse;
     }
+
+    /// Gives up the connection (it is closed) but keeps the slot, for another try.
+    pub(crate) fn into_slot(mut self) -> Slot {
+        self.conn = None;
+        // `Lease::new` always sets the slot and only this (consuming) method takes it.
+        let slot = self
+            .slot
+            .take()
+            .expect("a lease holds its slot until dropped");
+        slot.0.stats.active.fetch_sub(1, Relaxed);
+        slot
+    }
+
+    fn local(&self) -> Option<&Local> {
+        self.slot.as_ref().map(|s| &*s.0)
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.local.stats.active.fetch_sub(1, Relaxed);
-        let now = Instant::now();
+        let Some(slot) = &self.slot else {
+            return; // handed on by `into_slot`
+        };
+        let local = &*slot.0;
+        local.stats.active.fetch_sub(1, Relaxed);
+        let now = std::time::Instant::now();
         if self.answered {
-            self.local
+            local
                 .core
                 .latency
                 .observe(now.saturating_duration_since(self.started));
@@ -150,9 +257,22 @@ impl Drop for Lease {
         if self.reuse
             && let Some(conn) = self.conn.take()
         {
-            self.local.pool.put(conn, now, self.max_idle);
+            // Back in the pool before the slot is given back (the `slot` field drops
+            // after this), so the next request in line finds the connection there.
+            local.pool.put(conn, now, self.max_idle);
         }
     }
+}
+
+/// Why a response body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResponseBodyError {
+    /// The backend's connection failed mid-body.
+    #[error("the waiter's response body failed: {0}")]
+    Upstream(#[from] hyper::Error),
+    /// The backend sent nothing for the body idle timeout.
+    #[error("the waiter's response body stalled for {0:?}")]
+    Stalled(Duration),
 }
 
 /// A backend's response body on its way to the client.
@@ -160,13 +280,21 @@ impl Drop for Lease {
 pub(crate) struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    idle_timeout: Duration,
+    /// Armed the first time the body has to wait (most bodies never do: they arrive
+    /// with the head), re-armed after each chunk.
+    idle: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
+    pub(crate) fn new(inner: Incoming, lease: Lease, idle_timeout: Duration) -> UpstreamBody {
         UpstreamBody {
             inner,
             lease: Some(lease),
+            idle_timeout,
+            idle: None,
+            progressed: false,
         }
     }
 
@@ -174,6 +302,20 @@ impl UpstreamBody {
         if let Some(lease) = self.lease.take() {
             lease.release(reuse);
         }
+    }
+
+    /// Whether the body has stalled for the idle timeout; arms the timer otherwise.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = Instant::now() + self.idle_timeout;
+        match &mut self.idle {
+            None => self.idle = Some(Box::pin(tokio::time::sleep_until(due))),
+            Some(timer) if self.progressed => timer.as_mut().reset(due),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        self.idle
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -207,23 +349,38 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(up) => {
-                let polled = ready!(Pin::new(&mut up.inner).poll_frame(cx));
+                let polled = match Pin::new(&mut up.inner).poll_frame(cx) {
+                    Poll::Ready(polled) => polled,
+                    Poll::Pending => {
+                        if up.stalled(cx) {
+                            if let Some(local) = up.lease.as_ref().and_then(Lease::local) {
+                                local.stats.body_timeouts.fetch_add(1, Relaxed);
+                            }
+                            up.finish(false);
+                            return Poll::Ready(Some(Err(ResponseBodyError::Stalled(
+                                up.idle_timeout,
+                            ))));
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                up.progressed = true;
                 match &polled {
                     Some(Ok(_)) if up.inner.is_end_stream() => up.finish(true),
                     Some(Ok(_)) => {}
                     Some(Err(_)) => up.finish(false),
                     None => up.finish(true),
                 }
-                Poll::Ready(polled)
+                Poll::Ready(polled.map(|r| r.map_err(ResponseBodyError::Upstream)))
             }
         }
     }
@@ -241,5 +398,63 @@ impl Body for ResponseBody {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Upstream(up) => up.inner.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(total: u64, rate: u64, grace: u64) -> BodyClock {
+        BodyClock::new(
+            Instant::now(),
+            BodyLimits {
+                total: Duration::from_millis(total),
+                min_bytes_per_sec: rate,
+                grace: Duration::from_millis(grace),
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_follows_the_bytes_up_to_the_total() {
+        let mut c = clock(30_000, 1_000, 5_000);
+        let start = c.start;
+        assert_eq!(
+            c.deadline() - start,
+            Duration::from_secs(5),
+            "the grace first"
+        );
+        c.read = 10_000;
+        assert_eq!(
+            c.deadline() - start,
+            Duration::from_secs(10),
+            "10 kB buys 10 s"
+        );
+        c.read = 1_000_000;
+        assert_eq!(
+            c.deadline() - start,
+            Duration::from_secs(30),
+            "never past the total"
+        );
+        let mut no_rate = clock(30_000, 0, 5_000);
+        no_rate.read = 1;
+        assert_eq!(no_rate.deadline() - no_rate.start, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_expires_only_at_its_deadline() {
+        let mut c = clock(30_000, 1_000, 2_000);
+        let waker = futures_noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(!c.expired(&mut cx));
+        tokio::time::advance(Duration::from_millis(1_999)).await;
+        assert!(!c.expired(&mut cx));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(c.expired(&mut cx), "one byte in 2 s is below 1000 B/s");
+    }
+
+    fn futures_noop_waker() -> std::task::Waker {
+        std::task::Waker::noop().clone()
     }
 }

@@ -143,6 +143,33 @@ pub enum ProxyError {
         /// hyper's error.
         source: hyper::Error,
     },
+    /// The balancer itself ran out of a resource (file descriptors, ports, memory)
+    /// while connecting: the balancer's trouble, never the backend's.
+    #[error("the balancer is out of resources connecting to waiter {backend}: {source}")]
+    LocalResources {
+        /// The backend's id.
+        backend: String,
+        /// The operating system's error (`EMFILE`, `ENFILE`, `EADDRNOTAVAIL`, ...).
+        source: std::io::Error,
+    },
+    /// Every connection slot of the backend was busy and the request could not wait
+    /// for one: the queue was full, or it waited `waited` (the queue timeout).
+    #[error("waiter {backend} had no free connection slot{}", waited.map(|w| format!(" within {w:?}")).unwrap_or_else(|| " and its queue is full".into()))]
+    QueueFull {
+        /// The backend's id.
+        backend: String,
+        /// How long the request waited, when it timed out in the queue.
+        waited: Option<Duration>,
+    },
+    /// The backend went down (its health checks failed) while the request waited for
+    /// it; `sent` says whether the request had left.
+    #[error("waiter {backend} went down while the request waited for it")]
+    BackendDown {
+        /// The backend's id.
+        backend: String,
+        /// Whether the request had been written to the backend.
+        sent: bool,
+    },
     /// The backend sent no response head within the response timeout.
     #[error("waiter {backend} sent no response within {timeout:?}")]
     ResponseTimeout {
@@ -157,6 +184,9 @@ pub enum ProxyError {
         /// The configured limit.
         limit: u64,
     },
+    /// The client's body did not arrive in time (total time or minimum rate).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Reading the client's request body failed.
     #[error("could not read the request body from the client: {0}")]
     ClientBody(hyper::Error),
@@ -176,11 +206,15 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::NotSent { .. }
             | ProxyError::Exchange { .. }
-            | ProxyError::ResponseTimeout { .. } => Origin::Upstream,
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::BackendDown { .. } => Origin::Upstream,
             ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_) => Origin::Downstream,
-            ProxyError::NoBackend => Origin::Internal,
+            ProxyError::NoBackend
+            | ProxyError::LocalResources { .. }
+            | ProxyError::QueueFull { .. } => Origin::Internal,
         }
     }
 
@@ -194,7 +228,13 @@ impl ProxyError {
             // double the load exactly when the backend is slow, so it is not retried.
             ProxyError::ResponseTimeout { .. } => RetrySafety::Never,
             ProxyError::Exchange { .. } => RetrySafety::MaybeSent,
+            ProxyError::BackendDown { sent: false, .. } => RetrySafety::NotSent,
+            ProxyError::BackendDown { sent: true, .. } => RetrySafety::MaybeSent,
+            // The balancer's own limits: another backend would meet the same ones (a
+            // full queue means the strategy's best choice is saturated).
+            ProxyError::LocalResources { .. } | ProxyError::QueueFull { .. } => RetrySafety::Never,
             ProxyError::BodyTooLarge { .. }
+            | ProxyError::BodyTimeout
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
             | ProxyError::NoBackend => RetrySafety::Never,
@@ -202,9 +242,41 @@ impl ProxyError {
     }
 
     /// Whether the failure counts against the backend's health (passive ejection).
+    /// Only the backend's own failures do: never the balancer's resources, limits or
+    /// queue, never the client's, and not a backend already found down.
     pub fn blames_backend(&self) -> bool {
-        self.origin() == Origin::Upstream
+        self.origin() == Origin::Upstream && !matches!(self, ProxyError::BackendDown { .. })
     }
+
+    /// Whether the backend refused the connection: nothing listens there any more.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ProxyError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+
+    /// The health verdict this failure stands for, when it blames the backend.
+    pub(crate) fn down_reason(&self) -> crate::health::DownReason {
+        use crate::health::DownReason;
+        match self {
+            _ if self.is_refused() => DownReason::Refused,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                DownReason::Timeout
+            }
+            _ => DownReason::Failing,
+        }
+    }
+}
+
+/// Whether a socket error means the *balancer* ran out of something (file
+/// descriptors, local ports, kernel buffers, memory) rather than that the peer failed.
+pub(crate) fn is_local_exhaustion(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    if error.kind() == std::io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    matches!(
+        Errno::from_io_error(error),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM | Errno::ADDRNOTAVAIL)
+    )
 }
 
 #[cfg(test)]
@@ -220,6 +292,38 @@ mod tests {
         assert_eq!(e.retry_safety(), RetrySafety::NotSent);
         assert_eq!(e.origin(), Origin::Upstream);
         assert!(e.blames_backend());
+    }
+
+    #[test]
+    fn the_balancers_own_trouble_never_blames_a_backend() {
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        assert!(is_local_exhaustion(&emfile));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_local_exhaustion(&refused));
+        for e in [
+            ProxyError::LocalResources {
+                backend: "w1".into(),
+                source: emfile,
+            },
+            ProxyError::QueueFull {
+                backend: "w1".into(),
+                waited: Some(Duration::from_secs(5)),
+            },
+            ProxyError::BackendDown {
+                backend: "w1".into(),
+                sent: true,
+            },
+            ProxyError::BodyTimeout,
+        ] {
+            assert!(!e.blames_backend(), "{e}");
+        }
+        let gone = ProxyError::Connect {
+            backend: "w1".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: refused,
+        };
+        assert!(gone.blames_backend() && gone.is_refused());
+        assert_eq!(gone.down_reason(), crate::health::DownReason::Refused);
     }
 
     #[test]

@@ -11,17 +11,21 @@
 //! count as a retry.
 
 use crate::backend::Local;
-use crate::body::{BodyError, Lease, RequestBody};
-use crate::error::ProxyError;
+use crate::body::{BodyError, Lease, RequestBody, Slot};
+use crate::error::{ProxyError, is_local_exhaustion};
+use crate::metrics::{Refusal, Timeout};
 use crate::pool::{self, Conn, ConnectFailure};
+use crate::slots::NoSlot;
 use crate::state::Worker;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::futures::Notified;
 
 /// Where the request body comes from on each attempt.
 #[derive(Debug)]
@@ -102,7 +106,9 @@ impl Outgoing {
     }
 }
 
-/// Makes the request URI origin-form (`/path?query`) and gives it a `Host`.
+/// Makes the request URI origin-form (`/path?query`) and gives it a `Host`. An
+/// absolute-form target (`GET http://host/path`) names the host itself: its authority
+/// replaces whatever `Host` says (RFC 9112 §3.2.2).
 pub(crate) fn origin_form(uri: Uri, headers: &mut HeaderMap, fallback_host: SocketAddr) -> Uri {
     if uri.scheme().is_none() && uri.authority().is_none() {
         if !headers.contains_key(header::HOST)
@@ -112,10 +118,9 @@ pub(crate) fn origin_form(uri: Uri, headers: &mut HeaderMap, fallback_host: Sock
         }
         return uri;
     }
-    if !headers.contains_key(header::HOST)
-        && let Some(host) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    if let Some(host) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         headers.insert(header::HOST, host);
     }
@@ -123,13 +128,12 @@ pub(crate) fn origin_form(uri: Uri, headers: &mut HeaderMap, fallback_host: Sock
     path.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn connect_error(
-    local: &Local,
-    failure: ConnectFailure,
-    timeout: std::time::Duration,
-) -> ProxyError {
+fn connect_error(local: &Local, failure: ConnectFailure, timeout: Duration) -> ProxyError {
     let backend = local.core.id.to_string();
     match failure {
+        ConnectFailure::Io(source) if is_local_exhaustion(&source) => {
+            ProxyError::LocalResources { backend, source }
+        }
         ConnectFailure::Io(source) => ProxyError::Connect {
             backend,
             addr: local.core.addr,
@@ -147,6 +151,7 @@ fn exchange_error(local: &Local, error: hyper::Error) -> ProxyError {
         if let Some(body) = e.downcast_ref::<BodyError>() {
             return match body {
                 BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+                BodyError::Timeout => ProxyError::BodyTimeout,
                 BodyError::Client(_) => ProxyError::ClientBody(error),
             };
         }
@@ -160,12 +165,58 @@ fn exchange_error(local: &Local, error: hyper::Error) -> ProxyError {
 
 async fn fresh(worker: &Worker, local: &Local) -> Result<Conn, ProxyError> {
     let timeout = worker.shared.settings.pool.connect_timeout;
-    pool::connect(local.core.addr, timeout)
+    pool::connect(local.core.addr, timeout).await.map_err(|f| {
+        let error = connect_error(local, f, timeout);
+        match &error {
+            ProxyError::ConnectTimeout { .. } => worker.counters().timeout(Timeout::Connect),
+            ProxyError::LocalResources { .. } => worker.counters().local_error(),
+            _ => {}
+        }
+        error
+    })
+}
+
+/// Waits in line for one of the worker's connection slots to the backend.
+async fn slot(
+    worker: &Worker,
+    local: &Arc<Local>,
+    down: Pin<&mut Notified<'_>>,
+) -> Result<Slot, ProxyError> {
+    let backend = || local.core.id.to_string();
+    match local
+        .slots
+        .take(worker.shared.settings.queue_timeout, down)
         .await
-        .map_err(|f| connect_error(local, f, timeout))
+    {
+        Ok(()) => Ok(Slot(local.clone())),
+        Err(NoSlot::QueueFull) => {
+            worker.counters().refused(Refusal::QueueFull);
+            Err(ProxyError::QueueFull {
+                backend: backend(),
+                waited: None,
+            })
+        }
+        Err(NoSlot::Timeout(waited)) => {
+            worker.counters().timeout(Timeout::Queue);
+            Err(ProxyError::QueueFull {
+                backend: backend(),
+                waited: Some(waited),
+            })
+        }
+        Err(NoSlot::Abandoned) => Err(ProxyError::BackendDown {
+            backend: backend(),
+            sent: false,
+        }),
+    }
 }
 
 /// Sends `out` to `local`'s backend and waits for the response head.
+///
+/// The request first takes one of the worker's connection slots to the backend
+/// (waiting in line when all are busy, see [`slots`](crate::slots)). While it waits,
+/// for a slot or for the answer, it also listens for the backend going down (see
+/// [`checker`](crate::checker)): then it stops waiting, and the caller decides whether
+/// it may go elsewhere.
 ///
 /// # Errors
 /// [`ProxyError`] saying whether the request left (see [`RetrySafety`](crate::RetrySafety)).
@@ -176,17 +227,37 @@ pub(crate) async fn attempt(
     started: Instant,
 ) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let settings = &worker.shared.settings;
+    // Listening before anything waits, so a backend going down from now on wakes us.
+    let mut down = pin!(local.down.notified());
+    down.as_mut().enable();
+    let backend_down = |sent| ProxyError::BackendDown {
+        backend: local.core.id.to_string(),
+        sent,
+    };
+    // The paths that wait on something other than the answer (a slot, a new
+    // connection, a connection's readiness) are boxed: the request's future lives as
+    // long as its client connection (hyper keeps it), ten thousand of them at once, so
+    // its size is memory per connection; these paths are the rare ones.
+    let mut slot = if local.slots.try_take() {
+        Slot(local.clone())
+    } else {
+        Box::pin(slot(worker, local, down.as_mut())).await?
+    };
     let (mut conn, mut pooled) = match local.pool.take(started, settings.pool.idle_timeout) {
         Some(conn) => (conn, true),
-        None => (fresh(worker, local).await?, false),
+        None => (Box::pin(fresh(worker, local)).await?, false),
     };
     loop {
         // A connection returned the moment its last body ended may not have signalled
         // readiness yet; it does as soon as its driver task runs.
         if pooled && !conn.is_ready() {
-            let ready = tokio::time::timeout(settings.pool.connect_timeout, conn.ready()).await;
+            let ready = Box::pin(tokio::time::timeout(
+                settings.pool.connect_timeout,
+                conn.ready(),
+            ))
+            .await;
             if !matches!(ready, Ok(Ok(()))) {
-                conn = fresh(worker, local).await?;
+                conn = Box::pin(fresh(worker, local)).await?;
                 pooled = false;
             }
         }
@@ -197,8 +268,14 @@ pub(crate) async fn attempt(
         local.stats.requests.fetch_add(1, Relaxed);
         // The send future does not borrow the connection, so the lease can hold it.
         let send = conn.try_send_request(request);
-        let mut lease = Lease::new(conn, local.clone(), started, &settings.pool);
-        match tokio::time::timeout(settings.response_timeout, send).await {
+        let mut lease = Lease::new(conn, slot, started, &settings.pool);
+        let answer = tokio::select! {
+            biased;
+            answer = tokio::time::timeout(settings.response_timeout, send) => answer,
+            // The lease is dropped unreleased: the connection, mid-exchange, is closed.
+            () = down.as_mut() => return Err(backend_down(true)),
+        };
+        match answer {
             Ok(Ok(response)) => {
                 lease.answered();
                 return Ok((response, lease));
@@ -209,9 +286,9 @@ pub(crate) async fn attempt(
                 match unsent {
                     Some(request) => {
                         out.restore(request);
-                        drop(lease);
+                        slot = lease.into_slot();
                         if pooled {
-                            conn = fresh(worker, local).await?;
+                            conn = Box::pin(fresh(worker, local)).await?;
                             pooled = false;
                             continue;
                         }
@@ -224,6 +301,7 @@ pub(crate) async fn attempt(
                 }
             }
             Err(_elapsed) => {
+                worker.counters().timeout(Timeout::Response);
                 return Err(ProxyError::ResponseTimeout {
                     backend: local.core.id.to_string(),
                     timeout: settings.response_timeout,
@@ -247,6 +325,19 @@ mod tests {
         );
         assert_eq!(uri, "/v1/menu?x=1");
         assert_eq!(headers[header::HOST], "bistro.test:8080");
+    }
+
+    #[test]
+    fn an_absolute_form_target_overrides_the_host_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("other.test"));
+        let uri = origin_form(
+            "http://bistro.test/v1".parse().unwrap(),
+            &mut headers,
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        assert_eq!(uri, "/v1");
+        assert_eq!(headers[header::HOST], "bistro.test");
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //!   they are removed in both directions: `Connection`, `Keep-Alive`, `Proxy-*`, `TE`,
 //!   `Trailer`, `Transfer-Encoding`, `Upgrade`, and every header `Connection` names. hyper
 //!   frames each side's body itself (`Content-Length` or chunked).
-//! - Requests gain `X-Forwarded-For` (the client IP appended), `X-Forwarded-Proto`,
-//!   `X-Forwarded-Host` (the original `Host`) and `Via: 1.1 bistro`; responses gain `Via`.
+//! - Requests gain `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` (the
+//!   original `Host`) and `Via: 1.1 bistro`; responses gain `Via`. What a client says in
+//!   these headers is only believed from a trusted proxy: from anyone else
+//!   `X-Forwarded-*` are overwritten and `Forwarded` is removed, so a diner cannot make
+//!   a waiter log (or rate-limit) someone else's address. From a trusted proxy the peer
+//!   is appended to `X-Forwarded-For` and the other headers are kept.
 //!
 //! Most requests carry no hop-by-hop header, so a first pass only looks; the removal
 //! pass (which may allocate) runs when there is something to remove.
@@ -84,15 +88,35 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
     }
 }
 
-/// Adds the forwarding headers to a request from `client_ip` (pre-rendered once per
-/// connection).
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+/// Adds the forwarding headers to a request from the peer `peer_ip` (pre-rendered once
+/// per connection); `trusted` when the peer is a trusted proxy (see the module docs).
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, trusted: bool) {
     // One growth of the map (hyper sizes it to the parsed headers) instead of several.
     headers.reserve(4);
-    append_list(headers, &X_FORWARDED_FOR, client_ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    if trusted {
+        append_list(headers, &X_FORWARDED_FOR, peer_ip);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = headers.get(header::HOST).cloned()
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    } else {
+        if headers.contains_key(header::FORWARDED) {
+            headers.remove(header::FORWARDED);
+        }
+        headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        match headers.get(header::HOST).cloned() {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
     }
     append_list(headers, &header::VIA, &VIA);
 }
@@ -144,21 +168,45 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_append_to_what_came_before() {
+    fn a_trusted_proxys_forwarding_headers_are_appended_to() {
         let ip = HeaderValue::from_static("10.0.0.2");
         let mut h = map(&[
             ("host", "bistro.test"),
             ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
             ("via", "1.0 edge"),
         ]);
-        add_forwarded(&mut h, &ip);
+        add_forwarded(&mut h, &ip, true);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "the proxy knows the scheme"
+        );
         assert_eq!(h["x-forwarded-host"], "bistro.test");
+        assert_eq!(h["forwarded"], "for=1.2.3.4");
         assert_eq!(h["via"], "1.0 edge, 1.1 bistro");
-        let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &ip);
-        assert_eq!(fresh["x-forwarded-for"], "10.0.0.2");
-        assert_eq!(fresh["via"], "1.1 bistro");
+    }
+
+    #[test]
+    fn anyone_elses_forwarding_headers_are_overwritten() {
+        let ip = HeaderValue::from_static("198.51.100.7");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "bank.example"),
+            ("forwarded", "for=1.2.3.4;proto=https"),
+        ]);
+        add_forwarded(&mut h, &ip, false);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["198.51.100.7"]);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(
+            h.get("x-forwarded-host").is_none(),
+            "no Host, no forwarded host"
+        );
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h["via"], "1.1 bistro");
     }
 }

@@ -63,33 +63,40 @@ mod affinity;
 mod backend;
 mod body;
 mod checker;
+mod client_io;
+mod client_ip;
 mod clock;
 pub mod config;
 mod error;
+mod fd_limit;
 mod forward;
 mod framing;
 mod headers;
 mod health;
 mod metrics;
+mod per_ip;
 mod pool;
 mod problem;
 mod proxy;
 mod retry;
 mod route;
 mod server;
+mod slots;
 mod spec;
 mod state;
 mod strategy;
 mod table;
 mod target;
 mod tcp;
+mod throttle;
 
 pub use config::{
-    AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, ClientConfig,
-    HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig, Stickiness,
-    StrategyKind, TcpConfig, TcpStrategy, UpstreamConfig,
+    AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, Cidr,
+    ClientConfig, HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig,
+    Stickiness, StrategyKind, TcpConfig, TcpStrategy, UpstreamConfig,
 };
 pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, RetrySafety};
+pub use fd_limit::{FdLimit, fd_limit, raise_fd_limit};
 pub use problem::PROBLEM_BASE;
 pub use spec::{BackendSpec, MAX_WEIGHT, Mode, parse_backend_flag, resolve_address};
 
@@ -98,7 +105,7 @@ use state::Shared;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Runs the proxy on `listener` (and the admin API on `admin`, if any) until `shutdown`
 /// resolves, then drains in-flight requests and returns.
@@ -208,13 +215,7 @@ pub async fn serve(
     let shared = Arc::new(Shared::new(config, &key, workers));
     let (stop, stopped) = watch::channel(false);
     let (exit_tx, mut exits) = mpsc::unbounded_channel();
-    let limit = Arc::new(Semaphore::new(
-        shared
-            .config
-            .client
-            .max_connections
-            .min(Semaphore::MAX_PERMITS),
-    ));
+    fit_connections_to_fds(&shared);
     let mut started = 0;
     let mut failure = None;
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -222,7 +223,6 @@ pub async fn serve(
             index,
             listener,
             shared.clone(),
-            limit.clone(),
             stopped.clone(),
             exit_tx.clone(),
         ) {
@@ -335,6 +335,31 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpList
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Lowers the client-connection cap to what the file-descriptor limit can hold, keeping
+/// a share of the descriptors for upstream connections, health checks and logs, so the
+/// cap (a clear `503`) is met before the limit (an `EMFILE`) is.
+fn fit_connections_to_fds(shared: &Shared) {
+    let configured = shared.config.client.max_connections;
+    let Some(limit) = fd_limit().map(|l| l.soft) else {
+        return;
+    };
+    let headroom = (limit / 4).min(2048);
+    let fits = usize::try_from(limit.saturating_sub(headroom))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            fd_limit = limit,
+            cap = fits,
+            "client.max_connections lowered to fit the file-descriptor limit (raise `ulimit -n` to hold more)"
+        );
+        shared
+            .max_connections
+            .store(fits, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The configured affinity key, or a random one (with a warning).

@@ -14,10 +14,22 @@
 //! | `bistro_balancer_backend_up` | backend | 1 when available |
 //! | `bistro_balancer_backend_ejections_total` | backend | passive ejections |
 //! | `bistro_balancer_backend_sessions_pinned` | backend | approximate pinned diners |
-//! | `bistro_balancer_affinity_total` | outcome | hit, miss, issued, forged, expired, unknown, rerouted, lost |
+//! | `bistro_balancer_affinity_total` | outcome | hit, miss, issued, forged, expired, unknown, rerouted, lost, unavailable |
 //! | `bistro_balancer_retries_total` | | requests sent again |
 //! | `bistro_balancer_retry_budget_exhausted_total` | | retries refused by the budget |
 //! | `bistro_balancer_requests_total` | | requests received from clients |
+//! | `bistro_balancer_backend_queued` | backend | requests waiting for a connection slot |
+//! | `bistro_balancer_backend_slots_busy` | backend | connection slots in use |
+//! | `bistro_balancer_backend_down_seconds` | backend | how long it has been unavailable (0 when available) |
+//! | `bistro_balancer_timeouts_total` | kind | header, keep_alive, body, send, connect, response, upstream_body, queue |
+//! | `bistro_balancer_refused_total` | reason | max_connections, per_ip_connections, session_rate, out_of_fds, queue_full |
+//! | `bistro_balancer_accept_errors_total` | | failed accepts (out of file descriptors and the like) |
+//! | `bistro_balancer_local_errors_total` | | the balancer's own failures reaching a backend (never blamed on it) |
+//! | `bistro_balancer_panic_routed_total` | | requests balanced over every backend because too few were healthy |
+//! | `bistro_balancer_client_connections` | | client connections open |
+//! | `bistro_balancer_client_connections_max` | | the client-connection cap in force |
+//! | `bistro_balancer_panic_mode` | | 1 while too few backends are healthy and all take traffic |
+//! | `bistro_balancer_store_outage` | | 1 while every backend reports its store unavailable |
 
 use crate::table::Table;
 use bistro_metrics::Encoder;
@@ -42,9 +54,11 @@ pub(crate) enum AffinityOutcome {
     Rerouted,
     /// The pinned backend was gone and the diner got `session-lost`.
     Lost,
+    /// The pinned backend was alive but unavailable; the diner was asked to retry.
+    Unavailable,
 }
 
-const OUTCOMES: [(AffinityOutcome, &str); 8] = [
+const OUTCOMES: [(AffinityOutcome, &str); 9] = [
     (AffinityOutcome::Hit, "hit"),
     (AffinityOutcome::Miss, "miss"),
     (AffinityOutcome::Issued, "issued"),
@@ -53,16 +67,77 @@ const OUTCOMES: [(AffinityOutcome, &str); 8] = [
     (AffinityOutcome::Unknown, "unknown"),
     (AffinityOutcome::Rerouted, "rerouted"),
     (AffinityOutcome::Lost, "lost"),
+    (AffinityOutcome::Unavailable, "unavailable"),
+];
+
+/// A timeout, by what timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    /// A request head (slowloris), or a new connection that sent nothing.
+    Header = 0,
+    /// An idle keep-alive connection.
+    KeepAlive,
+    /// A request body (total time or minimum rate).
+    Body,
+    /// A client that does not read its response.
+    Send,
+    /// Connecting to a backend.
+    Connect,
+    /// A backend's response head.
+    Response,
+    /// A backend's response body stalled.
+    UpstreamBody,
+    /// Waiting for a connection slot.
+    Queue,
+}
+
+const TIMEOUTS: [(Timeout, &str); 8] = [
+    (Timeout::Header, "header"),
+    (Timeout::KeepAlive, "keep_alive"),
+    (Timeout::Body, "body"),
+    (Timeout::Send, "send"),
+    (Timeout::Connect, "connect"),
+    (Timeout::Response, "response"),
+    (Timeout::UpstreamBody, "upstream_body"),
+    (Timeout::Queue, "queue"),
+];
+
+/// Why the balancer refused a connection or a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The client-connection cap.
+    MaxConnections = 0,
+    /// The per-IP connection cap.
+    PerIpConnections,
+    /// The per-IP session-creation rate.
+    SessionRate,
+    /// Out of file descriptors at accept.
+    OutOfFds,
+    /// A backend's queue was full.
+    QueueFull,
+}
+
+const REFUSALS: [(Refusal, &str); 5] = [
+    (Refusal::MaxConnections, "max_connections"),
+    (Refusal::PerIpConnections, "per_ip_connections"),
+    (Refusal::SessionRate, "session_rate"),
+    (Refusal::OutOfFds, "out_of_fds"),
+    (Refusal::QueueFull, "queue_full"),
 ];
 
 /// One worker's counters.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
-    affinity: [AtomicU64; 8],
+    affinity: [AtomicU64; 9],
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     requests: AtomicU64,
+    timeouts: [AtomicU64; 8],
+    refusals: [AtomicU64; 5],
+    accept_errors: AtomicU64,
+    local_errors: AtomicU64,
+    panic_routed: AtomicU64,
 }
 
 impl Counters {
@@ -81,6 +156,35 @@ impl Counters {
     pub(crate) fn request(&self) {
         self.requests.fetch_add(1, Relaxed);
     }
+
+    pub(crate) fn timeout(&self, kind: Timeout) {
+        self.timeouts[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn refused(&self, reason: Refusal) {
+        self.refusals[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn local_error(&self) {
+        self.local_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn panic_routed(&self) {
+        self.panic_routed.fetch_add(1, Relaxed);
+    }
+}
+
+/// Balancer-wide gauges read when `/metrics` is rendered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gauges {
+    pub(crate) client_connections: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) panic: bool,
+    pub(crate) store_outage: bool,
 }
 
 /// All workers' counters.
@@ -110,8 +214,23 @@ impl Metrics {
         self.sum(|c| c.affinity[outcome as usize].load(Relaxed))
     }
 
+    /// Requests routed in panic mode, over all workers.
+    pub(crate) fn panic_routed_total(&self) -> u64 {
+        self.sum(|c| c.panic_routed.load(Relaxed))
+    }
+
+    /// The timeout counter for `kind`, over all workers.
+    pub(crate) fn timeouts_total(&self, kind: Timeout) -> u64 {
+        self.sum(|c| c.timeouts[kind as usize].load(Relaxed))
+    }
+
+    /// The refusal counter for `reason`, over all workers.
+    pub(crate) fn refused_total(&self, reason: Refusal) -> u64 {
+        self.sum(|c| c.refusals[reason as usize].load(Relaxed))
+    }
+
     /// Renders the exposition document for `table` at `now_ms`.
-    pub(crate) fn render(&self, table: &Table, now_ms: u64) -> String {
+    pub(crate) fn render(&self, table: &Table, now_ms: u64, gauges: Gauges) -> String {
         let backends = table.backends();
         let labels: Vec<[(&str, &str); 1]> =
             backends.iter().map(|b| [("backend", b.id())]).collect();
@@ -204,6 +323,89 @@ impl Metrics {
             "Retries refused by the retry budget.",
             &[(&[], self.sum(|c| c.budget_exhausted.load(Relaxed)))],
         );
+        enc.gauge(
+            "bistro_balancer_backend_queued",
+            "Requests waiting for a connection slot of each backend.",
+            &gauge(&|b| b.queued() as f64),
+        );
+        enc.gauge(
+            "bistro_balancer_backend_slots_busy",
+            "Connection slots of each backend in use.",
+            &gauge(&|b| b.slots_busy() as f64),
+        );
+        enc.gauge(
+            "bistro_balancer_backend_down_seconds",
+            "How long each backend has been unavailable (0 while available).",
+            &gauge(&|b| b.core.health.down_for(now_ms) as f64 / 1000.0),
+        );
+        let labelled = |names: &[&'static str]| -> Vec<[(&'static str, &'static str); 1]> {
+            names.iter().map(|n| [("kind", *n)]).collect()
+        };
+        let timeout_labels = labelled(&TIMEOUTS.map(|(_, n)| n));
+        let timeouts: Vec<(&[(&str, &str)], u64)> = TIMEOUTS
+            .iter()
+            .zip(&timeout_labels)
+            .map(|((k, _), l)| {
+                let mut n = self.timeouts_total(*k);
+                if *k == Timeout::UpstreamBody {
+                    // Counted per backend, where the body knows it (see `body`).
+                    n += backends.iter().map(|b| b.body_timeouts()).sum::<u64>();
+                }
+                (&l[..], n)
+            })
+            .collect();
+        enc.counter(
+            "bistro_balancer_timeouts_total",
+            "Timeouts, by what timed out.",
+            &timeouts,
+        );
+        let refusal_labels: Vec<[(&str, &str); 1]> =
+            REFUSALS.iter().map(|(_, n)| [("reason", *n)]).collect();
+        let refusals: Vec<(&[(&str, &str)], u64)> = REFUSALS
+            .iter()
+            .zip(&refusal_labels)
+            .map(|((r, _), l)| (&l[..], self.refused_total(*r)))
+            .collect();
+        enc.counter(
+            "bistro_balancer_refused_total",
+            "Connections and requests the balancer refused itself, by reason.",
+            &refusals,
+        );
+        enc.counter(
+            "bistro_balancer_accept_errors_total",
+            "Failed accepts (out of file descriptors and the like).",
+            &[(&[], self.sum(|c| c.accept_errors.load(Relaxed)))],
+        );
+        enc.counter(
+            "bistro_balancer_local_errors_total",
+            "The balancer's own failures reaching a backend (never blamed on the backend).",
+            &[(&[], self.sum(|c| c.local_errors.load(Relaxed)))],
+        );
+        enc.counter(
+            "bistro_balancer_panic_routed_total",
+            "Requests balanced over every backend because too few were healthy.",
+            &[(&[], self.panic_routed_total())],
+        );
+        enc.gauge(
+            "bistro_balancer_client_connections",
+            "Client connections open.",
+            &[(&[], gauges.client_connections as f64)],
+        );
+        enc.gauge(
+            "bistro_balancer_client_connections_max",
+            "The client-connection cap in force.",
+            &[(&[], gauges.max_connections as f64)],
+        );
+        enc.gauge(
+            "bistro_balancer_panic_mode",
+            "1 while too few backends are healthy and every backend takes traffic.",
+            &[(&[], f64::from(u8::from(gauges.panic)))],
+        );
+        enc.gauge(
+            "bistro_balancer_store_outage",
+            "1 while every backend reports its store unavailable.",
+            &[(&[], f64::from(u8::from(gauges.store_outage)))],
+        );
         enc.finish()
     }
 }
@@ -221,13 +423,35 @@ mod tests {
             &[BackendSpec::new("w1", "127.0.0.1:1".parse().unwrap())],
             BalancingConfig::default(),
             2,
+            crate::slots::Capacity::UNUSED,
         );
         let metrics = Metrics::new(2);
         metrics.shard(0).affinity(AffinityOutcome::Hit);
         metrics.shard(1).affinity(AffinityOutcome::Hit);
         metrics.shard(1).affinity(AffinityOutcome::Forged);
         metrics.shard(0).retry();
-        let text = metrics.render(&registry.load(), 1);
+        metrics.shard(1).timeout(Timeout::Send);
+        metrics.shard(0).refused(Refusal::SessionRate);
+        let gauges = Gauges {
+            client_connections: 3,
+            max_connections: 10,
+            panic: true,
+            store_outage: false,
+        };
+        let text = metrics.render(&registry.load(), 1, gauges);
+        assert!(
+            text.contains("bistro_balancer_timeouts_total{kind=\"send\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bistro_balancer_refused_total{reason=\"session_rate\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("bistro_balancer_panic_mode 1\n"), "{text}");
+        assert!(
+            text.contains("bistro_balancer_client_connections 3\n"),
+            "{text}"
+        );
         assert!(
             text.contains("bistro_balancer_affinity_total{outcome=\"hit\"} 2\n"),
             "{text}"

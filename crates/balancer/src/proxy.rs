@@ -14,55 +14,118 @@
 //!    refreshes) the affinity cookie, and a rerouted request says `Bistro-Rerouted`.
 //!    The body streams back and returns the connection to the pool when it ends.
 
-use crate::affinity::{Verdict, VerdictCache};
+use crate::affinity::{Verdict, VerdictCache, find_cookie};
 use crate::backend::{Core, Local};
-use crate::body::{ResponseBody, UpstreamBody};
+use crate::body::{BodyClock, ResponseBody, UpstreamBody};
+use crate::client_ip;
 use crate::clock::unix_secs;
-use crate::error::{ProxyError, RetrySafety};
+use crate::error::{Origin, ProxyError, RetrySafety};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
 use crate::headers::{add_forwarded, add_via, strip_hop_by_hop};
-use crate::metrics::AffinityOutcome;
-use crate::problem::{closing, error_response};
+use crate::metrics::{AffinityOutcome, Refusal};
+use crate::per_ip::Counted;
+use crate::problem::{Problem, error_response};
 use crate::retry::may_resend;
 use crate::route::Route;
 use crate::spec::Mode;
 use crate::state::{Settings, Worker};
-use crate::target::{Sticky, Target, choose, lose, pick};
+use crate::target::{Sticky, Target, choose, pick, unavailable};
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Instant;
 
 static REROUTED: HeaderName = HeaderName::from_static("bistro-rerouted");
 static BISTRO_MODE: HeaderName = HeaderName::from_static("bistro-mode");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The waiter's session credentials (cookie and header): a request without either
+/// starts a session. The waiter defines them; the balancer only looks for them.
+const SESSION_COOKIE: &str = "bistro_session";
+static SESSION_HEADER: HeaderName = HeaderName::from_static("bistro-session");
 
 /// One client connection's context.
 #[derive(Debug)]
 pub(crate) struct Downstream {
     pub(crate) worker: Arc<Worker>,
     pub(crate) client: SocketAddr,
-    /// The client IP rendered once, for `X-Forwarded-For`.
+    /// The peer's IP rendered once, for `X-Forwarded-For`.
     pub(crate) client_ip: HeaderValue,
+    /// Whether the peer is a trusted proxy (see [`client_ip`]).
+    pub(crate) trusted: bool,
     /// The verdict on this connection's last affinity cookie.
     affinity: VerdictCache,
+    /// Requests whose handling started, and whose response body ended: equal while the
+    /// connection is between requests (see [`client_io`](crate::client_io)).
+    started: AtomicU32,
+    finished: AtomicU32,
+    /// The connection's place in the per-IP count, given back on close.
+    _per_ip: Option<Counted>,
 }
 
 impl Downstream {
-    pub(crate) fn new(worker: Arc<Worker>, client: SocketAddr) -> Downstream {
+    /// A connection from `client`, already counted in the balancer's connections (and,
+    /// with `per_ip`, in its IP's).
+    pub(crate) fn new(
+        worker: Arc<Worker>,
+        client: SocketAddr,
+        trusted: bool,
+        per_ip: Option<Counted>,
+    ) -> Downstream {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         Downstream {
             worker,
             client,
             client_ip,
+            trusted,
             affinity: VerdictCache::default(),
+            started: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
+            _per_ip: per_ip,
         }
     }
+
+    /// A request's handling starts.
+    pub(crate) fn request_started(&self) {
+        self.started.fetch_add(1, Relaxed);
+    }
+
+    /// A response's body ended (or was dropped).
+    pub(crate) fn request_finished(&self) {
+        self.finished.fetch_add(1, Relaxed);
+    }
+
+    /// (started, finished) request counts.
+    pub(crate) fn requests(&self) -> (u32, u32) {
+        (self.started.load(Relaxed), self.finished.load(Relaxed))
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        self.worker.shared.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Whether a request would start a session at the waiter: it changes something and
+/// carries no session credential.
+fn creates_session(method: &Method, headers: &HeaderMap) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !headers.contains_key(&SESSION_HEADER)
+        && find_cookie(headers, SESSION_COOKIE).is_none()
+}
+
+/// The client's own `X-Request-Id` when it is a plain token worth repeating.
+fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(&X_REQUEST_ID)
+        .filter(|v| v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
 }
 
 /// Proxies one request; every failure becomes a response (a problem answer).
@@ -76,16 +139,43 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     worker.budget.deposit();
 
     let (parts, body) = request.into_parts();
-    let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
+    // Taken apart in a block so the rest of `parts` is dropped here, not kept in the
+    // request's future until it ends (every byte of that future is held per connection).
+    let (method, uri, mut headers) = {
+        let parts = parts;
+        (parts.method, parts.uri, parts.headers)
+    };
+    let client_rid = client_request_id(&headers);
+    let request_id = || client_rid.clone().unwrap_or_else(|| worker.request_id());
     let declared = match framing::check(&headers) {
         Ok(declared) => declared,
-        Err(e) => return closing(error_response(&ProxyError::Framing(e))),
+        Err(e) => return error_response(&ProxyError::Framing(e), &request_id()),
     };
+    // Before anything reads the headers for a decision: a header the client named in
+    // `Connection` is not part of the request (it may not make it resendable).
+    strip_hop_by_hop(&mut headers);
+    let client: IpAddr = client_ip::resolve(
+        cx.client.ip(),
+        cx.trusted,
+        &headers,
+        &shared.config.client.trusted_proxies,
+    );
+    if let Some(rate) = &shared.session_rate
+        && creates_session(&method, &headers)
+        && let Err(wait_ms) = rate.take(client, now_ms)
+    {
+        worker.counters().refused(Refusal::SessionRate);
+        let problem = Problem::too_many_new_sessions(
+            shared.config.client.session_rate_per_ip,
+            wait_ms.div_ceil(1000),
+        );
+        return problem.into_response();
+    }
     let route = shared.routes.find(uri.path());
     let unix_now = if route.is_sticky() { unix_secs() } else { 0 };
     let table = shared.registry.load();
     let key = if table.uses_key() {
-        shared.key_source.key(&headers, cx.client.ip())
+        shared.key_source.key(&headers, client)
     } else {
         0
     };
@@ -95,21 +185,35 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     } else {
         Verdict::Absent
     };
-    let chosen = choose(worker, &table, route, verdict, key, now_ms);
+    let chosen = choose(worker, &table, route, verdict, key, now_ms, &request_id);
     drop(table);
     let mut target = match chosen {
         Ok(target) => target,
         Err(response) => return *response,
     };
 
-    let source = match prepare_body(&method, &headers, declared, body, settings).await {
+    // Most requests have no body; the others read it in a boxed future, which keeps
+    // the request's future (held per client connection) small.
+    let prepared = if http_body::Body::is_end_stream(&body) {
+        Ok(Source::Empty)
+    } else {
+        Box::pin(prepare_body(
+            &method, &headers, declared, body, settings, started,
+        ))
+        .await
+    };
+    let source = match prepared {
         Ok(source) => source,
-        Err(response) => return response,
+        Err(error) => {
+            if matches!(error, ProxyError::BodyTimeout) {
+                worker.counters().timeout(crate::metrics::Timeout::Body);
+            }
+            return error_response(&error, &request_id());
+        }
     };
     let resend = may_resend(settings.after_send, &method, &headers);
-    strip_hop_by_hop(&mut headers);
-    add_forwarded(&mut headers, &cx.client_ip);
     let uri = forward::origin_form(uri, &mut headers, target.local.core.addr);
+    add_forwarded(&mut headers, &cx.client_ip, cx.trusted);
     let mut out = Outgoing::new(method, uri, headers, source, resend);
 
     let mut retries = 0;
@@ -121,18 +225,28 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
             }
             Err(error) => error,
         };
+        if matches!(error, ProxyError::BodyTimeout) {
+            worker.counters().timeout(crate::metrics::Timeout::Body);
+        }
         let core = target.local.core.clone();
         blame(worker, &target.local, &error, now_ms);
         tried.push(core.clone());
         let exclude = |b: &Core| tried.iter().any(|t| std::ptr::eq(&**t, b));
+        let fail = |error: &ProxyError| {
+            let id = request_id();
+            report(worker, error, &id, now_ms);
+            error_response(error, &id)
+        };
         match error.retry_safety() {
             RetrySafety::NotSent if out.available() && target.pinned() => {
-                // The diner's waiter cannot be reached: the session-lost policy decides.
-                if let Err(response) = lose(worker, route, &core.id, core.mode(), Some(&core)) {
+                // The diner's waiter cannot be reached: gone means the session is lost
+                // (or redispatched), alive means "retry" (see `target`).
+                if let Err(response) = unavailable(worker, route, &core, now_ms, error.is_refused())
+                {
                     return *response;
                 }
                 let Some(local) = pick(worker, key, now_ms, &exclude) else {
-                    return error_response(&error);
+                    return fail(&error);
                 };
                 target = Target {
                     local,
@@ -145,19 +259,23 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
             }
             RetrySafety::NotSent if out.available() => {
                 if !may_retry(worker, &mut retries, now_ms) {
-                    return error_response(&error);
+                    return fail(&error);
                 }
                 let Some(local) = pick(worker, key, now_ms, &exclude) else {
-                    return error_response(&error);
+                    return fail(&error);
                 };
                 target.local = local;
             }
             RetrySafety::MaybeSent if out.may_resend() => {
-                if !may_retry(worker, &mut retries, now_ms) {
-                    return error_response(&error);
-                }
-                // A session-holding pinned backend is the only one with the diner's notes.
+                // A session-holding pinned backend is the only one with the diner's
+                // notes: the request is resent there, unless it just went down.
                 let stay = target.pinned() && core.holds_sessions();
+                if stay && matches!(error, ProxyError::BackendDown { .. }) {
+                    return fail(&error);
+                }
+                if !may_retry(worker, &mut retries, now_ms) {
+                    return fail(&error);
+                }
                 if !stay && let Some(local) = pick(worker, key, now_ms, &exclude) {
                     if target.pinned() {
                         // The diner moves to another backend, as on a connect failure:
@@ -173,9 +291,25 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                     target.local = local;
                 }
             }
-            _ => return error_response(&error),
+            _ => return fail(&error),
         }
         tracing::debug!(backend = %core.id, error = %error, "retrying on {}", target.local.core.id);
+    }
+}
+
+/// Logs a failure the client is told about, with everything the answer leaves out (the
+/// backend's address, the operating system's error) under the request id. The
+/// balancer's own limits are counted in `/metrics` and logged once a second at most.
+fn report(worker: &Worker, error: &ProxyError, request_id: &HeaderValue, now_ms: u64) {
+    let id = request_id.to_str().unwrap_or("?");
+    match error.origin() {
+        Origin::Upstream => tracing::warn!(request_id = id, error = %error, "request failed"),
+        Origin::Internal => {
+            if let Some(held) = worker.throttles.internal.allow(now_ms, 1_000) {
+                tracing::warn!(request_id = id, error = %error, similar_before = held, "request refused by the balancer's own limits");
+            }
+        }
+        Origin::Downstream => tracing::debug!(request_id = id, error = %error, "bad request"),
     }
 }
 
@@ -185,14 +319,39 @@ fn blame(worker: &Worker, local: &Local, error: &ProxyError, now_ms: u64) {
         return;
     }
     local.stats.errors.fetch_add(1, Relaxed);
-    if local
-        .core
-        .health
-        .record_failure(now_ms, worker.shared.settings.ejection)
-    {
-        tracing::warn!(backend = %local.core.id, error = %error, "backend ejected after consecutive failures");
+    fail_backend(
+        worker,
+        &local.core,
+        error.down_reason(),
+        now_ms,
+        &error.to_string(),
+    );
+}
+
+/// Records a failure of `core` and ejects it when the streak says so, unless the share
+/// of ejected backends is used up; an ejected backend's waiting requests are woken.
+fn fail_backend(
+    worker: &Worker,
+    core: &Core,
+    reason: crate::health::DownReason,
+    now_ms: u64,
+    what: &str,
+) {
+    let shared = &worker.shared;
+    let ejected = core.health.record_failure(now_ms, shared.settings.ejection, reason, || {
+        let allowed = shared.may_eject(&shared.registry.load(), now_ms);
+        if !allowed {
+            tracing::warn!(backend = %core.id, "not ejecting: the share of backends passive ejection may hold out is used up (health.max_ejection_percent)");
+        }
+        allowed
+    });
+    if ejected {
+        tracing::warn!(backend = %core.id, error = what, "backend ejected after consecutive failures");
+        if let Some(backend) = shared.registry.load().find(&core.id) {
+            backend.wake_waiters();
+        }
     } else {
-        tracing::debug!(backend = %local.core.id, error = %error, "request to backend failed");
+        tracing::debug!(backend = %core.id, error = what, "request to backend failed");
     }
 }
 
@@ -210,36 +369,43 @@ fn may_retry(worker: &Worker, retries: &mut u32, now_ms: u64) -> bool {
     true
 }
 
-/// Reads a retryable request's small body into memory; streams the rest.
+/// Reads a retryable request's small body into memory; streams the rest. Either way
+/// the body's size limit and its clock (total time, minimum rate) apply from
+/// `started`, when the head was read.
 async fn prepare_body(
     method: &Method,
     headers: &HeaderMap,
     declared: Option<u64>,
     body: Incoming,
     settings: &Settings,
-) -> Result<Source, Response<ResponseBody>> {
+    started: Instant,
+) -> Result<Source, ProxyError> {
     use http_body::Body as _;
     if declared.is_some_and(|n| n > settings.max_body) {
-        return Err(closing(error_response(&ProxyError::BodyTooLarge {
+        return Err(ProxyError::BodyTooLarge {
             limit: settings.max_body,
-        })));
+        });
     }
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
+    let body = crate::body::RequestBody::Stream {
+        inner: body,
+        clock: Box::new(BodyClock::new(started.into(), settings.body)),
+        limit: settings.max_body,
+    };
     if may_resend(settings.after_send, method, headers)
         && declared.is_some_and(|n| n <= settings.max_buffered_body)
     {
         return match body.collect().await {
             Ok(collected) => Ok(Source::Buffered(collected.to_bytes())),
-            Err(e) => Err(closing(error_response(&ProxyError::ClientBody(e)))),
+            Err(crate::body::BodyError::Timeout) => Err(ProxyError::BodyTimeout),
+            Err(crate::body::BodyError::TooLarge { limit }) => {
+                Err(ProxyError::BodyTooLarge { limit })
+            }
+            Err(crate::body::BodyError::Client(e)) => Err(ProxyError::ClientBody(e)),
         };
     }
-    let body = crate::body::RequestBody::Stream {
-        inner: body,
-        read: 0,
-        limit: settings.max_body,
-    };
     Ok(Source::Stream(Some(body)))
 }
 
@@ -267,9 +433,14 @@ fn respond(
         local.stats.errors.fetch_add(1, Relaxed);
     } else if parts.status.is_server_error() {
         local.stats.errors.fetch_add(1, Relaxed);
-        if core.health.record_failure(now_ms, shared.settings.ejection) {
-            tracing::warn!(backend = %core.id, status = %parts.status, "backend ejected after consecutive 5xx answers");
-        }
+        let what = format!("answered {}", parts.status);
+        fail_backend(
+            worker,
+            core,
+            crate::health::DownReason::Failing,
+            now_ms,
+            &what,
+        );
     } else {
         core.health.record_success();
     }
@@ -312,6 +483,10 @@ fn respond(
     }
     Response::from_parts(
         parts,
-        ResponseBody::Upstream(UpstreamBody::new(body, lease)),
+        ResponseBody::Upstream(UpstreamBody::new(
+            body,
+            lease,
+            shared.settings.upstream_body_idle,
+        )),
     )
 }

@@ -6,38 +6,76 @@
 //! counters. A request is served start to finish on the core that accepted it, with no
 //! cross-thread wake-ups; the anchors measured this as the best layout on two cores.
 //!
-//! A shared semaphore caps client connections: at the cap a worker stops accepting until
-//! a connection closes, and the kernel's backlog holds the rest (as in mini-redis).
-//! On shutdown each worker stops accepting, asks every connection to finish its
-//! in-flight request and close (hyper's graceful shutdown), and waits for them up to the
-//! grace period.
+//! ## Admission
+//!
+//! Every connection is accepted, then admitted or refused with a clear answer, rather
+//! than left unanswered in the kernel's backlog (where a client only sees its connect
+//! time out):
+//!
+//! - beyond `client.max_connections` (over all workers): `503 balancer-busy`;
+//! - beyond `client.max_connections_per_ip` from one address: `429 too-many-connections`;
+//! - out of file descriptors (`EMFILE`/`ENFILE`), the accept itself fails: the worker
+//!   keeps one spare descriptor for exactly this, gives it up to accept the waiting
+//!   client, answers `503 balancer-busy`, closes, and takes the spare back; then it
+//!   backs off a moment. Each case is counted, and logged at most once a second.
+//!
+//! A refusal is written before any request is read and the socket then lingers
+//! briefly, reading and discarding, so that the client's request arriving after our
+//! answer does not make the kernel reset the connection and destroy the answer.
+//! None of this is a backend's fault, and none counts towards ejection.
+//!
+//! ## Connections
+//!
+//! A client's socket is wrapped in [`ClientIo`] (idle, head and send timeouts), and
+//! hyper's read buffer is capped at `client.read_buffer_bytes`. On shutdown each worker
+//! stops accepting, asks every connection to finish its in-flight request and close
+//! (hyper's graceful shutdown), and waits for them up to the grace period.
 
 use crate::body::ResponseBody;
+use crate::client_io::ClientIo;
+use crate::client_ip;
 use crate::config::{ClientConfig, ms};
-use crate::error::BalancerError;
+use crate::error::{BalancerError, is_local_exhaustion};
+use crate::metrics::Refusal;
+use crate::problem::Problem;
 use crate::proxy::{self, Downstream};
 use crate::state::{Shared, Worker};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
-use std::task::Poll;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
-/// The client-side HTTP/1.1 settings: timeouts, header limit, `writev(false)` (one
-/// flattened write per response measured faster here than vectored writes).
+/// The client-side HTTP/1.1 settings: header limit, read buffer, `writev(false)` (one
+/// flattened write per response measured faster here than vectored writes). hyper's
+/// own header timer is off: [`ClientIo`] keeps the head and idle timeouts apart.
+///
+/// `half_close(true)`: hyper does not read from a client while its request is being
+/// served. Reading then would only detect a client that left, and it costs a second
+/// 8 KiB read buffer for every request in flight (the first is still referenced by
+/// the request's headers) — 80 MiB at ten thousand queued requests. A client that
+/// left is noticed when its answer is written, as HAProxy does without
+/// `option abortonclose`; its request is bounded by the queue and response timeouts.
 pub(crate) fn http_builder(client: &ClientConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(ms(client.header_read_timeout_ms))
+        .header_read_timeout(None)
+        .half_close(true)
         .max_header_size(client.max_header_bytes)
+        .max_buf_size(client.read_buffer_bytes)
         .keep_alive(client.keep_alive)
         .writev(false);
     builder
@@ -82,7 +120,6 @@ pub(crate) fn spawn(
     index: usize,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     exits: mpsc::UnboundedSender<Exit>,
 ) -> Result<(), BalancerError> {
@@ -105,7 +142,6 @@ pub(crate) fn spawn(
                     rt.block_on(serve(
                         Arc::new(Worker::new(index, shared)),
                         listener,
-                        limit,
                         shutdown,
                     ))
                 });
@@ -125,66 +161,198 @@ pub(crate) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The answers written to refused connections, rendered once.
+struct Refusals {
+    busy: Bytes,
+    per_ip: Bytes,
+    no_fds: Bytes,
+}
+
+impl Refusals {
+    fn new(client: &ClientConfig) -> Refusals {
+        let raw = |p: Problem| Bytes::from(p.raw(None));
+        Refusals {
+            busy: raw(Problem::balancer_busy(
+                "holds its most client connections (client.max_connections)",
+            )),
+            per_ip: raw(Problem::too_many_connections(client.max_connections_per_ip)),
+            no_fds: raw(Problem::balancer_busy("has no file descriptors left")),
+        }
+    }
+}
+
+/// Sockets lingering after a refusal; beyond [`MAX_LINGERING`] they close at once.
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+const MAX_LINGERING: usize = 1024;
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Answers a refused connection and closes it (see the module docs).
+fn refuse(mut stream: TcpStream, answer: Bytes) {
+    if let Err(e) = stream.try_write(&answer) {
+        tracing::trace!(error = %e, "could not write the refusal");
+    }
+    if LINGERING.fetch_add(1, Relaxed) >= MAX_LINGERING {
+        LINGERING.fetch_sub(1, Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        if stream.shutdown().await.is_ok() {
+            let mut sink = [0u8; 1024];
+            let drain = async {
+                let mut left = 64 * 1024usize;
+                while left > 0 {
+                    match stream.read(&mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            };
+            if tokio::time::timeout(LINGER, drain).await.is_err() {
+                tracing::trace!("a refused client kept its connection open; closing it");
+            }
+        }
+        LINGERING.fetch_sub(1, Relaxed);
+    });
+}
+
+/// A spare file descriptor, given up to refuse a client when the process has none left.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+}
+
+/// The accept loop ran out of file descriptors: refuse one waiting client with the
+/// spare descriptor (see the module docs), count it, say so at most once a second, and
+/// back off a moment so connections can close.
+async fn out_of_fds(
+    worker: &Worker,
+    listener: &TcpListener,
+    spare: &mut Spare,
+    refusals: &Refusals,
+    error: &std::io::Error,
+) {
+    let counters = worker.counters();
+    counters.accept_error();
+    counters.refused(Refusal::OutOfFds);
+    let now_ms = worker.shared.clock.now_ms();
+    if let Some(held) = worker.throttles.accept.allow(now_ms, 1_000) {
+        tracing::warn!(
+            error = %error,
+            similar_before = held,
+            connections = worker.shared.connections.load(Relaxed),
+            "accept failed: the balancer is out of file descriptors; refusing new clients until connections close"
+        );
+    }
+    if spare.0.take().is_some() {
+        match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
+            Ok(Ok((stream, _))) => {
+                if let Err(e) = stream.try_write(&refusals.no_fds) {
+                    tracing::trace!(error = %e, "could not write the refusal");
+                }
+                // No descriptor to spare for lingering: read what the client already
+                // sent, so closing sends a FIN after the answer rather than a reset
+                // that could destroy it.
+                let mut sink = [0u8; 4096];
+                while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+                drop(stream);
+            }
+            Ok(Err(e)) => {
+                tracing::trace!(error = %e, "accept failed even with the spare descriptor")
+            }
+            Err(_) => {}
+        }
+        *spare = Spare::open();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
 /// One worker's accept loop, until shutdown; then the drain.
 async fn serve(
     worker: Arc<Worker>,
     listener: std::net::TcpListener,
-    limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BalancerError> {
-    let listener =
-        tokio::net::TcpListener::from_std(listener).map_err(|source| BalancerError::Io {
-            what: "could not register the listener",
-            source,
-        })?;
+    let listener = TcpListener::from_std(listener).map_err(|source| BalancerError::Io {
+        what: "could not register the listener",
+        source,
+    })?;
     let shared = worker.shared.clone();
     let http = http_builder(&shared.config.client);
+    let refusals = Refusals::new(&shared.config.client);
+    let timeouts = shared.settings.client;
     let sweeper = tokio::spawn(sweep_pools(worker.clone(), shutdown.clone()));
     let (alive, mut drained) = mpsc::channel::<()>(1);
     let drain = Arc::new(Drain::default());
+    let mut spare = Spare::open();
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = signalled(&mut shutdown) => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => break,
-            },
-        };
         let (stream, client) = tokio::select! {
             biased;
             () = signalled(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(e) if is_local_exhaustion(&e) => {
+                    out_of_fds(&worker, &listener, &mut spare, &refusals, &e).await;
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    worker.counters().accept_error();
+                    if let Some(held) = worker.throttles.accept.allow(shared.clock.now_ms(), 1_000) {
+                        tracing::warn!(error = %e, similar_before = held, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
+        let cx = match admission(&worker, client) {
+            Ok(cx) => cx,
+            Err(refused) => {
+                let (reason, answer, what) = match refused {
+                    Refused::Busy => (
+                        Refusal::MaxConnections,
+                        &refusals.busy,
+                        "the balancer holds client.max_connections",
+                    ),
+                    Refused::PerIp => (
+                        Refusal::PerIpConnections,
+                        &refusals.per_ip,
+                        "the client's address holds client.max_connections_per_ip",
+                    ),
+                };
+                worker.counters().refused(reason);
+                if let Some(held) = worker.throttles.refused.allow(shared.clock.now_ms(), 1_000) {
+                    tracing::warn!(%client, similar_before = held, "refusing a connection: {what}");
+                }
+                refuse(stream, answer.clone());
+                continue;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
         }
-        let cx = Arc::new(Downstream::new(worker.clone(), client));
+        let io = ClientIo::new(stream, cx.clone(), timeouts);
         let service = service_fn(move |request| {
             let cx = cx.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(&cx, request).await) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let drain = drain.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _alive = alive;
-            if let Err(e) = serve_until_drained(conn, &drain).await {
-                tracing::debug!(%client, error = %e, "client connection ended with an error");
+            async move {
+                cx.request_started();
+                let response = proxy::handle(&cx, request).await;
+                Ok::<_, Infallible>(response.map(|body| ClientBody { body, cx }))
             }
         });
+        let conn = http.serve_connection(TokioIo::new(io), service);
+        tokio::spawn(Served {
+            conn,
+            drain: drain.clone(),
+            registered: None,
+            draining: false,
+            client,
+            _alive: alive.clone(),
+        });
     }
-    drain.draining.store(true, Release);
-    drain.notify.notify_waiters();
+    drain.start();
     drop(listener);
     drop(alive);
     let grace = ms(shared.config.shutdown_grace_ms);
@@ -199,50 +367,128 @@ async fn serve(
     Ok(())
 }
 
+/// Why a connection was not admitted.
+enum Refused {
+    Busy,
+    PerIp,
+}
+
+/// Counts a new connection in, or says why it cannot come in.
+fn admission(
+    worker: &Arc<Worker>,
+    client: std::net::SocketAddr,
+) -> Result<Arc<Downstream>, Refused> {
+    let shared = &worker.shared;
+    let open = shared.connections.fetch_add(1, Relaxed);
+    if open >= shared.max_connections.load(Relaxed) {
+        shared.connections.fetch_sub(1, Relaxed);
+        return Err(Refused::Busy);
+    }
+    let trusted = client_ip::is_trusted(&shared.config.client.trusted_proxies, client.ip());
+    let place = if trusted {
+        None
+    } else {
+        match shared.per_ip.admit(client.ip()) {
+            Some(place) => place,
+            None => {
+                shared.connections.fetch_sub(1, Relaxed);
+                return Err(Refused::PerIp);
+            }
+        }
+    };
+    // From here the connection's `Drop` gives its places back.
+    Ok(Arc::new(Downstream::new(
+        worker.clone(),
+        client,
+        trusted,
+        place,
+    )))
+}
+
 /// Tells one worker's connections to finish their request and close.
 ///
-/// A `watch` receiver per connection would be polled on every wake-up of the
-/// connection's task (a lock each time, twice per request); instead each connection
-/// registers with the `Notify` once and otherwise reads the flag.
+/// Each connection registers its task's waker once, on its first poll, and reads the
+/// flag whenever it is polled; starting the drain wakes every registered connection,
+/// so idle keep-alive connections close at once too.
 #[derive(Debug, Default)]
 struct Drain {
     draining: AtomicBool,
-    notify: Notify,
+    wakers: std::sync::Mutex<std::collections::HashMap<u64, std::task::Waker>>,
+    next: AtomicU64,
 }
 
-/// Drives one client connection; when the worker drains, lets the request in flight
-/// finish and closes the connection.
-async fn serve_until_drained<S>(
-    conn: http1::Connection<TokioIo<TcpStream>, S>,
-    drain: &Drain,
-) -> hyper::Result<()>
+impl Drain {
+    fn wakers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, std::task::Waker>> {
+        // Wakers only: a panic elsewhere cannot leave the map inconsistent.
+        self.wakers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn start(&self) {
+        self.draining.store(true, Release);
+        let wakers: Vec<_> = self.wakers().drain().map(|(_, w)| w).collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// One client connection's task: drives the hyper connection; when the worker drains,
+/// lets the request in flight finish and closes the connection.
+///
+/// A hand-written future rather than an `async` block: such a block would hold the
+/// connection (800 bytes) once as its capture and again as the awaited future, and
+/// every byte of this task is held per client connection.
+struct Served<S: hyper::service::HttpService<Incoming>> {
+    conn: http1::Connection<TokioIo<ClientIo>, S>,
+    drain: Arc<Drain>,
+    /// The key of this task's waker in the drain's registry.
+    registered: Option<u64>,
+    draining: bool,
+    client: std::net::SocketAddr,
+    /// Dropped with the task: the worker's drain waits for every sender to go.
+    _alive: mpsc::Sender<()>,
+}
+
+impl<S> Future for Served<S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
+    S: hyper::service::HttpService<Incoming, ResBody = ClientBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    http1::Connection<TokioIo<ClientIo>, S>: Unpin,
 {
-    let mut conn = std::pin::pin!(conn);
-    // Created before the first poll, so a `notify_waiters` from now on reaches it.
-    let mut notified = std::pin::pin!(drain.notify.notified());
-    let (mut watching, mut draining) = (false, false);
-    std::future::poll_fn(|cx| {
-        if !draining && drain.draining.load(Acquire) {
-            draining = true;
-            conn.as_mut().graceful_shutdown();
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.registered.is_none() && !this.draining {
+            let key = this.drain.next.fetch_add(1, Relaxed);
+            this.drain.wakers().insert(key, cx.waker().clone());
+            this.registered = Some(key);
         }
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(result);
+        if !this.draining && this.drain.draining.load(Acquire) {
+            this.draining = true;
+            Pin::new(&mut this.conn).graceful_shutdown();
         }
-        if !draining && !watching {
-            watching = true;
-            if notified.as_mut().poll(cx).is_ready() {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-                return conn.as_mut().poll(cx);
+        match Pin::new(&mut this.conn).poll(cx) {
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(client = %this.client, error = %e, "client connection ended with an error");
+                Poll::Ready(())
             }
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
-    })
-    .await
+    }
+}
+
+impl<S: hyper::service::HttpService<Incoming>> Drop for Served<S> {
+    fn drop(&mut self) {
+        if let Some(key) = self.registered {
+            self.drain.wakers().remove(&key);
+        }
+    }
 }
 
 /// Closes pooled connections nobody picked up within the idle timeout.
@@ -259,5 +505,39 @@ async fn sweep_pools(worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
         for backend in worker.shared.registry.load().backends() {
             backend.local(worker.index).pool.sweep(now, idle_timeout);
         }
+    }
+}
+
+/// The body of a response to a client: counts the response as finished when hyper is
+/// done with it, which is when the connection goes idle (see [`ClientIo`]).
+#[derive(Debug)]
+pub(crate) struct ClientBody {
+    body: ResponseBody,
+    cx: Arc<Downstream>,
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.cx.request_finished();
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

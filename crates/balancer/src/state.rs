@@ -8,16 +8,23 @@
 //! and its memory of recently checked affinity cookies.
 
 use crate::affinity::{Affinity, RecentVerdicts};
+use crate::body::BodyLimits;
+use crate::client_io::ClientTimeouts;
 use crate::clock::Clock;
 use crate::config::{BalancerConfig, ResendPolicy, ms};
 use crate::health::Ejection;
-use crate::metrics::{Counters, Metrics};
+use crate::metrics::{Counters, Gauges, Metrics};
+use crate::per_ip::{Connections, SessionRate};
 use crate::pool::PoolSettings;
 use crate::retry::RetryBudget;
 use crate::route::Routes;
+use crate::slots::Capacity;
 use crate::strategy::KeySource;
-use crate::table::Registry;
+use crate::table::{Registry, Table};
+use crate::throttle::Throttle;
+use http::HeaderValue;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// The hot path's settings, copied out of the configuration.
@@ -30,6 +37,14 @@ pub(crate) struct Settings {
     pub(crate) max_buffered_body: u64,
     pub(crate) max_body: u64,
     pub(crate) after_send: ResendPolicy,
+    pub(crate) queue_timeout: Duration,
+    pub(crate) body: BodyLimits,
+    pub(crate) upstream_body_idle: Duration,
+    pub(crate) client: ClientTimeouts,
+    /// How long a live stateful backend may be out before its diners' sessions are lost.
+    pub(crate) lost_after_down_ms: u64,
+    pub(crate) max_ejection_percent: u8,
+    pub(crate) panic_threshold_percent: u8,
 }
 
 /// Everything shared by the workers, the admin API and the health checker.
@@ -43,6 +58,21 @@ pub(crate) struct Shared {
     pub(crate) key_source: KeySource,
     pub(crate) metrics: Metrics,
     pub(crate) clock: Clock,
+    /// Open connections per client IP.
+    pub(crate) per_ip: Arc<Connections>,
+    /// Session creations per client IP (`None`: no limit).
+    pub(crate) session_rate: Option<SessionRate>,
+    /// Client connections open now, over all workers.
+    pub(crate) connections: AtomicUsize,
+    /// The client-connection cap in force (the configured one, lowered to what the
+    /// file-descriptor limit can hold).
+    pub(crate) max_connections: AtomicUsize,
+    store_outage: AtomicBool,
+    /// Whether the last health round found the balancer in panic mode (for logging
+    /// the transitions; requests decide for themselves).
+    panic_seen: AtomicBool,
+    /// Random per process, so request ids from two runs never collide.
+    request_id_prefix: u32,
 }
 
 impl Shared {
@@ -60,17 +90,105 @@ impl Shared {
             max_buffered_body: config.retry.max_buffered_body,
             max_body: config.client.max_body_bytes,
             after_send: config.retry.after_send,
+            queue_timeout: ms(config.upstream.queue_timeout_ms),
+            body: BodyLimits {
+                total: ms(config.client.body_timeout_ms),
+                min_bytes_per_sec: config.client.body_min_bytes_per_sec,
+                grace: ms(config.client.body_rate_grace_ms),
+            },
+            upstream_body_idle: ms(config.upstream.body_idle_timeout_ms),
+            client: ClientTimeouts::from(&config.client),
+            lost_after_down_ms: config.affinity.lost_after_down_ms,
+            max_ejection_percent: config.health.max_ejection_percent,
+            panic_threshold_percent: config.health.panic_threshold_percent,
+        };
+        let capacity = Capacity {
+            slots: config.upstream.slots_per_worker(workers),
+            queue: config.upstream.queue_per_worker(),
         };
         Shared {
             settings,
             routes: Routes::new(&config.routes),
-            registry: Registry::new(&config.backends, config.balancing.clone(), workers),
+            registry: Registry::new(
+                &config.backends,
+                config.balancing.clone(),
+                workers,
+                capacity,
+            ),
             affinity: Affinity::new(&config.affinity, key),
             key_source: KeySource::from(&config.balancing.hash_key),
             metrics: Metrics::new(workers),
             clock: Clock::new(),
+            per_ip: Connections::new(config.client.max_connections_per_ip),
+            session_rate: SessionRate::new(
+                config.client.session_rate_per_ip,
+                config.client.session_burst_per_ip,
+            ),
+            connections: AtomicUsize::new(0),
+            max_connections: AtomicUsize::new(config.client.max_connections),
+            store_outage: AtomicBool::new(false),
+            panic_seen: AtomicBool::new(false),
+            request_id_prefix: rand::random(),
             config,
         }
+    }
+
+    /// Records whether the balancer is in panic mode; `true` when that changed.
+    pub(crate) fn set_panic_seen(&self, panic: bool) -> bool {
+        self.panic_seen.swap(panic, Relaxed) != panic
+    }
+
+    /// Records whether every backend reports a store outage; `true` when that changed.
+    pub(crate) fn set_store_outage(&self, outage: bool) -> bool {
+        self.store_outage.swap(outage, Relaxed) != outage
+    }
+
+    /// Whether too few of `table`'s (non-draining) backends are available at `now_ms`,
+    /// so that every one of them takes traffic (see `health.panic_threshold_percent`).
+    pub(crate) fn in_panic(&self, table: &Table, now_ms: u64) -> bool {
+        let threshold = u64::from(self.settings.panic_threshold_percent);
+        if threshold == 0 {
+            return false;
+        }
+        let (mut eligible, mut healthy) = (0u64, 0u64);
+        for b in table.backends() {
+            if b.core.is_draining() {
+                continue;
+            }
+            eligible += 1;
+            if b.core.health.is_available(now_ms) {
+                healthy += 1;
+            }
+        }
+        eligible > 0 && healthy * 100 < threshold * eligible
+    }
+
+    /// Whether passive ejection may take one more of `table`'s backends out at
+    /// `now_ms`: at most `health.max_ejection_percent` of them, but always one.
+    pub(crate) fn may_eject(&self, table: &Table, now_ms: u64) -> bool {
+        let backends = table.backends();
+        let ejected = backends
+            .iter()
+            .filter(|b| b.core.health.is_ejected(now_ms))
+            .count() as u64;
+        ejected == 0
+            || (ejected + 1) * 100
+                <= u64::from(self.settings.max_ejection_percent) * backends.len() as u64
+    }
+
+    /// The gauges `/metrics` shows.
+    pub(crate) fn gauges(&self, table: &Table, now_ms: u64) -> Gauges {
+        Gauges {
+            client_connections: self.connections.load(Relaxed),
+            max_connections: self.max_connections.load(Relaxed),
+            panic: self.in_panic(table, now_ms),
+            store_outage: self.store_outage.load(Relaxed),
+        }
+    }
+
+    /// Whether every backend reports its store unavailable.
+    pub(crate) fn store_outage(&self) -> bool {
+        self.store_outage.load(Relaxed)
     }
 }
 
@@ -82,6 +200,21 @@ pub(crate) struct Worker {
     pub(crate) budget: RetryBudget,
     /// Verdicts on affinity cookies this worker checked recently.
     pub(crate) verdicts: RecentVerdicts,
+    /// Request ids handed out by this worker.
+    request_ids: AtomicU64,
+    /// Log lines that could repeat thousands of times a second.
+    pub(crate) throttles: Throttles,
+}
+
+/// One worker's throttled log lines (see [`Throttle`]).
+#[derive(Debug, Default)]
+pub(crate) struct Throttles {
+    /// Accepts failing (out of file descriptors).
+    pub(crate) accept: Throttle,
+    /// Requests refused by the balancer's own limits.
+    pub(crate) internal: Throttle,
+    /// Connections refused at the caps.
+    pub(crate) refused: Throttle,
 }
 
 impl Worker {
@@ -93,7 +226,20 @@ impl Worker {
             shared,
             budget,
             verdicts: RecentVerdicts::default(),
+            request_ids: AtomicU64::new(0),
+            throttles: Throttles::default(),
         }
+    }
+
+    /// A new request id, unique in this process and unlikely across processes:
+    /// `<process prefix>-<worker>-<counter>`, all hexadecimal.
+    pub(crate) fn request_id(&self) -> HeaderValue {
+        let n = self.request_ids.fetch_add(1, Relaxed);
+        let id = format!(
+            "{:08x}-{:x}-{n:x}",
+            self.shared.request_id_prefix, self.index
+        );
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
     }
 
     /// This worker's metrics shard.

@@ -13,6 +13,7 @@
 use crate::backend::Backend;
 use crate::config::BalancingConfig;
 use crate::error::ConfigError;
+use crate::slots::Capacity;
 use crate::spec::{BackendSpec, Mode, validate_weight};
 use crate::strategy::{self, Pick, Selection};
 use arc_swap::{ArcSwap, Guard};
@@ -90,16 +91,21 @@ pub(crate) struct Registry {
     edit: Mutex<()>,
     balancing: BalancingConfig,
     workers: usize,
+    capacity: Capacity,
 }
 
 impl Registry {
-    /// A registry holding `specs`, for `workers` workers.
+    /// A registry holding `specs`, for `workers` workers with `capacity` each.
     pub(crate) fn new(
         specs: &[BackendSpec],
         balancing: BalancingConfig,
         workers: usize,
+        capacity: Capacity,
     ) -> Registry {
-        let backends: Vec<Backend> = specs.iter().map(|s| Backend::new(s, workers)).collect();
+        let backends: Vec<Backend> = specs
+            .iter()
+            .map(|s| Backend::new(s, workers, capacity.slots, capacity.queue))
+            .collect();
         let table = Table {
             selection: strategy::build(&balancing, &backends, workers),
             backends,
@@ -110,6 +116,7 @@ impl Registry {
             edit: Mutex::new(()),
             balancing,
             workers,
+            capacity,
         }
     }
 
@@ -147,7 +154,12 @@ impl Registry {
             return Err(TableError::Duplicate(spec.id.clone()));
         }
         let mut backends = table.backends.clone();
-        backends.push(Backend::new(spec, self.workers));
+        backends.push(Backend::new(
+            spec,
+            self.workers,
+            self.capacity.slots,
+            self.capacity.queue,
+        ));
         let mut tombstones = table.tombstones.clone();
         tombstones.retain(|t| *t.id != *spec.id);
         self.rebuild(backends, tombstones);
@@ -213,7 +225,7 @@ mod tests {
         let specs: Vec<BackendSpec> = (1..=3)
             .map(|i| BackendSpec::new(format!("w{i}"), format!("127.0.0.1:{i}").parse().unwrap()))
             .collect();
-        Registry::new(&specs, BalancingConfig::default(), 1)
+        Registry::new(&specs, BalancingConfig::default(), 1, Capacity::UNUSED)
     }
 
     #[test]

@@ -1,11 +1,22 @@
 //! Where a request goes: its affinity resolved, or a backend selected.
 //!
 //! A valid token naming an available backend pins the request to it (a *hit*; a
-//! draining backend still serves its pinned diners). A token naming a backend that is
-//! down, ejected or was removed means the session is *lost*: the route's policy answers
-//! 503 `session-lost` (`strict`) or picks another backend (`redispatch`). Forged, expired
-//! or unknown tokens are counted and treated as absent. Without a pin, the strategy
-//! picks among backends that are available and not draining (the `accept` filter).
+//! draining backend still serves its pinned diners). When the pinned backend is *not*
+//! available, what the diner is told depends on whether its notes can still exist:
+//!
+//! - the backend was removed, or refuses connections (its process is gone), or has
+//!   been out for longer than `affinity.lost_after_down_ms`: the session is *lost*, and
+//!   the route's policy answers 503 `session-lost` (`strict`, cookie cleared) or picks
+//!   another backend (`redispatch`);
+//! - the backend is alive but slow, hung, ejected or failing its checks: a `strict`
+//!   route answers 503 `backend-unavailable` with `Retry-After` and keeps the cookie, so
+//!   the diner carries on where it was once its waiter is back; `redispatch` moves it.
+//!
+//! Forged, expired or unknown tokens are counted and treated as absent. Without a pin,
+//! the strategy picks among backends that are available and not draining (the
+//! `accept` filter) — unless too few are available: then the balancer is in *panic
+//! mode* and treats every backend that is not known to be gone as available (see
+//! `health.panic_threshold_percent`).
 
 use crate::affinity::Verdict;
 use crate::backend::{Core, Local};
@@ -53,6 +64,12 @@ impl Target {
     }
 }
 
+/// Whether a request may go to `core` at `now_ms`: available, or, in panic mode, not
+/// known to be gone.
+fn usable(core: &Core, now_ms: u64, panic: bool) -> bool {
+    core.health.is_available(now_ms) || (panic && !core.health.is_gone())
+}
+
 /// Resolves the request's affinity, or selects a backend for it.
 pub(crate) fn choose(
     worker: &Worker,
@@ -61,6 +78,7 @@ pub(crate) fn choose(
     verdict: Verdict,
     key: u64,
     now_ms: u64,
+    request_id: &dyn Fn() -> HeaderValue,
 ) -> Result<Target, Early> {
     let counters = worker.counters();
     let mut sticky = Sticky::default();
@@ -76,8 +94,19 @@ pub(crate) fn choose(
                         sticky,
                     });
                 }
+                Some(b) if worker.shared.in_panic(table, now_ms) && !b.core.health.is_gone() => {
+                    // Too few backends are healthy to trust the verdicts: the diner's
+                    // own waiter is as good a guess as any, and the only one with notes.
+                    counters.affinity(AffinityOutcome::Hit);
+                    counters.panic_routed();
+                    sticky.issued_at = Some(issued_at);
+                    return Ok(Target {
+                        local: b.local(worker.index).clone(),
+                        sticky,
+                    });
+                }
                 Some(b) => {
-                    lose(worker, route, &b.core.id, b.core.mode(), Some(&b.core))?;
+                    unavailable(worker, route, &b.core, now_ms, false)?;
                     lost_core = Some(&b.core);
                     sticky.rerouted_from = Some(b.core.id.clone());
                     sticky.replace = true;
@@ -108,8 +137,41 @@ pub(crate) fn choose(
     let exclude = |b: &Core| lost_core.is_some_and(|l| std::ptr::eq(l, b));
     match select(worker, table, key, now_ms, &exclude) {
         Some(local) => Ok(Target { local, sticky }),
-        None => Err(Box::new(error_response(&ProxyError::NoBackend))),
+        None => Err(Box::new(error_response(
+            &ProxyError::NoBackend,
+            &request_id(),
+        ))),
     }
+}
+
+/// The diner's pinned backend `core` cannot take its request now (`refused`: a connect
+/// was just refused). `Ok` means the route redispatches; otherwise the answer: the
+/// session is lost when the backend is gone or has been out too long, and the diner is
+/// asked to retry when it is merely unavailable.
+pub(crate) fn unavailable(
+    worker: &Worker,
+    route: &Route,
+    core: &Core,
+    now_ms: u64,
+    refused: bool,
+) -> Result<(), Early> {
+    let gone = refused
+        || core.health.is_gone()
+        || core.health.down_for(now_ms) >= worker.shared.settings.lost_after_down_ms;
+    if gone || route.on_lost(core.mode()) == Policy::Redispatch {
+        return lose(worker, route, &core.id, core.mode(), Some(core));
+    }
+    worker.counters().affinity(AffinityOutcome::Unavailable);
+    let why = match core.health.reason() {
+        crate::health::DownReason::Timeout => "is not answering in time",
+        crate::health::DownReason::StoreUnavailable => "cannot reach its store",
+        crate::health::DownReason::ShuttingDown => "is shutting down",
+        _ if core.health.is_ejected(now_ms) => "is failing and was taken out for a moment",
+        _ => "is failing its health checks",
+    };
+    let mut response = Problem::backend_unavailable(&core.id, why).into_response();
+    add_via(response.headers_mut());
+    Err(Box::new(response))
 }
 
 /// Applies the session-lost policy for the diner's backend `id`. `Ok` means redispatch.
@@ -140,7 +202,7 @@ pub(crate) fn lose(
     }
 }
 
-/// The strategy's choice among available, non-draining, not excluded backends.
+/// The strategy's choice among usable, non-draining, not excluded backends.
 fn select(
     worker: &Worker,
     table: &Table,
@@ -152,11 +214,14 @@ fn select(
         worker: worker.index,
         key,
     };
-    table
-        .select(pick, &mut |b| {
-            b.core.health.is_available(now_ms) && !b.core.is_draining() && !exclude(&b.core)
-        })
-        .map(|b| b.local(worker.index).clone())
+    let panic = worker.shared.in_panic(table, now_ms);
+    let chosen = table.select(pick, &mut |b| {
+        usable(&b.core, now_ms, panic) && !b.core.is_draining() && !exclude(&b.core)
+    })?;
+    if panic && !chosen.core.health.is_available(now_ms) {
+        worker.counters().panic_routed();
+    }
+    Some(chosen.local(worker.index).clone())
 }
 
 pub(crate) fn pick(
@@ -172,6 +237,7 @@ pub(crate) fn pick(
 mod tests {
     use super::*;
     use crate::config::{BalancerConfig, LostPolicy, RouteConfig, Stickiness};
+    use crate::health::DownReason;
     use crate::spec::BackendSpec;
     use crate::state::Shared;
     use http::header::SET_COOKIE;
@@ -205,8 +271,21 @@ mod tests {
     }
 
     fn choose_with(w: &Worker, verdict: Verdict) -> Result<Target, Early> {
+        choose_at(w, verdict, 1)
+    }
+
+    fn choose_at(w: &Worker, verdict: Verdict, now_ms: u64) -> Result<Target, Early> {
         let table = w.shared.registry.load();
-        choose(w, &table, w.shared.routes.find("/v1/orders"), verdict, 0, 1)
+        let id = || HeaderValue::from_static("test");
+        choose(
+            w,
+            &table,
+            w.shared.routes.find("/v1/orders"),
+            verdict,
+            0,
+            now_ms,
+            &id,
+        )
     }
 
     fn count(w: &Worker, outcome: AffinityOutcome) -> u64 {
@@ -250,17 +329,43 @@ mod tests {
         assert_eq!(count(&w, AffinityOutcome::Expired), 1);
     }
 
-    #[test]
-    fn a_down_backend_loses_the_session_under_strict() {
-        let w = worker(LostPolicy::Auto); // mode unknown: treated as stateful, so strict
+    fn check_fails(w: &Worker, id: &str, reason: DownReason, now_ms: u64) {
         w.shared
             .registry
             .load()
-            .find("w1")
+            .find(id)
             .unwrap()
             .core
             .health
-            .record_check(false, 1, 1);
+            .record_check(Err(reason), 1, 1, now_ms);
+    }
+
+    #[test]
+    fn a_live_but_failing_backend_keeps_its_diners_until_it_has_been_out_too_long() {
+        let w = worker(LostPolicy::Auto); // mode unknown: treated as stateful, so strict
+        check_fails(&w, "w1", DownReason::Timeout, 100);
+        let response = choose_at(&w, token_for(&w, "w1"), 200).unwrap_err();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert!(
+            response.headers().get(SET_COOKIE).is_none(),
+            "the cookie is kept"
+        );
+        assert!(response.headers().get("bistro-session-lost").is_none());
+        assert_eq!(count(&w, AffinityOutcome::Unavailable), 1);
+        let lost_after = w.shared.settings.lost_after_down_ms;
+        let response = choose_at(&w, token_for(&w, "w1"), 100 + lost_after).unwrap_err();
+        assert_eq!(
+            response.headers()["bistro-session-lost"],
+            "1",
+            "out too long"
+        );
+    }
+
+    #[test]
+    fn a_refusing_backend_loses_the_session_under_strict() {
+        let w = worker(LostPolicy::Auto); // mode unknown: treated as stateful, so strict
+        check_fails(&w, "w1", DownReason::Refused, 1);
         let response = choose_with(&w, token_for(&w, "w1")).unwrap_err();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["bistro-session-lost"], "1");
@@ -281,6 +386,28 @@ mod tests {
         assert_ne!(&*target.local.core.id, "w3");
         assert_eq!(target.sticky.rerouted_from.as_deref(), Some("w3"));
         assert_eq!(count(&w, AffinityOutcome::Rerouted), 1);
+    }
+
+    #[test]
+    fn too_few_healthy_backends_put_every_live_one_back_in_play() {
+        let w = worker(LostPolicy::Auto);
+        check_fails(&w, "w1", DownReason::StoreUnavailable, 1);
+        check_fails(&w, "w2", DownReason::StoreUnavailable, 1);
+        check_fails(&w, "w3", DownReason::Refused, 1);
+        assert!(w.shared.in_panic(&w.shared.registry.load(), 2));
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let target = choose_at(&w, Verdict::Absent, 2).unwrap();
+            seen.insert(target.local.core.id.to_string());
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["w1", "w2"],
+            "panic spreads over every backend not known to be gone"
+        );
+        let pinned = choose_at(&w, token_for(&w, "w2"), 2).unwrap();
+        assert_eq!(&*pinned.local.core.id, "w2", "a pinned diner goes home");
+        assert!(w.shared.metrics.panic_routed_total() >= 20);
     }
 
     #[test]

@@ -258,3 +258,57 @@ async fn a_public_admin_listener_without_token_is_refused() {
         "{result:?}"
     );
 }
+
+/// Sends raw bytes to the admin listener; returns the answer's status line.
+async fn admin_raw(balancer: &support::Balancer, request: String) -> String {
+    let (reply, _) =
+        support::raw_exchange(balancer.admin, request.as_bytes(), Duration::from_secs(5)).await;
+    reply.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_reach_the_admin_api() {
+    // Regression: a cross-origin `Content-Type: text/plain` POST (which a browser sends
+    // without a preflight) added a backend, so any page an operator opened could route
+    // diners, and their cookies, elsewhere.
+    let waiter = Waiter::start("w1", "stateful").await;
+    let balancer = Balancer::start(config(&[&waiter])).await;
+    let host = balancer.admin.to_string();
+    let body = r#"{"id":"evil","address":"127.0.0.1:9"}"#;
+    let post = |headers: &str| {
+        format!(
+            "POST /backends HTTP/1.1\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let text_plain = post(&format!("Host: {host}\r\nContent-Type: text/plain\r\n"));
+    assert!(admin_raw(&balancer, text_plain).await.contains(" 415 "));
+    let no_type = post(&format!("Host: {host}\r\n"));
+    assert!(admin_raw(&balancer, no_type).await.contains(" 415 "));
+    let foreign_origin = post(&format!(
+        "Host: {host}\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\n"
+    ));
+    assert!(admin_raw(&balancer, foreign_origin).await.contains(" 403 "));
+    // DNS rebinding: the page's own name, resolved to the admin address.
+    let rebound = post("Host: evil.example:8081\r\nContent-Type: application/json\r\n");
+    assert!(admin_raw(&balancer, rebound).await.contains(" 403 "));
+    let list = balancer.admin().get("/backends").await.unwrap().value();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "nothing was added: {list}"
+    );
+
+    // The operator's own tools still work: same-origin JSON, and body-less actions.
+    let own_origin = post(&format!(
+        "Host: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json\r\n"
+    ));
+    assert!(admin_raw(&balancer, own_origin).await.contains(" 201 "));
+    let drain = balancer
+        .admin()
+        .request(Method::POST, "/backends/w1/drain", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(drain.status, 200);
+    balancer.shutdown().await.unwrap();
+}

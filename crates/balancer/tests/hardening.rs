@@ -40,7 +40,7 @@ async fn start() -> (Waiter, Balancer) {
     (waiter, balancer)
 }
 
-const WITHIN: Duration = Duration::from_secs(3);
+const WITHIN: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
@@ -128,7 +128,8 @@ async fn a_head_trickled_slowly_is_cut_off() {
         }
     }
     let closed_at = closed_at.expect("the balancer closes a slowloris connection");
-    assert!(closed_at < Duration::from_millis(3_000), "{closed_at:?}");
+    // The header timeout is 500 ms; ten times that is the bound.
+    assert!(closed_at < Duration::from_millis(5_000), "{closed_at:?}");
     assert_eq!(waiter.requests(), 0);
     // An idle keep-alive connection is closed by the same timer.
     let mut idle = TcpStream::connect(balancer.addr).await.unwrap();
@@ -137,6 +138,22 @@ async fn a_head_trickled_slowly_is_cut_off() {
         closed,
         "idle connections are closed after the header timeout"
     );
+    balancer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_stops_halfway_is_answered_408() {
+    let (waiter, balancer) = start().await;
+    let mut stream = TcpStream::connect(balancer.addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/menu HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let (reply, closed) = read_until_close(&mut stream, WITHIN).await;
+    assert!(closed);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("/problems/request-timeout"), "{reply}");
+    assert_eq!(waiter.requests(), 0);
     balancer.shutdown().await.unwrap();
 }
 
@@ -224,7 +241,9 @@ async fn connection_named_headers_are_stripped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connection_cap_holds_new_clients_until_one_leaves() {
+async fn beyond_the_connection_cap_a_client_is_refused_with_503_at_once() {
+    // Regression: at the cap the balancer used to stop accepting, leaving new clients
+    // unanswered in the kernel's backlog until their connect timed out.
     watch_for_panics();
     let waiter = Waiter::start("w1", "stateful").await;
     let mut c = config(&[&waiter]);
@@ -242,16 +261,34 @@ async fn the_connection_cap_holds_new_clients_until_one_leaves() {
         .write_all(b"GET /v1/menu HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let (reply, _) = read_until_close(&mut second, Duration::from_millis(500)).await;
+    let (reply, closed) = read_until_close(&mut second, WITHIN).await;
+    assert!(closed, "the refused connection is closed");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("retry-after: 1"), "{reply}");
     assert!(
-        reply.is_empty(),
-        "the second client waits while the first holds the only slot: {reply}"
+        reply.contains("https://bistro.dev/problems/balancer-busy"),
+        "{reply}"
     );
+    assert_eq!(
+        balancer
+            .metric("bistro_balancer_refused_total{reason=\"max_connections\"}")
+            .await,
+        1.0
+    );
+
     drop(first);
-    let (reply, _) = read_until_close(&mut second, Duration::from_secs(5)).await;
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "served once the slot is free: {reply}"
-    );
+    // The first connection's place comes back once the balancer sees it closed.
+    let served = support::eventually(Duration::from_secs(5), || async {
+        let (reply, _) = raw_exchange(
+            balancer.addr,
+            b"GET /v1/menu HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            WITHIN,
+        )
+        .await;
+        reply.starts_with("HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "served once the place is free");
+    assert_eq!(waiter.requests(), 2);
     balancer.shutdown().await.unwrap();
 }

@@ -286,3 +286,35 @@ async fn a_tcp_listener_needs_tcp_backends() {
         .unwrap_err();
     assert!(err.to_string().contains("tcp.backends"), "{err}");
 }
+
+#[tokio::test]
+async fn a_tunnel_idle_for_too_long_is_closed() {
+    let (a, _ta) = line_backend("t1").await;
+    let mut c = config(&[("t1", a)], TcpStrategy::RoundRobin);
+    c.tcp.idle_timeout_ms = 300;
+    let proxy = Proxy::start(c).await;
+    let (mut client, greeting) = Line::connect(proxy.tcp).await;
+    assert_eq!(greeting, "OK t1");
+    assert_eq!(client.send("ping").await.unwrap(), "t1 ping");
+    // Nobody says anything: the tunnel is cut, the client sees the close.
+    assert_eq!(client.read().await, None, "closed after the idle timeout");
+    let metrics = Client::new(proxy.admin)
+        .get("/metrics")
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("bistro_balancer_tcp_idle_timeouts_total 1\n"),
+        "{metrics}"
+    );
+    // Talking keeps a tunnel open: ten exchanges over more than the idle timeout.
+    let (mut busy, _) = Line::connect(proxy.tcp).await;
+    for n in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            busy.send(&format!("n{n}")).await.unwrap(),
+            format!("t1 n{n}")
+        );
+    }
+    proxy.shutdown().await;
+}

@@ -28,11 +28,13 @@
 //!
 //! [`parse_backend_flag`]: crate::parse_backend_flag
 
+mod client;
 mod resilience;
 mod routing;
 mod tcp;
 
-pub use resilience::{ClientConfig, HealthConfig, ResendPolicy, RetryConfig, UpstreamConfig};
+pub use client::{Cidr, ClientConfig};
+pub use resilience::{HealthConfig, ResendPolicy, RetryConfig, UpstreamConfig};
 pub use routing::{
     AffinityConfig, BalancingConfig, HashKey, LostPolicy, RouteConfig, Stickiness, StrategyKind,
 };
@@ -185,6 +187,12 @@ pub struct AdminConfig {
     /// Bearer token required on every admin request when set; mandatory when the admin
     /// listener is not on a loopback address.
     pub token: Option<String>,
+    /// `Host` values accepted besides the admin listener's own address (and
+    /// `localhost:PORT` when it is on loopback), e.g. `admin.internal:8081` behind a
+    /// name. Any other `Host`, or an `Origin` naming another site, is refused with 403:
+    /// a web page open in an operator's browser must not reach the admin API (DNS
+    /// rebinding, cross-site requests).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Milliseconds as a [`Duration`].

@@ -156,6 +156,12 @@ pub struct AffinityConfig {
     pub cookie_max_age_secs: Option<u64>,
     /// Adds the `Secure` attribute (when a TLS terminator sits in front).
     pub secure: bool,
+    /// How long a stateful diner's backend may be unavailable while still alive (slow,
+    /// timing out, ejected, failing its checks) before its pinned sessions count as
+    /// lost. Until then a pinned diner gets `503 backend-unavailable` with
+    /// `Retry-After` and keeps its cookie. A backend that refuses connections (its
+    /// process is gone) or was removed loses its sessions at once.
+    pub lost_after_down_ms: u64,
 }
 
 impl Default for AffinityConfig {
@@ -166,6 +172,7 @@ impl Default for AffinityConfig {
             max_age_secs: 24 * 60 * 60,
             cookie_max_age_secs: None,
             secure: false,
+            lost_after_down_ms: 10_000,
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct TcpConfig {
     pub connect_timeout_ms: u64,
     /// Most tunnels open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// A tunnel in which neither side sent a byte for this long is closed (HAProxy's
+    /// `timeout tunnel`).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for TcpConfig {
@@ -71,6 +74,7 @@ impl Default for TcpConfig {
             strategy: TcpStrategy::default(),
             connect_timeout_ms: 2_000,
             max_connections: 10_000,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -88,6 +92,7 @@ impl TcpConfig {
             }
         }
         positive("tcp.connect_timeout_ms", self.connect_timeout_ms)?;
+        positive("tcp.idle_timeout_ms", self.idle_timeout_ms)?;
         positive("tcp.max_connections", self.max_connections as u64)
     }
 }

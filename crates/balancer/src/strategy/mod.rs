@@ -139,7 +139,7 @@ pub(crate) mod testing {
                 let mut spec =
                     BackendSpec::new(format!("w{}", i + 1), "127.0.0.1:1".parse().unwrap());
                 spec.weight = w;
-                Backend::new(&spec, 1)
+                Backend::new(&spec, 1, 1, 0)
             })
             .collect()
     }

@@ -1,13 +1,16 @@
 //! Active checks for TCP backends that have no HTTP twin: can we connect?
 //!
 //! A connect that succeeds within `health.timeout_ms` passes; the verdicts go through
-//! the same rise/fall counting as the HTTP checks. The probe closes at once, so the
+//! the same rise/fall counting as the HTTP checks (a refused connect takes the backend
+//! down at once; a connect that fails for the balancer's own lack of descriptors is not
+//! counted). The probe closes at once, so the
 //! waiter sees a connection that leaves before its greeting (counted in its
 //! `bistro_tcp_connections_total` like any other). Backends that share an id with an
 //! HTTP backend are skipped: their health is the HTTP backend's.
 
 use super::TcpProxy;
 use crate::config::ms;
+use crate::health::DownReason;
 use crate::server::signalled;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -34,12 +37,18 @@ pub(crate) async fn run(proxy: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool
             }
             let core = backend.core.clone();
             let (timeout, rise, fall) = (ms(config.timeout_ms), config.rise, config.fall);
+            let clock = proxy.http.clock;
             round.spawn(async move {
-                let ok = matches!(
-                    tokio::time::timeout(timeout, TcpStream::connect(core.addr)).await,
-                    Ok(Ok(_))
-                );
-                match core.health.record_check(ok, rise, fall) {
+                let outcome = match tokio::time::timeout(timeout, TcpStream::connect(core.addr)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) if crate::error::is_local_exhaustion(&e) => return,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        Err(DownReason::Refused)
+                    }
+                    Ok(Err(_)) => Err(DownReason::Failing),
+                    Err(_) => Err(DownReason::Timeout),
+                };
+                match core.health.record_check(outcome, rise, fall, clock.now_ms()) {
                     Some(true) => tracing::info!(backend = %core.id, "tcp backend is up again (connect checks pass)"),
                     Some(false) => tracing::warn!(backend = %core.id, addr = %core.addr, "tcp backend is down (connect checks fail)"),
                     None => {}

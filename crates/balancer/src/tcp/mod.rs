@@ -34,6 +34,7 @@ pub(crate) use view::{backends_json, render_metrics};
 use crate::backend::Backend;
 use crate::config::{BalancingConfig, TcpConfig, ms};
 use crate::health::Ejection;
+use crate::slots::Capacity;
 use crate::state::Shared;
 use crate::table::Registry;
 use std::sync::Arc;
@@ -48,12 +49,15 @@ pub(crate) struct TcpProxy {
     /// The HTTP side, for the health of backends with the same id, and the clock.
     http: Arc<Shared>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
     ejection: Ejection,
     /// Connections accepted from clients.
     accepted: AtomicU64,
     /// Connections closed because no backend could take them.
     unrouted: AtomicU64,
+    /// Tunnels closed because neither side sent anything for `idle_timeout`.
+    idle_timeouts: AtomicU64,
 }
 
 impl TcpProxy {
@@ -64,12 +68,14 @@ impl TcpProxy {
             ..http.config.balancing.clone()
         };
         TcpProxy {
-            registry: Registry::new(&config.backends, balancing, 1),
+            registry: Registry::new(&config.backends, balancing, 1, Capacity::UNUSED),
             connect_timeout: ms(config.connect_timeout_ms),
+            idle_timeout: ms(config.idle_timeout_ms),
             max_connections: config.max_connections,
             ejection: Ejection::from(&http.config.health),
             accepted: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
             http,
         }
     }

@@ -8,21 +8,24 @@
 //! close), then cuts what is left.
 //!
 //! Bytes are spliced both ways as by [`tokio::io::copy_bidirectional`], half-closes
-//! passed on, with one addition: once the *backend* has finished (its `BYE` or `OK
+//! passed on, with two additions: once the *backend* has finished (its `BYE` or `OK
 //! bye` sent, its socket closed), the client gets [`FIN_TIMEOUT`] to finish too before
 //! the tunnel is cut. Without it a client that never closes (a forgotten `nc`) would
 //! keep a half-open tunnel, and a connection slot, forever, and hold up a shutdown for
-//! the whole grace period.
+//! the whole grace period. And a tunnel in which neither side sent a byte for
+//! `tcp.idle_timeout_ms` is cut (HAProxy's `timeout tunnel`): a client that went away
+//! without closing, or a peer that stopped reading, does not hold a slot forever.
 
 use super::TcpProxy;
 use crate::backend::Backend;
+use crate::health::DownReason;
 use crate::server::signalled;
 use crate::strategy::{Pick, hash_bytes};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -119,30 +122,80 @@ async fn tunnel(proxy: &TcpProxy, mut client: TcpStream, peer: SocketAddr) {
     local.stats.active.fetch_add(1, Relaxed);
     let _open = Open(local);
     tracing::debug!(%peer, backend = %backend.id(), "tcp tunnel open");
-    let (sent, received) = splice(&mut client, &mut upstream).await;
-    tracing::debug!(%peer, backend = %backend.id(), sent, received, "tcp tunnel closed");
+    match splice(&mut client, &mut upstream, proxy.idle_timeout).await {
+        Some((sent, received)) => {
+            tracing::debug!(%peer, backend = %backend.id(), sent, received, "tcp tunnel closed");
+        }
+        None => {
+            proxy.idle_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, backend = %backend.id(), timeout = ?proxy.idle_timeout, "tcp tunnel idle for too long; closed");
+        }
+    }
+}
+
+/// Copies from `rx` to `tx` until `rx` ends, noting the time of every chunk in `last`
+/// (milliseconds since `start`).
+async fn pump(
+    rx: &mut (impl tokio::io::AsyncRead + Unpin),
+    tx: &mut (impl tokio::io::AsyncWrite + Unpin),
+    last: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = rx.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        tx.write_all(&buf[..n]).await?;
+        total += n as u64;
+        last.store(start.elapsed().as_millis() as u64, Relaxed);
+    }
 }
 
 /// Copies both ways until both are done, or until [`FIN_TIMEOUT`] after the backend
-/// finished; returns the bytes sent to and received from the backend.
-async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) -> (u64, u64) {
+/// finished; returns the bytes sent to and received from the backend, or `None` when
+/// neither side sent a byte for `idle` (the tunnel is then cut).
+async fn splice(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+) -> Option<(u64, u64)> {
     let (mut client_rx, mut client_tx) = client.split();
     let (mut upstream_rx, mut upstream_tx) = upstream.split();
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
     let to_backend = async {
-        let copied = tokio::io::copy(&mut client_rx, &mut upstream_tx).await;
+        let copied = pump(&mut client_rx, &mut upstream_tx, &last, start).await;
         finish(copied, upstream_tx.shutdown().await, "client to backend")
     };
     let to_client = async {
-        let copied = tokio::io::copy(&mut upstream_rx, &mut client_tx).await;
+        let copied = pump(&mut upstream_rx, &mut client_tx, &last, start).await;
         finish(copied, client_tx.shutdown().await, "backend to client")
     };
-    tokio::pin!(to_backend, to_client);
-    tokio::select! {
-        received = &mut to_client => {
-            let sent = tokio::time::timeout(FIN_TIMEOUT, &mut to_backend).await.unwrap_or(0);
-            (sent, received)
+    let both = async {
+        tokio::pin!(to_backend, to_client);
+        tokio::select! {
+            received = &mut to_client => {
+                let sent = tokio::time::timeout(FIN_TIMEOUT, &mut to_backend).await.unwrap_or(0);
+                (sent, received)
+            }
+            sent = &mut to_backend => (sent, to_client.await),
         }
-        sent = &mut to_backend => (sent, to_client.await),
+    };
+    let watchdog = async {
+        loop {
+            let due = start + Duration::from_millis(last.load(Relaxed)) + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    };
+    tokio::select! {
+        done = both => Some(done),
+        () = watchdog => None,
     }
 }
 
@@ -156,6 +209,23 @@ fn finish(copied: std::io::Result<u64>, shutdown: std::io::Result<()>, way: &str
         tracing::debug!(way, error = %e, "tcp tunnel direction ended with an error");
         0
     })
+}
+
+/// Why a connect to a TCP backend failed.
+enum Failure {
+    Refused,
+    Timeout,
+    Other(String),
+}
+
+impl Failure {
+    fn describe(&self, timeout: Duration) -> String {
+        match self {
+            Failure::Refused => "connection refused".into(),
+            Failure::Timeout => format!("no answer within {timeout:?}"),
+            Failure::Other(e) => e.clone(),
+        }
+    }
 }
 
 /// Chooses a backend and connects, trying the next choice after a failed connect.
@@ -184,14 +254,31 @@ async fn connect(proxy: &TcpProxy, client: IpAddr) -> Option<(Backend, TcpStream
                 backend.core.health.record_success();
                 return Some((backend, stream));
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {:?}", proxy.connect_timeout),
+            Ok(Err(e)) if crate::error::is_local_exhaustion(&e) => {
+                // The balancer's own trouble: no backend is to blame, and none would do
+                // better.
+                tracing::warn!(backend = %backend.id(), error = %e, "tcp proxy out of resources; closing the client's connection");
+                return None;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Failure::Refused,
+            Ok(Err(e)) => Failure::Other(e.to_string()),
+            Err(_) => Failure::Timeout,
         };
         backend.local(0).stats.errors.fetch_add(1, Relaxed);
-        if backend.core.health.record_failure(now_ms, proxy.ejection) {
+        let reason = match &failure {
+            Failure::Refused => DownReason::Refused,
+            Failure::Timeout => DownReason::Timeout,
+            Failure::Other(_) => DownReason::Failing,
+        };
+        let may_eject = || proxy.http.may_eject(&proxy.registry.load(), now_ms);
+        if backend
+            .core
+            .health
+            .record_failure(now_ms, proxy.ejection, reason, may_eject)
+        {
             tracing::warn!(backend = %backend.id(), %addr, "tcp backend ejected after failed connects");
         }
-        tracing::warn!(backend = %backend.id(), %addr, error = %failure, "could not connect to the tcp backend; trying another");
+        tracing::warn!(backend = %backend.id(), %addr, error = %failure.describe(proxy.connect_timeout), "could not connect to the tcp backend; trying another");
         tried.push(backend.core.id.clone());
     }
 }

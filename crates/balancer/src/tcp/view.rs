@@ -8,6 +8,7 @@
 //! | `bistro_balancer_tcp_backend_up` | backend | 1 when new connections may go there |
 //! | `bistro_balancer_tcp_accepted_total` | | client connections accepted |
 //! | `bistro_balancer_tcp_unrouted_total` | | client connections closed: no backend could take them |
+//! | `bistro_balancer_tcp_idle_timeouts_total` | | tunnels closed after `tcp.idle_timeout_ms` without a byte |
 
 use super::TcpProxy;
 use crate::backend::Backend;
@@ -121,6 +122,11 @@ pub(crate) fn render_metrics(proxy: &TcpProxy) -> String {
         "bistro_balancer_tcp_accepted_total",
         "TCP client connections accepted.",
         &[(&[], proxy.accepted.load(Relaxed))],
+    );
+    enc.counter(
+        "bistro_balancer_tcp_idle_timeouts_total",
+        "TCP tunnels closed because neither side sent a byte for the idle timeout.",
+        &[(&[], proxy.idle_timeouts.load(Relaxed))],
     );
     enc.counter(
         "bistro_balancer_tcp_unrouted_total",

@@ -13,6 +13,7 @@ use bistro_balancer::{BackendSpec, BalancerConfig, BalancerError};
 use bistro_client::Client;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -48,6 +49,9 @@ struct State {
     unavailable: AtomicBool,
     not_ready: AtomicBool,
     drop_next_post: AtomicBool,
+    store_down: AtomicBool,
+    stall_body: AtomicBool,
+    big_body: AtomicU64,
     delay_ms: AtomicU64,
     effects: AtomicU64,
     idempotent: Mutex<HashMap<String, String>>,
@@ -125,6 +129,22 @@ impl Waiter {
         self.state.not_ready.store(on, SeqCst);
     }
 
+    /// While `on`, behaves as a stateless waiter whose store is down: `/readyz` answers
+    /// 503 with the problem type `store-unavailable`, requests 503 with `Retry-After`.
+    pub fn set_store_down(&self, on: bool) {
+        self.state.store_down.store(on, SeqCst);
+    }
+
+    /// While `on`, `GET` answers send their head and a first chunk, then nothing more.
+    pub fn set_stall_body(&self, on: bool) {
+        self.state.stall_body.store(on, SeqCst);
+    }
+
+    /// `GET` answers carry a body of `bytes` bytes (0: the usual small one).
+    pub fn set_big_body(&self, bytes: u64) {
+        self.state.big_body.store(bytes, SeqCst);
+    }
+
     /// The next `POST` takes effect, then its connection is closed without an answer.
     pub fn drop_next_post(&self) {
         self.state.drop_next_post.store(true, SeqCst);
@@ -177,23 +197,56 @@ async fn listen(state: Arc<State>, addr: SocketAddr) -> SocketAddr {
     local
 }
 
-fn reply(state: &State, status: StatusCode, body: String) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+fn reply(state: &State, status: StatusCode, body: String) -> Response<Body> {
+    reply_with(state, status, Full::new(Bytes::from(body)).boxed())
+}
+
+fn reply_with(state: &State, status: StatusCode, body: Body) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("bistro-waiter", state.id.as_str())
         .header("bistro-mode", state.mode)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(body)
         .unwrap()
 }
 
-async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+/// A body that sends `first` and then never ends.
+fn stalled(first: Bytes) -> Body {
+    struct Stalled(Option<Bytes>);
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(first) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first)))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+    Stalled(Some(first)).boxed()
+}
+
+async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Body>, Dropped> {
     let delay = state.delay_ms.load(SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let failing = state.failing.load(SeqCst);
+    let store_down = state.store_down.load(SeqCst);
     match req.uri().path() {
+        "/readyz" if store_down => {
+            return Ok(reply(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"type":"https://bistro.dev/problems/store-unavailable","status":503}"#.into(),
+            ));
+        }
         "/readyz" => {
             let ok = !failing && !state.not_ready.load(SeqCst);
             let status = if ok {
@@ -214,7 +267,7 @@ async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Full<B
     }
     state.requests.fetch_add(1, SeqCst);
     *state.last_request.lock().unwrap() = Some(req.headers().clone());
-    if state.unavailable.load(SeqCst) {
+    if state.unavailable.load(SeqCst) || store_down {
         let mut r = reply(
             state,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -267,6 +320,18 @@ async fn answer(state: &State, req: Request<Incoming>) -> Result<Response<Full<B
             return Err(Dropped);
         }
         return Ok(reply(state, StatusCode::CREATED, stored));
+    }
+    if method == Method::GET && state.stall_body.load(SeqCst) {
+        return Ok(reply_with(
+            state,
+            StatusCode::OK,
+            stalled(Bytes::from_static(b"{\"partial\":")),
+        ));
+    }
+    let big = state.big_body.load(SeqCst);
+    if method == Method::GET && big > 0 {
+        let body = Bytes::from(vec![b' '; big as usize]);
+        return Ok(reply_with(state, StatusCode::OK, Full::new(body).boxed()));
     }
     Ok(reply(
         state,
