@@ -87,7 +87,7 @@ pub struct BalancerOpts {
     #[arg(long)]
     pub no_admin: bool,
     /// Bearer token for the admin API (required when it binds a non-loopback address)
-    #[arg(long, env = "BISTRO_ADMIN_TOKEN")]
+    #[arg(long, env = "BISTRO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// A backend: ID=HOST:PORT, optionally followed by ,weight=N and ,mode=stateful|stateless; repeat for more
     #[arg(long = "backend", value_name = "ID=HOST:PORT")]
@@ -110,6 +110,18 @@ pub struct BalancerOpts {
     /// Proxy worker threads (0 = one per core)
     #[arg(long, env = "BISTRO_BALANCER_WORKERS")]
     pub workers: Option<usize>,
+    /// Most client connections open at once; beyond it 503 balancer-busy [default: 20000]
+    #[arg(long, env = "BISTRO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one client IP, 0 for no limit; beyond it 429 [default: 1000]
+    #[arg(long, env = "BISTRO_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Session-creating requests per second and client IP, 0 for no limit; beyond it 429 [default: 20]
+    #[arg(long, env = "BISTRO_SESSION_RATE_PER_IP")]
+    pub session_rate_per_ip: Option<u32>,
+    /// A proxy (address or CIDR block) whose X-Forwarded-For is believed; repeat for more
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<bistro_balancer::Cidr>,
     /// Also proxy TCP connections (the waiters' line protocol) from this address [default: off]
     #[arg(long, env = "BISTRO_BALANCER_TCP_LISTEN")]
     pub tcp_listen: Option<SocketAddr>,
@@ -182,6 +194,18 @@ impl BalancerOpts {
         if let Some(w) = self.workers {
             config.workers = w;
         }
+        if let Some(n) = self.max_connections {
+            config.client.max_connections = n;
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            config.client.max_connections_per_ip = n;
+        }
+        if let Some(n) = self.session_rate_per_ip {
+            config.client.session_rate_per_ip = n;
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.client.trusted_proxies = self.trusted_proxies.clone();
+        }
         if config.backends.is_empty() && config.tcp.backends.is_empty() {
             bail!(
                 "no backends: give at least one --backend ID=HOST:PORT (or [[balancer.backends]] in the config file)"
@@ -200,6 +224,7 @@ impl BalancerOpts {
 /// Runs the balancer until SIGINT/SIGTERM.
 pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::Result<()> {
     let config = opts.resolve(file)?;
+    crate::fd_limit::raise("balancer");
     let shutdown = crate::signal::shutdown_signal();
     let addr = opts
         .listen

@@ -24,13 +24,17 @@
 //!
 //! Modules: [`load`] (the built-in load generator), [`wrk`] (wrk instead), [`peers`]
 //! (nginx and HAProxy configurations), [`procs`] (child processes, CPU time),
-//! [`report`] (medians, ratios, verdicts).
+//! [`report`] (medians, ratios, verdicts), and [`connections`]: `bistro bench
+//! connections`, thousands of clients at once, errors and memory.
 
+mod connections;
 mod load;
 mod peers;
 mod procs;
 mod report;
 mod wrk;
+
+pub use connections::{BenchConnectionsOpts, run as run_connections};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -250,7 +254,7 @@ fn bench(
         script: None,
     }];
 
-    let key = procs::random_hex()?;
+    let key = crate::secret::random_hex();
     for sticky in [false, true] {
         let mut args = strings(&[
             "balancer",
@@ -294,8 +298,13 @@ fn bench(
     match &nginx {
         Some(bin) => {
             let version = short_version(&procs::version_line(bin, &["-v"], "nginx"), "nginx/");
-            let (proc, addr) =
-                peers::start_nginx(bin, dir.path(), &addrs, opts.workers, opts.connections)?;
+            let (proc, addr) = peers::start_nginx(
+                bin,
+                dir.path(),
+                &addrs,
+                opts.workers,
+                peers::Capacity::for_clients(opts.connections),
+            )?;
             setups.push(Setup {
                 label: format!("nginx {version}, round robin"),
                 role: Role::Peer,
@@ -315,7 +324,7 @@ fn bench(
             let version = short_version(&line, "version ");
             for sticky in [false, true] {
                 let (proc, addr) =
-                    peers::start_haproxy(bin, dir.path(), &waiters, opts.workers, sticky)?;
+                    peers::start_haproxy(bin, dir.path(), &waiters, opts.workers, sticky, 4096)?;
                 setups.push(Setup {
                     label: if sticky {
                         format!("HAProxy {version}, sticky cookie")

@@ -43,3 +43,32 @@ impl ConfigFile {
         toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TOML blocks of a Markdown file that contain `[balancer`.
+    fn balancer_examples(markdown: &str) -> Vec<String> {
+        markdown
+            .split("```toml")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("[balancer"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_balancer_config_is_a_valid_config() {
+        let doc = include_str!("../../../docs/balancer.md");
+        let examples = balancer_examples(doc);
+        assert!(!examples.is_empty(), "docs/balancer.md shows a config file");
+        for example in examples {
+            let file: ConfigFile = toml::from_str(&example)
+                .unwrap_or_else(|e| panic!("docs/balancer.md example is invalid: {e}\n{example}"));
+            let balancer = file.balancer.expect("a [balancer] table");
+            balancer.validate().expect("documented values are accepted");
+        }
+    }
+}

@@ -9,8 +9,10 @@ mod bench_balancer;
 mod bench_memory;
 mod bench_store;
 mod config_file;
+mod fd_limit;
 mod lab_cmd;
 mod logging;
+mod secret;
 mod signal;
 mod tour;
 mod up;
@@ -69,6 +71,8 @@ enum BenchCommand {
     Memory(bench_memory::BenchMemoryOpts),
     /// The balancer against a waiter alone, nginx and HAProxy: requests/s, p50/p99, CPU per request
     Balancer(bench_balancer::BenchBalancerOpts),
+    /// 1k and 10k keep-alive clients through the balancer, nginx and HAProxy: errors and memory
+    Connections(bench_balancer::BenchConnectionsOpts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,5 +113,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
         Command::Bench(BenchCommand::Memory(opts)) => bench_memory::run(opts).await,
         Command::Bench(BenchCommand::Balancer(opts)) => bench_balancer::run(opts).await,
+        Command::Bench(BenchCommand::Connections(opts)) => {
+            bench_balancer::run_connections(opts).await
+        }
     }
 }

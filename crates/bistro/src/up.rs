@@ -39,6 +39,9 @@ pub struct UpOpts {
     /// Where the balancer accepts TCP line-protocol connections (`nc HOST PORT`) [default: 127.0.0.1:8090, or port 0 when --listen asks for port 0]
     #[arg(long)]
     pub tcp_listen: Option<SocketAddr>,
+    /// The admin API's bearer token [default: a fresh random one, printed at start]
+    #[arg(long, env = "BISTRO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// One child process and the addresses it reported.
@@ -48,6 +51,8 @@ pub struct Member {
     pub addr: SocketAddr,
     /// Its TCP address, when it logged a `... on tcp://ADDR` line before its HTTP one.
     pub tcp: Option<SocketAddr>,
+    /// Its admin address, when its HTTP line also says `admin on http://ADDR`.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The address after `mark` in a log line.
@@ -59,13 +64,18 @@ fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
         .and_then(|a| a.parse::<SocketAddr>().ok())
 }
 
-/// Starts `bistro ARGS` as a child named `name`, forwards its stderr with a `[name]`
-/// prefix, and waits for its "listening on http://ADDR" line (remembering an
-/// "on tcp://ADDR" line seen before it).
-pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member> {
+/// Starts `bistro ARGS` (with `envs` added to its environment) as a child named
+/// `name`, forwards its stderr with a `[name]` prefix, and waits for its "listening on
+/// http://ADDR" line (remembering an "on tcp://ADDR" line seen before it).
+pub async fn spawn_member(
+    name: &str,
+    args: &[String],
+    envs: &[(&str, &str)],
+) -> anyhow::Result<Member> {
     let exe = std::env::current_exe().context("locating the bistro binary")?;
     let mut child = Command::new(exe)
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -86,13 +96,14 @@ pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member>
             if let Some(addr) = addr_after(&line, "listening on http://")
                 && let Some(tx) = tx.take()
             {
+                let admin = addr_after(&line, " admin on http://");
                 // The receiver is gone only if the start already timed out.
-                let _ = tx.send((addr, tcp));
+                let _ = tx.send((addr, tcp, admin));
             }
             eprintln!("[{label}] {line}");
         }
     });
-    let (addr, tcp) = tokio::time::timeout(Duration::from_secs(20), rx)
+    let (addr, tcp, admin) = tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .map_err(|_| anyhow::anyhow!("{name} did not start listening within 20 s"))?
         .map_err(|_| anyhow::anyhow!("{name} exited before it started listening"))?;
@@ -101,6 +112,7 @@ pub async fn spawn_member(name: &str, args: &[String]) -> anyhow::Result<Member>
         child,
         addr,
         tcp,
+        admin,
     })
 }
 
@@ -151,6 +163,12 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         bistro_waiter::Mode::Stateful => "consistent-hash",
         bistro_waiter::Mode::Stateless => "least-connections",
     };
+    // The admin API can add backends and drain waiters: even on loopback, every local
+    // process (and every web page a browser opens) could reach it, so it gets a token.
+    let admin_token = match &opts.admin_token {
+        Some(token) => token.clone(),
+        None => crate::secret::random_hex(),
+    };
     let mut members = Vec::new();
     let result = async {
         for i in 1..=opts.waiters {
@@ -165,7 +183,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             } else if opts.store.is_some() {
                 bail!("--store is for --mode stateless; stateful waiters keep notes in their own memory");
             }
-            members.push(spawn_member(&id, &args).await?);
+            members.push(spawn_member(&id, &args, &[]).await?);
         }
         let mut args: Vec<String> = vec![
             "balancer".into(),
@@ -185,7 +203,10 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             let tcp = m.tcp.with_context(|| format!("{} did not report its tcp address", m.name))?;
             args.extend(["--tcp-backend".into(), format!("{}={tcp}", m.name)]);
         }
-        members.push(spawn_member("balancer", &args).await?);
+        // The token goes through the environment, not the command line, which any
+        // local user can read in the process list.
+        let envs = [("BISTRO_ADMIN_TOKEN", admin_token.as_str())];
+        members.push(spawn_member("balancer", &args, &envs).await?);
         anyhow::Ok(())
     }
     .await;
@@ -194,6 +215,10 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         return Err(e);
     }
     let balancer = members.last().map(|m| m.addr).context("balancer")?;
+    let admin = members
+        .last()
+        .and_then(|m| m.admin)
+        .unwrap_or(opts.admin_listen);
     println!(
         "bistro up: {} {mode} waiters behind a balancer",
         opts.waiters
@@ -202,9 +227,9 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     for m in waiters {
         println!("  waiter {:<4} http://{}", m.name, m.addr);
     }
+    println!("  balancer    http://{balancer}   (admin http://{admin})");
     println!(
-        "  balancer    http://{balancer}   (admin http://{})",
-        opts.admin_listen
+        "  admin token {admin_token}   (curl -H 'authorization: Bearer {admin_token}' http://{admin}/backends)"
     );
     for m in waiters {
         if let Some(tcp) = m.tcp {

@@ -220,6 +220,7 @@ impl WaiterOpts {
 /// Runs a waiter until SIGINT/SIGTERM.
 pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
+    crate::fd_limit::raise("waiter");
     let tcp_config = opts.tcp_config()?;
     let shutdown = crate::signal::shutdown_signal();
     let addr = opts.listen_addr();

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Proc, TempDb, spawn_bistro, spawn_waiter};
+use support::{Proc, TempDb, spawn_bistro, spawn_bistro_with_fd_limit, spawn_waiter};
 
 fn balancer(waiters: &[&Proc], extra: &[&str]) -> Proc {
     let mut args: Vec<String> = vec![
@@ -141,6 +141,98 @@ async fn stateless_waiters_behind_the_balancer_lose_nothing_when_one_dies() {
     assert_eq!(placed.status, 200, "{}", placed.text());
 }
 
+/// One request on a fresh connection: the status line and the problem type, if any.
+async fn one_request(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(b"GET /v1/menu HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut reply))
+        .await
+        .map_err(|_| "no answer within 20 s".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&reply);
+    let status = text.lines().next().unwrap_or("").to_string();
+    let kind = text
+        .find("/problems/")
+        .map(|i| text[i..].split('"').next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    Ok(format!("{status} {kind}").trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_out_of_file_descriptors_refuses_clearly_and_blames_no_waiter() {
+    // Regression: out of descriptors, the balancer failed to connect upstream, counted
+    // that against its only waiter, ejected it, and answered 503 to everyone.
+    let w1 = spawn_waiter("w1", &[]);
+    let backend = format!("w1={}", w1.addr);
+    let lb = spawn_bistro_with_fd_limit(
+        "balancer",
+        64,
+        &[
+            "balancer",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--backend",
+            &backend,
+            "--max-connections-per-ip",
+            "0",
+            "--workers",
+            "2",
+        ],
+    );
+    let admin = Client::new(lb.admin.expect("the balancer names its admin address"));
+    let clients: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(one_request(lb.addr)))
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for c in clients {
+        let outcome = c.await.unwrap().unwrap_or_else(|e| format!("error: {e}"));
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let served = outcomes.get("HTTP/1.1 200 OK").copied().unwrap_or(0);
+    let refused = outcomes
+        .get("HTTP/1.1 503 Service Unavailable /problems/balancer-busy")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        served + refused,
+        200,
+        "every client is served or clearly refused: {outcomes:?}"
+    );
+    assert!(served > 0 && refused > 0, "{outcomes:?}");
+    let w1_view = admin.get("/backends").await.unwrap().value()[0].clone();
+    assert_eq!(w1_view["health"], "up", "{w1_view}");
+    let metrics = admin.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("bistro_balancer_backend_ejections_total{backend=\"w1\"} 0\n"),
+        "the balancer's own trouble never ejects the waiter"
+    );
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("bistro_balancer_accept_errors_total ")
+            + value("bistro_balancer_local_errors_total ")
+            > 0.0,
+        "the test really ran the balancer out of descriptors: {outcomes:?}"
+    );
+    // With the load gone, everyone is served again.
+    for _ in 0..20 {
+        assert_eq!(one_request(lb.addr).await.unwrap(), "HTTP/1.1 200 OK");
+    }
+}
+
 #[test]
 fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
     let mut up = Command::new(env!("CARGO_BIN_EXE_bistro"))
@@ -159,11 +251,17 @@ fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
         .unwrap();
     let stdout = BufReader::new(up.stdout.take().unwrap());
     let mut balancer: Option<SocketAddr> = None;
+    let mut admin: Option<SocketAddr> = None;
+    let mut token: Option<String> = None;
     let mut waiter_ports = Vec::new();
     for line in stdout.lines().map_while(Result::ok) {
         if let Some(rest) = line.trim().strip_prefix("balancer") {
             let url = rest.split_whitespace().next().unwrap();
             balancer = Some(url.trim_start_matches("http://").parse().unwrap());
+            let admin_url = rest.split("(admin http://").nth(1).unwrap();
+            admin = Some(admin_url.trim_end_matches(')').parse().unwrap());
+        } else if let Some(rest) = line.trim().strip_prefix("admin token") {
+            token = rest.split_whitespace().next().map(str::to_string);
         } else if line.trim().starts_with("waiter") {
             let url = line.split_whitespace().last().unwrap();
             waiter_ports.push(
@@ -182,10 +280,27 @@ fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
         .enable_all()
         .build()
         .unwrap();
+    let admin = admin.expect("up prints the admin address it really got");
+    let token = token.expect("up prints the admin token it generated");
     rt.block_on(async {
         let diner = Client::new(balancer);
         let r = diner.post_json("/v1/orders", &order()).await.unwrap();
         assert_eq!(r.status, 201, "{}", r.text());
+        let operator = Client::new(admin);
+        let refused = operator.get("/backends").await.unwrap();
+        assert_eq!(refused.status, 401, "the admin API wants the token");
+        let bearer = format!("Bearer {token}");
+        let listed = operator
+            .request(
+                Method::GET,
+                "/backends",
+                &[("authorization", &bearer)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(listed.status, 200, "{}", listed.text());
+        assert_eq!(listed.value().as_array().unwrap().len(), 2);
     });
     let pid = up.id() as libc::pid_t;
     // SAFETY: signalling our own child.

@@ -37,6 +37,21 @@ fn help_is_available_everywhere() {
 }
 
 #[test]
+fn secrets_in_the_environment_never_show_in_help() {
+    for command in ["balancer", "up"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bistro"))
+            .args([command, "--help"])
+            .env("BISTRO_ADMIN_TOKEN", "admin-secret-value")
+            .env("BISTRO_AFFINITY_KEY", "affinity-secret-value")
+            .output()
+            .expect("the bistro binary runs");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("BISTRO_ADMIN_TOKEN"), "{command}: {help}");
+        assert!(!help.contains("secret-value"), "{command}: {help}");
+    }
+}
+
+#[test]
 fn bad_input_is_a_clear_message_and_a_nonzero_exit() {
     let cases: &[(&[&str], &str)] = &[
         (&["waiter", "--mode", "sideways"], "sideways"),

@@ -48,6 +48,7 @@ fn spawn(name: &str, args: &[&str]) -> (Proc, SocketAddr) {
                 child,
                 addr: "0.0.0.0:0".parse().unwrap(),
                 name: name.into(),
+                admin: None,
             };
             proc.kill();
             panic!("{name} did not report its addresses within 20 s");
@@ -60,6 +61,7 @@ fn spawn(name: &str, args: &[&str]) -> (Proc, SocketAddr) {
             child,
             addr,
             name: name.into(),
+            admin: None,
         },
         tcp,
     )

@@ -72,6 +72,15 @@ impl Cluster {
             "balancer".to_string(),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            // Every simulated diner comes from 127.0.0.1: the per-address abuse limits
+            // would count the whole dining room as one client. A scenario can set them
+            // again through `balancer_args`.
+            "--max-connections-per-ip".into(),
+            "0".into(),
+            "--session-rate-per-ip".into(),
+            "0".into(),
         ];
         for w in &self.waiters {
             let addr = w.addr.expect("every waiter started above");

@@ -52,6 +52,8 @@ pub(super) struct Sample {
     pub(super) requests: u64,
     /// Failed requests: transport errors, timeouts and non-2xx answers.
     pub(super) errors: u64,
+    /// Of `errors`, the answers that were not 2xx.
+    pub(super) non_2xx: u64,
     /// From the start of the clock until the last connection finished.
     pub(super) elapsed: Duration,
     /// Latency of the successful requests, in microseconds.
@@ -165,6 +167,7 @@ struct Part {
     latency: Histogram<u64>,
     requests: u64,
     errors: u64,
+    non_2xx: u64,
 }
 
 /// Runs one connection's closed loop until `deadline`. A broken connection is replaced
@@ -180,6 +183,7 @@ async fn drive(
         latency: histogram(),
         requests: 0,
         errors: 0,
+        non_2xx: 0,
     };
     while Instant::now() < deadline {
         let request = plan.request(cookie.as_ref());
@@ -190,7 +194,10 @@ async fn drive(
                 part.latency.saturating_record(micros.max(1));
                 part.requests += 1;
             }
-            Ok(Ok(_)) => part.errors += 1,
+            Ok(Ok(_)) => {
+                part.errors += 1;
+                part.non_2xx += 1;
+            }
             Ok(Err(_)) | Err(_) => {
                 part.errors += 1;
                 match open(&plan).await {
@@ -254,6 +261,7 @@ fn load_thread(
             latency: histogram(),
             requests: 0,
             errors: 0,
+            non_2xx: 0,
         };
         while let Some(part) = tasks.join_next().await {
             let part = part.context("a load connection panicked")?;
@@ -263,6 +271,7 @@ fn load_thread(
                 .context("merging histograms")?;
             total.requests += part.requests;
             total.errors += part.errors;
+            total.non_2xx += part.non_2xx;
         }
         anyhow::Ok(total)
     })?;
@@ -329,6 +338,7 @@ pub(super) fn run(
     let mut sample = Sample {
         requests: 0,
         errors: 0,
+        non_2xx: 0,
         elapsed: Duration::ZERO,
         latency: histogram(),
         cpu: Duration::ZERO,
@@ -344,6 +354,7 @@ pub(super) fn run(
                     .context("merging histograms")?;
                 sample.requests += part.requests;
                 sample.errors += part.errors;
+                sample.non_2xx += part.non_2xx;
                 sample.elapsed = sample.elapsed.max(elapsed);
             }
             Ok(Ok(None)) => {}

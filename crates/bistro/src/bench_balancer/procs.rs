@@ -404,14 +404,6 @@ pub(super) fn load_average() -> String {
 }
 
 /// Sixteen random bytes as hex, for the balancers' affinity key.
-pub(super) fn random_hex() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,10 @@ pub(super) struct Report {
     pub(super) p99_ms: f64,
     /// Non-2xx/3xx answers plus socket errors.
     pub(super) errors: u64,
+    /// Non-2xx/3xx answers.
+    pub(super) non_2xx: u64,
+    /// Socket errors (connect, read, write, timeout).
+    pub(super) socket_errors: u64,
 }
 
 /// Runs wrk against `http://addr/path` for `duration`; `script` is a Lua file or none.
@@ -89,7 +93,7 @@ pub(super) fn parse(report: &str) -> anyhow::Result<Report> {
     let mut requests = None;
     let mut rps = None;
     let (mut p50, mut p99) = (None, None);
-    let mut errors = 0;
+    let (mut non_2xx, mut socket_errors) = (0, 0);
     for line in report.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -97,11 +101,11 @@ pub(super) fn parse(report: &str) -> anyhow::Result<Report> {
             ["Requests/sec:", r] => rps = Some(r.parse()?),
             ["50%", v] => p50 = Some(millis(v)?),
             ["99%", v] => p99 = Some(millis(v)?),
-            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>()?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => non_2xx += n.parse::<u64>()?,
             ["Socket", "errors:", rest @ ..] => {
                 // connect A, read B, write C, timeout D
                 for n in rest.iter().skip(1).step_by(2) {
-                    errors += n.trim_end_matches(',').parse::<u64>()?;
+                    socket_errors += n.trim_end_matches(',').parse::<u64>()?;
                 }
             }
             _ => {}
@@ -112,7 +116,9 @@ pub(super) fn parse(report: &str) -> anyhow::Result<Report> {
         rps: rps.context("no Requests/sec line")?,
         p50_ms: p50.context("no 50% line (was --latency given?)")?,
         p99_ms: p99.context("no 99% line")?,
-        errors,
+        errors: non_2xx + socket_errors,
+        non_2xx,
+        socket_errors,
     })
 }
 

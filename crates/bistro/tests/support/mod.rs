@@ -15,6 +15,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub name: String,
+    /// The admin address, when its listening line names one (`admin on http://ADDR`).
+    pub admin: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -58,8 +60,25 @@ impl Drop for Proc {
 
 /// Starts `bistro <args>` and waits until it logs "listening on http://ADDR".
 pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bistro"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bistro"));
+    command.args(args);
+    spawn_command(name, command)
+}
+
+/// Like [`spawn_bistro`], with the child's file-descriptor limit (soft and hard) set to
+/// `nofile` before it starts (by the shell's `ulimit`, then `exec`).
+pub fn spawn_bistro_with_fd_limit(name: &str, nofile: u32, args: &[&str]) -> Proc {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_bistro"))
+        .args(args);
+    spawn_command(name, command)
+}
+
+fn spawn_command(name: &str, mut command: Command) -> Proc {
+    let mut child = command
         .env("RUST_LOG", "info")
         .env_remove("BISTRO_CONFIG")
         .stdin(Stdio::null())
@@ -75,14 +94,15 @@ pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && let Some(addr) = listening_addr(&line) {
-                sent = tx.send(addr).is_ok();
+                let admin = addr_after(&line, " admin on http://");
+                sent = tx.send((addr, admin)).is_ok();
             }
             if std::env::var_os("BISTRO_TEST_VERBOSE").is_some() {
                 eprintln!("[{label}] {line}");
             }
         }
     });
-    let addr = rx
+    let (addr, admin) = rx
         .recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| {
             let _ = child.kill();
@@ -92,11 +112,16 @@ pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
         child,
         addr,
         name: name.to_string(),
+        admin,
     }
 }
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on http://")? + "listening on http://".len()..];
+    addr_after(line, "listening on http://")
+}
+
+fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(mark)? + mark.len()..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     rest[..end].trim_end_matches('/').parse().ok()
 }
