@@ -59,6 +59,10 @@ pub async fn run(opts: BenchMemoryOpts) -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--max-sessions",
             &max,
+            // The bench opens sessions as fast as it can; the per-waiter rate limit
+            // would measure itself.
+            "--session-rate",
+            "0",
         ])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

@@ -49,6 +49,11 @@ pub struct BenchStoreOpts {
     /// Seconds of HTTP load per architecture and request kind in part 2
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Rounds of part 2: the architectures take turns in every round, and each cell
+    /// shows its median round, so a slow moment of the machine does not land on one
+    /// architecture alone
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 fn now_ms() -> u64 {
@@ -225,8 +230,9 @@ async fn bench_ops(
         async move {
             let (s, o) = &f[i.min(f.len() - 1)];
             let mut next = store.get_order(*s, &o.id, now_ms()).await?;
+            let expected = next.version;
             next.apply(&[Change::SetSpice((i % 5) as u32)], &m, now_ms())?;
-            store.update_order(*s, &next, now_ms()).await?;
+            store.update_order(*s, &next, expected, now_ms()).await?;
             Ok(())
         }
     })
@@ -236,6 +242,10 @@ async fn bench_ops(
 
 /// Runs the benchmark and prints its tables.
 pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        opts.ops > 0 && opts.concurrency > 0 && opts.rounds > 0 && opts.seconds > 0.0,
+        "--ops, --concurrency, --rounds and --seconds must be greater than 0"
+    );
     let tag = format!("{}_{}", std::process::id(), now_ms() % 100_000);
     let backends = open_backends(&opts, &tag).await?;
     println!(
@@ -267,8 +277,8 @@ pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
     }
 
     println!(
-        "\nPart 2: one waiter over HTTP, {} keep-alive clients, {:.1} s per cell",
-        opts.concurrency, opts.seconds
+        "\nPart 2: one waiter over HTTP, {} keep-alive clients, {:.1} s per cell, median of {} interleaved rounds",
+        opts.concurrency, opts.seconds, opts.rounds
     );
     println!(
         "{:<20} | {:>9} {:>8} {:>8} {:>7} | {:>9} {:>8} {:>8} {:>7}",
@@ -282,20 +292,25 @@ pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
         "p99 ms",
         "ratio"
     );
+    // Every round runs each architecture once, in turn; a cell is its median round.
+    let mut measured: Vec<(Vec<Stats>, Vec<Stats>)> =
+        backends.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for _ in 0..opts.rounds {
+        for (b, cells) in backends.iter().zip(&mut measured) {
+            let (reads, writes) = http_load(b, &opts)
+                .await
+                .with_context(|| format!("HTTP load on {}", architecture(b)))?;
+            cells.0.push(reads);
+            cells.1.push(writes);
+        }
+    }
     let mut baseline: Option<(f64, f64)> = None;
-    for b in &backends {
-        let label = if b.name == "memory" {
-            "stateful".to_string()
-        } else {
-            format!("stateless-{}", b.name)
-        };
-        let (reads, writes) = http_load(b, &opts)
-            .await
-            .with_context(|| format!("HTTP load on {label}"))?;
+    for (b, (reads, writes)) in backends.iter().zip(measured) {
+        let (reads, writes) = (median(reads), median(writes));
         let (r0, w0) = *baseline.get_or_insert((reads.rate(), writes.rate()));
         println!(
             "{:<20} | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x",
-            label,
+            architecture(b),
             reads.rate(),
             reads.pct(0.5),
             reads.pct(0.99),
@@ -309,6 +324,20 @@ pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
     println!("\nratio = requests/s relative to stateful in this run.");
     cleanup(&opts, &tag).await;
     Ok(())
+}
+
+fn architecture(b: &Backend) -> String {
+    if b.name == "memory" {
+        "stateful".to_string()
+    } else {
+        format!("stateless-{}", b.name)
+    }
+}
+
+/// The round with the median request rate.
+fn median(mut rounds: Vec<Stats>) -> Stats {
+    rounds.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    rounds.swap_remove(rounds.len() / 2)
 }
 
 async fn http_load(b: &Backend, opts: &BenchStoreOpts) -> anyhow::Result<(Stats, Stats)> {

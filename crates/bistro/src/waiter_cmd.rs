@@ -8,7 +8,7 @@ use crate::config_file::ConfigFile;
 use anyhow::{Context, bail};
 use bistro_orders::{KitchenTimings, Menu};
 use bistro_store::{StoreConfig, StoreUrl};
-use bistro_waiter::{Mode, TcpConfig, Waiter, WaiterConfig};
+use bistro_waiter::{HttpLimits, Mode, TcpConfig, Waiter, WaiterConfig};
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -44,9 +44,18 @@ pub struct WaiterOpts {
     /// Largest request body in bytes; larger bodies get 413 [default: 65536]
     #[arg(long, env = "BISTRO_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Most sessions a stateful waiter holds; beyond it new diners get 503 [default: 100000]
+    /// Most sessions the store holds (exact in memory, checked every sweep on a central store); beyond it new diners get 503 [default: 100000]
     #[arg(long, env = "BISTRO_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
+    /// Most orders one session may hold; one more gets 409 too-many-orders [default: 100]
+    #[arg(long, env = "BISTRO_MAX_ORDERS_PER_SESSION")]
+    pub max_orders_per_session: Option<usize>,
+    /// Most idempotency keys one session may hold at once; one more gets 409 [default: 1000]
+    #[arg(long, env = "BISTRO_MAX_IDEMPOTENCY_KEYS_PER_SESSION")]
+    pub max_idempotency_keys_per_session: Option<usize>,
+    /// New sessions this waiter starts per second (bursts of twice as many); beyond it 503, 0 for no limit [default: 200]
+    #[arg(long, env = "BISTRO_SESSION_RATE")]
+    pub session_rate: Option<u32>,
     /// Idle seconds after which a session and its orders are forgotten [default: 1800]
     #[arg(long, env = "BISTRO_SESSION_TTL_SECONDS")]
     pub session_ttl_seconds: Option<u64>,
@@ -59,6 +68,17 @@ pub struct WaiterOpts {
     /// Mark the session cookie `Secure` (when served behind HTTPS)
     #[arg(long, env = "BISTRO_COOKIE_SECURE")]
     pub cookie_secure: Option<bool>,
+    /// Milliseconds a client may take to send a request head; then 408 and closed [default: 10000]
+    #[arg(long, env = "BISTRO_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds a keep-alive connection may wait for its next request; then closed [default: 60000]
+    #[arg(long, env = "BISTRO_KEEP_ALIVE_IDLE_MS")]
+    pub keep_alive_idle_ms: Option<u64>,
+    /// Most HTTP connections served at once; more are answered 503 too-many-connections [default: 10000]
+    // Not BISTRO_MAX_CONNECTIONS: that one is the balancer's, and `bistro up` hands its
+    // environment to both.
+    #[arg(long, env = "BISTRO_HTTP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Also serve the line protocol (docs/protocol.md) on this address, e.g. 127.0.0.1:7101 [default: off]
     #[arg(long, env = "BISTRO_TCP_LISTEN")]
     pub tcp_listen: Option<SocketAddr>,
@@ -68,6 +88,12 @@ pub struct WaiterOpts {
     /// Most TCP connections served at once; more are refused with ERR too-many-connections [default: 1024]
     #[arg(long, env = "BISTRO_TCP_MAX_CONNECTIONS")]
     pub tcp_max_connections: Option<usize>,
+    /// Seconds a TCP reply may take to be written; a client that does not read is disconnected [default: 10]
+    #[arg(long, env = "BISTRO_TCP_WRITE_TIMEOUT_SECS")]
+    pub tcp_write_timeout_secs: Option<u64>,
+    /// Most TCP connections from one address; more are refused with ERR too-many-connections [default: 64]
+    #[arg(long, env = "BISTRO_TCP_MAX_CONNECTIONS_PER_IP")]
+    pub tcp_max_connections_per_ip: Option<usize>,
 }
 
 /// The `[waiter]` table of the config file: the same options.
@@ -87,13 +113,25 @@ impl WaiterOpts {
             kitchen_queue_seconds: self.kitchen_queue_seconds.or(f.kitchen_queue_seconds),
             max_body_bytes: self.max_body_bytes.or(f.max_body_bytes),
             max_sessions: self.max_sessions.or(f.max_sessions),
+            max_orders_per_session: self.max_orders_per_session.or(f.max_orders_per_session),
+            max_idempotency_keys_per_session: self
+                .max_idempotency_keys_per_session
+                .or(f.max_idempotency_keys_per_session),
+            session_rate: self.session_rate.or(f.session_rate),
             session_ttl_seconds: self.session_ttl_seconds.or(f.session_ttl_seconds),
             request_timeout_ms: self.request_timeout_ms.or(f.request_timeout_ms),
             store_timeout_ms: self.store_timeout_ms.or(f.store_timeout_ms),
             cookie_secure: self.cookie_secure.or(f.cookie_secure),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(f.header_read_timeout_ms),
+            keep_alive_idle_ms: self.keep_alive_idle_ms.or(f.keep_alive_idle_ms),
+            max_connections: self.max_connections.or(f.max_connections),
             tcp_listen: self.tcp_listen.or(f.tcp_listen),
             tcp_idle_timeout_secs: self.tcp_idle_timeout_secs.or(f.tcp_idle_timeout_secs),
             tcp_max_connections: self.tcp_max_connections.or(f.tcp_max_connections),
+            tcp_write_timeout_secs: self.tcp_write_timeout_secs.or(f.tcp_write_timeout_secs),
+            tcp_max_connections_per_ip: self
+                .tcp_max_connections_per_ip
+                .or(f.tcp_max_connections_per_ip),
         }
     }
 
@@ -110,14 +148,57 @@ impl WaiterOpts {
             .tcp_idle_timeout_secs
             .unwrap_or(defaults.idle_timeout.as_secs());
         let max = self.tcp_max_connections.unwrap_or(defaults.max_connections);
+        let write = self
+            .tcp_write_timeout_secs
+            .unwrap_or(defaults.write_timeout.as_secs());
+        let per_ip = self
+            .tcp_max_connections_per_ip
+            .unwrap_or(defaults.max_connections_per_ip);
         if idle == 0 || idle > 86_400 {
             bail!("--tcp-idle-timeout-secs must be 1 to 86400, got {idle}");
         }
         if max == 0 || max > 1_000_000 {
             bail!("--tcp-max-connections must be 1 to 1000000, got {max}");
         }
+        if write == 0 || write > 3_600 {
+            bail!("--tcp-write-timeout-secs must be 1 to 3600, got {write}");
+        }
+        if per_ip == 0 || per_ip > 1_000_000 {
+            bail!(
+                "--tcp-max-connections-per-ip must be 1 to 1000000, got {per_ip} (behind a TCP balancer, set it to --tcp-max-connections)"
+            );
+        }
         Ok(TcpConfig {
             idle_timeout: Duration::from_secs(idle),
+            write_timeout: Duration::from_secs(write),
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+        })
+    }
+
+    /// The HTTP server's connection limits after defaults.
+    pub fn http_limits(&self) -> anyhow::Result<HttpLimits> {
+        let defaults = HttpLimits::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let header = self
+            .header_read_timeout_ms
+            .unwrap_or(ms(defaults.header_read_timeout));
+        let idle = self
+            .keep_alive_idle_ms
+            .unwrap_or(ms(defaults.keep_alive_idle));
+        let max = self.max_connections.unwrap_or(defaults.max_connections);
+        if header == 0 || header > 600_000 {
+            bail!("--header-read-timeout-ms must be 1 to 600000 (10 minutes), got {header}");
+        }
+        if idle == 0 || idle > 3_600_000 {
+            bail!("--keep-alive-idle-ms must be 1 to 3600000 (an hour), got {idle}");
+        }
+        if max == 0 || max > 1_000_000 {
+            bail!("--max-connections must be 1 to 1000000, got {max}");
+        }
+        Ok(HttpLimits {
+            header_read_timeout: Duration::from_millis(header),
+            keep_alive_idle: Duration::from_millis(idle),
             max_connections: max,
         })
     }
@@ -183,6 +264,15 @@ impl WaiterOpts {
             "request-timeout-ms",
         )?;
         let store_timeout = positive(self.store_timeout_ms.unwrap_or(2_000), "store-timeout-ms")?;
+        let max_orders_per_session = positive(
+            self.max_orders_per_session.unwrap_or(100) as u64,
+            "max-orders-per-session",
+        )? as usize;
+        let max_idempotency_keys_per_session = positive(
+            self.max_idempotency_keys_per_session.unwrap_or(1_000) as u64,
+            "max-idempotency-keys-per-session",
+        )? as usize;
+        let session_rate = self.session_rate.unwrap_or(200);
 
         let config = WaiterConfig {
             id: self.id.clone().unwrap_or_else(|| "w1".into()),
@@ -194,6 +284,12 @@ impl WaiterOpts {
             store_timeout: Duration::from_millis(store_timeout),
             cookie_secure: self.cookie_secure.unwrap_or(false),
             store_url: store_url.clone(),
+            http: self.http_limits()?,
+            max_sessions,
+            max_orders_per_session,
+            max_idempotency_keys_per_session,
+            session_rate_per_sec: session_rate,
+            session_burst: session_rate.saturating_mul(2),
             ..WaiterConfig::default()
         };
         if config.id.is_empty()
@@ -211,6 +307,9 @@ impl WaiterOpts {
         let store_config = StoreConfig {
             session_ttl_ms: ttl_secs * 1000,
             max_sessions,
+            max_orders_per_session,
+            max_idempotency_per_session: max_idempotency_keys_per_session,
+            op_timeout: Duration::from_millis(store_timeout),
             ..StoreConfig::default()
         };
         Ok((config, store_url, store_config))
@@ -274,4 +373,82 @@ pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     }
     tracing::info!("waiter stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_default_to_the_library_defaults() {
+        let opts = WaiterOpts::default();
+        assert_eq!(opts.http_limits().unwrap(), HttpLimits::default());
+        assert_eq!(opts.tcp_config().unwrap(), TcpConfig::default());
+        let (config, _, _) = opts.resolve().unwrap();
+        assert_eq!(config.http, HttpLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_are_taken_and_range_checked() {
+        let opts = WaiterOpts {
+            header_read_timeout_ms: Some(500),
+            keep_alive_idle_ms: Some(90_000),
+            max_connections: Some(20),
+            tcp_write_timeout_secs: Some(3),
+            tcp_max_connections_per_ip: Some(5),
+            ..WaiterOpts::default()
+        };
+        let http = opts.http_limits().unwrap();
+        assert_eq!(http.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(http.keep_alive_idle, Duration::from_secs(90));
+        assert_eq!(http.max_connections, 20);
+        let tcp = opts.tcp_config().unwrap();
+        assert_eq!(tcp.write_timeout, Duration::from_secs(3));
+        assert_eq!(tcp.max_connections_per_ip, 5);
+
+        let with = |set: fn(&mut WaiterOpts)| {
+            let mut opts = WaiterOpts::default();
+            set(&mut opts);
+            opts
+        };
+        let bad = [
+            (
+                with(|o| o.header_read_timeout_ms = Some(0)),
+                "--header-read-timeout-ms must be 1 to 600000",
+            ),
+            (
+                with(|o| o.header_read_timeout_ms = Some(600_001)),
+                "got 600001",
+            ),
+            (
+                with(|o| o.keep_alive_idle_ms = Some(3_600_001)),
+                "--keep-alive-idle-ms must be 1 to 3600000",
+            ),
+            (
+                with(|o| o.max_connections = Some(0)),
+                "--max-connections must be 1 to 1000000",
+            ),
+            (
+                with(|o| o.tcp_write_timeout_secs = Some(0)),
+                "--tcp-write-timeout-secs must be 1 to 3600",
+            ),
+            (
+                with(|o| o.tcp_max_connections_per_ip = Some(0)),
+                "--tcp-max-connections-per-ip must be 1 to 1000000",
+            ),
+        ];
+        for (opts, needle) in bad {
+            let err = match opts.http_limits().and_then(|_| opts.tcp_config()) {
+                Ok(_) => panic!("{needle}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(needle), "{err}");
+        }
+        let resolved = WaiterOpts {
+            max_connections: Some(0),
+            ..WaiterOpts::default()
+        }
+        .resolve();
+        assert!(resolved.is_err(), "resolve validates the HTTP limits too");
+    }
 }

@@ -23,12 +23,12 @@ pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreEr
     }
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {e}")))?;
+        .map_err(|e| StoreError::unavailable(format!("PostgreSQL: {e}")))?;
     let driver = tokio::spawn(connection);
     let result = client
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await
-        .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {e}")));
+        .map_err(|e| StoreError::unavailable(format!("PostgreSQL: {e}")));
     drop(client);
     if let Ok(Err(e)) = driver.await {
         tracing::debug!("PostgreSQL admin connection closed with: {e}");
@@ -47,7 +47,7 @@ pub async fn delete_redis_prefix(url: &str, prefix: &str) -> Result<u64, StoreEr
             "refusing to delete every key: the prefix is empty".into(),
         ));
     }
-    let unavailable = |e: redis::RedisError| StoreError::Unavailable(format!("Redis: {e}"));
+    let unavailable = |e: redis::RedisError| StoreError::unavailable(format!("Redis: {e}"));
     let client = redis::Client::open(url)
         .map_err(|e| StoreError::Config(format!("invalid Redis URL: {e}")))?;
     let mut conn = client

@@ -4,7 +4,9 @@
 //! exports them as `bistro_store_ops_total{op,result}`, so a reader can check that a read
 //! request costs one store round trip and a write one compare-and-set.
 
-use crate::{Counts, IdempotencyBegin, OrderStore, SessionId, StoreError, StoredResponse};
+use crate::{
+    Counts, IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreError, StoredResponse,
+};
 use async_trait::async_trait;
 use bistro_orders::Order;
 use std::future::Future;
@@ -47,6 +49,22 @@ impl StoreOp {
         StoreOp::Sweep,
         StoreOp::Counts,
     ];
+
+    /// Whether the operation writes: a write abandoned at the timeout may still take
+    /// effect.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            StoreOp::CreateSession
+                | StoreOp::TouchSession
+                | StoreOp::InsertOrder
+                | StoreOp::UpdateOrder
+                | StoreOp::IdempotencyBegin
+                | StoreOp::IdempotencyFinish
+                | StoreOp::IdempotencyAbort
+                | StoreOp::Sweep
+        )
+    }
 
     /// The metric label (`get_order`, ...).
     pub fn label(self) -> &'static str {
@@ -122,7 +140,12 @@ impl Instrumented {
             .expect("op is listed");
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            // The operation was under way when it was abandoned: a write may have been
+            // applied (the backends' own, shorter timeouts exist to make this rare).
+            Err(_) => Err(StoreError::Timeout {
+                after: self.timeout,
+                maybe_applied: op.writes(),
+            }),
         };
         let counter = match &result {
             Err(e) if e.is_outage() || matches!(e, StoreError::Corrupt(_)) => &self.failed[i],
@@ -141,7 +164,11 @@ impl OrderStore for Instrumented {
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(StoreOp::Ping, self.inner.ping()).await
     }
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError> {
         self.run(
             StoreOp::CreateSession,
             self.inner.create_session(session, now),
@@ -187,11 +214,12 @@ impl OrderStore for Instrumented {
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
         self.run(
             StoreOp::UpdateOrder,
-            self.inner.update_order(session, order, now),
+            self.inner.update_order(session, order, expected, now),
         )
         .await
     }

@@ -16,8 +16,28 @@
 //! Time is passed in (`now`, unix milliseconds) so TTLs can be tested under a paused
 //! clock. [`Instrumented`] wraps any store with a per-operation timeout and the counters
 //! behind `bistro_store_ops_total`.
+//!
+//! ## What a failure says
+//!
+//! A caller must know whether a failed write may have been applied anyway, so that it
+//! can tell its client "nothing was changed" or "retry with the same Idempotency-Key"
+//! truthfully. Only the backend knows, so its errors say it
+//! ([`StoreError::may_have_applied`]): a statement the database rolled back or never
+//! received changed nothing; a command whose answer was lost on the way back may have
+//! run. For that answer to come in time, every backend keeps its own timeouts (SQLite's
+//! busy timeout, PostgreSQL's `statement_timeout`, the Redis response timeout) below
+//! [`StoreConfig::op_timeout`], the caller's limit: a database that gives up first
+//! rolls back and says so, where a caller that gives up first can only say "maybe".
+//!
+//! ## Reads that read
+//!
+//! A session's idle TTL slides with every request, but a read extends it only when the
+//! new expiry would be more than [`StoreConfig::touch_slack_ms`] later than the stored
+//! one: most reads are then read-only statements (no WAL record, no replication, no
+//! write lock), and a session still expires at most `touch_slack_ms` early.
 
 mod admin;
+mod codec;
 mod error;
 mod ids;
 mod instrument;
@@ -29,7 +49,7 @@ mod sqlite;
 
 pub use self::redis::RedisStore;
 pub use admin::{delete_redis_prefix, drop_postgres_schema};
-pub use error::StoreError;
+pub use error::{Source, StoreError};
 pub use ids::{SessionId, is_order_id, new_order_id};
 pub use instrument::{Instrumented, OpCount, StoreOp};
 pub use memory::MemoryStore;
@@ -40,6 +60,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use bistro_orders::Order;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Settings every backend honours.
 #[derive(Debug, Clone)]
@@ -52,9 +73,20 @@ pub struct StoreConfig {
     /// the request again (the first attempt is presumed dead).
     pub idempotency_pending_ms: u64,
     /// Most sessions held at once; `create_session` fails with
-    /// [`StoreError::SessionLimit`] beyond it. Only the memory store enforces it: a
-    /// central store is sized by its operator.
+    /// [`StoreError::SessionLimit`] beyond it. Only the memory store enforces it (a
+    /// count of a central store's sessions is not cheap enough for every creation; the
+    /// waiter checks central stores against its periodic count instead).
     pub max_sessions: usize,
+    /// Most orders one session holds; `insert_order` fails with
+    /// [`StoreError::OrderLimit`] beyond it.
+    pub max_orders_per_session: usize,
+    /// Most idempotency records one session holds; `idempotency_begin` prunes the
+    /// session's expired records and then fails with [`StoreError::IdempotencyLimit`].
+    pub max_idempotency_per_session: usize,
+    /// The caller's limit on one operation. Backends keep their own timeouts below it
+    /// (see the crate docs), so an operation that fails in time says whether it was
+    /// applied.
+    pub op_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -64,8 +96,43 @@ impl Default for StoreConfig {
             idempotency_ttl_ms: 24 * 60 * 60 * 1000,
             idempotency_pending_ms: 30 * 1000,
             max_sessions: 100_000,
+            max_orders_per_session: 100,
+            max_idempotency_per_session: 1_000,
+            op_timeout: Duration::from_secs(2),
         }
     }
+}
+
+impl StoreConfig {
+    /// How far a read may leave a session's expiry behind before it writes a new one:
+    /// a tenth of the TTL, at most a minute.
+    pub fn touch_slack_ms(&self) -> u64 {
+        (self.session_ttl_ms / 10).min(60_000)
+    }
+
+    /// A read at `now` touches its session only when the stored expiry is below this:
+    /// a fresh expiry minus [`StoreConfig::touch_slack_ms`].
+    pub fn stale_before(&self, now: u64) -> u64 {
+        now.saturating_add(self.session_ttl_ms)
+            .saturating_sub(self.touch_slack_ms())
+    }
+
+    /// The timeout a backend gives its own database operations: three quarters of
+    /// [`StoreConfig::op_timeout`], so the database answers before the caller gives up.
+    pub fn backend_timeout(&self) -> Duration {
+        self.op_timeout * 3 / 4
+    }
+}
+
+/// What [`OrderStore::create_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCreated {
+    /// A new, empty session.
+    New,
+    /// A live session with this id existed already; it was kept (and touched). Only
+    /// ids derived from a client's request can meet this (see the waiter's
+    /// idempotent session creation); random ids do not collide.
+    Existing,
 }
 
 /// A response kept for an idempotency key, replayed to repeats.
@@ -113,11 +180,17 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Cheap liveness probe of the backend (used by `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Creates a session that expires `session_ttl_ms` after `now`.
+    /// Creates a session that expires `session_ttl_ms` after `now`, unless a live one
+    /// with this id exists (then it is kept and touched). An expired one awaiting the
+    /// sweeper is replaced, with everything it held.
     ///
     /// # Errors
     /// [`StoreError::SessionLimit`] when the store holds `max_sessions` already.
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError>;
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError>;
 
     /// Extends a session's TTL. `Ok(false)` if it does not exist or has expired.
     async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError>;
@@ -138,6 +211,10 @@ pub trait OrderStore: Send + Sync + 'static {
     ) -> Result<Order, StoreError>;
 
     /// Stores a new order under the session (touches the session).
+    ///
+    /// # Errors
+    /// [`StoreError::OrderLimit`] when the session holds `max_orders_per_session`;
+    /// [`StoreError::DuplicateOrder`] when the id is taken.
     async fn insert_order(
         &self,
         session: SessionId,
@@ -145,21 +222,26 @@ pub trait OrderStore: Send + Sync + 'static {
         now: u64,
     ) -> Result<(), StoreError>;
 
-    /// Replaces the order if the stored version is `order.version - 1`
-    /// (compare-and-set; touches the session).
+    /// Replaces the order if the stored one is at version `expected` (compare-and-set;
+    /// touches the session). The new order's own version is what is stored.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when another writer got there first;
-    /// [`StoreError::OrderNotFound`] when the order is gone.
+    /// [`StoreError::Conflict`] when the stored version is not `expected` (another
+    /// writer got there first); [`StoreError::OrderNotFound`] when the order is gone.
     async fn update_order(
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError>;
 
     /// Claims an idempotency key for a request with `fingerprint` (a hash of method,
     /// path and body), or finds what an earlier request with the same key did.
+    ///
+    /// # Errors
+    /// [`StoreError::IdempotencyLimit`] when claiming a new key would hold more than
+    /// `max_idempotency_per_session` live records.
     async fn idempotency_begin(
         &self,
         session: SessionId,

@@ -8,7 +8,8 @@
 //! Nothing here survives the process: that is the point of stateful mode.
 
 use crate::{
-    Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse,
+    Counts, IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreConfig, StoreError,
+    StoredResponse,
 };
 use async_trait::async_trait;
 use bistro_orders::Order;
@@ -68,6 +69,8 @@ impl MemoryStore {
     }
 
     /// Runs `f` on a live session (touching it), or fails with `UnknownSession`.
+    /// (In memory a touch costs nothing, so the read slack of central stores is not
+    /// needed here.)
     fn with_session<T>(
         &self,
         id: SessionId,
@@ -81,6 +84,14 @@ impl MemoryStore {
                 f(s)
             }
             _ => Err(StoreError::UnknownSession),
+        }
+    }
+
+    fn fresh_session(&self, now: u64) -> Session {
+        Session {
+            expires_at: now + self.config.session_ttl_ms,
+            orders: Vec::new(),
+            idempotency: Vec::new(),
         }
     }
 
@@ -107,34 +118,35 @@ impl OrderStore for MemoryStore {
         Ok(())
     }
 
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError> {
         let limit = self.config.max_sessions;
-        // Reserve a slot first so concurrent creators cannot overshoot the limit.
+        let mut shard = lock(self.shard(&session));
+        if let Some(existing) = shard.get_mut(&session)
+            && existing.expires_at > now
+        {
+            existing.expires_at = now + self.config.session_ttl_ms;
+            return Ok(SessionCreated::Existing);
+        }
+        // Reserve a place first so concurrent creators in other shards cannot overshoot.
         if self.sessions.fetch_add(1, Ordering::AcqRel) >= limit {
             self.sessions.fetch_sub(1, Ordering::AcqRel);
             return Err(StoreError::SessionLimit { limit });
         }
-        let mut shard = lock(self.shard(&session));
         match shard.entry(session) {
             Entry::Occupied(mut e) => {
-                // 128 random bits do not collide; an occupied slot is an expired session
-                // awaiting the sweeper, which this one replaces.
+                // An expired session awaiting the sweeper, replaced by this one.
                 self.sessions.fetch_sub(1, Ordering::AcqRel);
-                e.insert(Session {
-                    expires_at: now + self.config.session_ttl_ms,
-                    orders: Vec::new(),
-                    idempotency: Vec::new(),
-                });
+                e.insert(self.fresh_session(now));
             }
             Entry::Vacant(e) => {
-                e.insert(Session {
-                    expires_at: now + self.config.session_ttl_ms,
-                    orders: Vec::new(),
-                    idempotency: Vec::new(),
-                });
+                e.insert(self.fresh_session(now));
             }
         }
-        Ok(())
+        Ok(SessionCreated::New)
     }
 
     async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError> {
@@ -170,9 +182,13 @@ impl OrderStore for MemoryStore {
         order: &Order,
         now: u64,
     ) -> Result<(), StoreError> {
+        let limit = self.config.max_orders_per_session;
         self.with_session(session, now, |s| {
             if s.orders.iter().any(|o| o.id == order.id) {
                 return Err(StoreError::DuplicateOrder);
+            }
+            if s.orders.len() >= limit {
+                return Err(StoreError::OrderLimit { limit });
             }
             // Exact growth: a Vec's first push reserves room for four orders, which
             // would triple what a typical one-order session costs a stateful waiter.
@@ -188,6 +204,7 @@ impl OrderStore for MemoryStore {
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
         self.with_session(session, now, |s| {
@@ -196,7 +213,6 @@ impl OrderStore for MemoryStore {
                 .iter_mut()
                 .find(|o| o.id == order.id)
                 .ok_or(StoreError::OrderNotFound)?;
-            let expected = order.version.saturating_sub(1);
             if stored.version != expected {
                 return Err(StoreError::Conflict {
                     expected,
@@ -221,13 +237,14 @@ impl OrderStore for MemoryStore {
             self.config.idempotency_ttl_ms,
             self.config.idempotency_pending_ms,
         );
+        let limit = self.config.max_idempotency_per_session;
+        let live = move |e: &IdemEntry| match &e.state {
+            IdemState::Pending { since } => since + pending_ms > now,
+            IdemState::Done { at, .. } => at + ttl > now,
+        };
         self.with_session(session, now, |s| {
             if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
-                let live = match &e.state {
-                    IdemState::Pending { since } => since + pending_ms > now,
-                    IdemState::Done { at, .. } => at + ttl > now,
-                };
-                if live {
+                if live(&*e) {
                     if e.fingerprint != fingerprint {
                         return Ok(IdempotencyBegin::Mismatch);
                     }
@@ -241,6 +258,12 @@ impl OrderStore for MemoryStore {
                 e.fingerprint = fingerprint.to_string();
                 e.state = IdemState::Pending { since: now };
                 return Ok(IdempotencyBegin::Proceed);
+            }
+            if s.idempotency.len() >= limit {
+                s.idempotency.retain(|e| live(e));
+                if s.idempotency.len() >= limit {
+                    return Err(StoreError::IdempotencyLimit { limit });
+                }
             }
             s.idempotency.push(IdemEntry {
                 key: key.to_string(),

@@ -31,8 +31,10 @@
 //! ## Sessions and their TTL
 //!
 //! The session's logical expiry is the `expires_at` stored in `s:SID`, compared with the
-//! caller's `now` like every other backend (so TTLs work under an injected clock). Every
-//! touch also sets it in `{prefix}sessions` and `PEXPIRE`s the session's keys to the TTL
+//! caller's `now` like every other backend (so TTLs work under an injected clock). A
+//! read extends it only when it has fallen more than the touch slack behind, so most
+//! reads are scripts that write nothing (nothing to replicate or append to the AOF).
+//! Every touch also sets it in `{prefix}sessions` and `PEXPIRE`s the session's keys to the TTL
 //! plus a minute of grace: if no waiter sweeps, Redis still frees a dead session's
 //! orders by itself, and the grace keeps a waiter whose clock runs a little behind
 //! Redis's from losing a live session. [`OrderStore::sweep`] walks `{prefix}sessions`
@@ -40,15 +42,19 @@
 //! and keeps the kitchen index and the order counts exact (kitchen entries of a session
 //! whose keys Redis expired first are dropped by `kitchen_due` when it meets them).
 //! Expired idempotency records
-//! count as absent at once; their storage goes with the session, and a session holding
-//! many records prunes its expired ones when it claims a new key.
+//! count as absent at once; their storage goes with the session, and a session at its
+//! cap of records prunes its expired ones when it claims a new key (the scan is bounded
+//! by the cap). The order cap reads the per-session count the store keeps anyway.
 //!
 //! ## Connections
 //!
 //! One [`ConnectionManager`]: a multiplexed connection that reconnects by itself after
-//! the server went away. Connecting and each reply are bounded by timeouts, so an outage
-//! shows as [`StoreError::Unavailable`] within seconds rather than a hang. A script that
-//! failed because of the connection is not retried behind the caller's back. The scripts
+//! the server went away. Connecting and each reply are bounded by timeouts below the
+//! caller's operation timeout, so an outage shows as [`StoreError::Unavailable`] or
+//! [`StoreError::Timeout`] rather than a hang. A refused connection means a script never
+//! ran; a reply that did not come means it may have (Redis runs a script whole or not
+//! at all, but the answer can be lost): the error says which. A script that failed
+//! because of the connection is not retried behind the caller's back. The scripts
 //! touch keys they compute, so this needs a standalone Redis (or a primary), not
 //! Redis Cluster.
 //!
@@ -59,8 +65,10 @@
 //! as an outage). Durability is Redis's: with `appendonly yes` and `appendfsync
 //! everysec` a crash loses at most about a second of writes.
 
+use crate::codec::{decode_order, decode_response, encode};
 use crate::{
-    Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse,
+    Counts, IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreConfig, StoreError,
+    StoredResponse,
 };
 use async_trait::async_trait;
 use bistro_orders::Order;
@@ -75,10 +83,8 @@ const DEFAULT_PREFIX: &str = "bistro:";
 const LAYOUT_VERSION: u32 = 1;
 /// How long past its TTL Redis keeps a session's keys (see the module docs).
 const EXPIRY_GRACE_MS: u64 = 60_000;
-/// Limit on establishing a connection.
+/// Limit on establishing the first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Limit on waiting for one reply.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Helpers shared by the scripts. `ARGV[1]` is always the key prefix.
 macro_rules! lua_helpers {
@@ -88,6 +94,12 @@ local P = ARGV[1]
 local function alive(sid, now)
   local e = redis.call('GET', P .. 's:' .. sid)
   return e and tonumber(e) > now
+end
+-- The stored expiry of a live session, or nil.
+local function expiry(sid, now)
+  local e = tonumber(redis.call('GET', P .. 's:' .. sid))
+  if e and e > now then return e end
+  return nil
 end
 -- Sets the session's expiry and re-arms the key expiry of everything it owns.
 local function extend(sid, exp, pttl)
@@ -130,11 +142,15 @@ macro_rules! session_script {
 
 const CREATE_SESSION: &str = session_script!(
     r#"
--- 128 random bits do not collide: keys under this id are an expired session awaiting
+-- A live session is kept; keys under this id otherwise are an expired session awaiting
 -- the sweeper, which the new one replaces.
+if alive(SID, NOW) then
+  extend(SID, EXP, PTTL)
+  return 'existing'
+end
 drop(SID)
 extend(SID, EXP, PTTL)
-return 'ok'
+return 'new'
 "#
 );
 
@@ -146,10 +162,12 @@ return 'ok'
 "#
 );
 
+// ARGV[6] the expiry below which the read touches the session.
 const LIST: &str = session_script!(
     r#"
-if not alive(SID, NOW) then return {'unknown'} end
-extend(SID, EXP, PTTL)
+local e = expiry(SID, NOW)
+if not e then return {'unknown'} end
+if e < tonumber(ARGV[6]) then extend(SID, EXP, PTTL) end
 local out = {'ok'}
 for _, oid in ipairs(redis.call('LRANGE', L, 0, -1)) do
   local doc = redis.call('HGET', O, 'd:' .. oid)
@@ -159,22 +177,29 @@ return out
 "#
 );
 
-// ARGV[6] order id.
+// ARGV[6] the expiry below which the read touches the session, [7] order id.
 const GET: &str = session_script!(
     r#"
-if not alive(SID, NOW) then return {'unknown'} end
-extend(SID, EXP, PTTL)
-local doc = redis.call('HGET', O, 'd:' .. ARGV[6])
+local e = expiry(SID, NOW)
+if not e then return {'unknown'} end
+if e < tonumber(ARGV[6]) then extend(SID, EXP, PTTL) end
+local doc = redis.call('HGET', O, 'd:' .. ARGV[7])
 if not doc then return {'missing'} end
 return {'ok', doc}
 "#
 );
 
-// ARGV[6] order id, [7] version, [8] document, [9] kitchen due ms or ''.
+// ARGV[6] order id, [7] version, [8] document, [9] kitchen due ms or '', [10] most
+// orders per session.
 const INSERT: &str = session_script!(
     r#"
 if not alive(SID, NOW) then return 'unknown' end
 local oid = ARGV[6]
+local held = tonumber(redis.call('HGET', P .. 'orders:per-session', SID) or '0')
+if held >= tonumber(ARGV[10]) and redis.call('HEXISTS', O, 'd:' .. oid) == 0 then
+  extend(SID, EXP, PTTL)
+  return 'limit'
+end
 if redis.call('HSETNX', O, 'd:' .. oid, ARGV[8]) == 0 then
   extend(SID, EXP, PTTL)
   return 'duplicate'
@@ -210,7 +235,9 @@ return {'ok'}
 "#
 );
 
-// ARGV[6] key, [7] fingerprint, [8] pending record's expires_at, [9] prune threshold.
+// ARGV[6] key, [7] fingerprint, [8] pending record's expires_at, [9] most live records.
+// A record is 3 (pending) or 4 (done) hash fields, so fewer than 3 x limit fields means
+// fewer than `limit` records; only at the cap is the hash scanned, counted and pruned.
 const IDEM_BEGIN: &str = session_script!(
     r#"
 if not alive(SID, NOW) then return {'unknown'} end
@@ -226,15 +253,24 @@ if rec[1] and rec[3] and tonumber(rec[3]) > NOW then
     answer = {'in-progress'}
   end
 else
-  -- Keep the hash small: drop expired records once it holds many.
-  if redis.call('HLEN', I) > tonumber(ARGV[9]) then
+  local limit = tonumber(ARGV[9])
+  if not rec[1] and redis.call('HLEN', I) >= 3 * limit then
     local all = redis.call('HGETALL', I)
+    local live = 0
     for j = 1, #all, 2 do
       local field = all[j]
-      if string.sub(field, 1, 2) == 'e:' and tonumber(all[j + 1]) <= NOW then
-        local rk = string.sub(field, 3)
-        redis.call('HDEL', I, 'f:' .. rk, 's:' .. rk, 'e:' .. rk, 'r:' .. rk)
+      if string.sub(field, 1, 2) == 'e:' then
+        if tonumber(all[j + 1]) <= NOW then
+          local rk = string.sub(field, 3)
+          redis.call('HDEL', I, 'f:' .. rk, 's:' .. rk, 'e:' .. rk, 'r:' .. rk)
+        else
+          live = live + 1
+        end
       end
+    end
+    if live >= limit then
+      extend(SID, EXP, PTTL)
+      return {'limit'}
     end
   end
   redis.call('HDEL', I, 'r:' .. k)
@@ -321,9 +357,6 @@ end
 return v
 "#;
 
-/// Idempotency hash fields (four per record) above which a claim prunes expired records.
-const PRUNE_FIELDS: usize = 256;
-
 struct Scripts {
     create_session: Script,
     touch: Script,
@@ -399,9 +432,12 @@ impl RedisStore {
                 crate::open::redact(url)
             ))
         })?;
+        // Below the caller's operation timeout, so a lost reply is reported as such
+        // before the caller gives up guessing (see the crate docs).
+        let timeout = config.backend_timeout();
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_connection_timeout(timeout.min(CONNECT_TIMEOUT))
+            .set_response_timeout(timeout)
             // One connection attempt per call, no backoff: an outage should fail
             // requests at once (the next call tries again), not hold them for seconds.
             .set_number_of_retries(0);
@@ -409,7 +445,7 @@ impl RedisStore {
         let conn = match tokio::time::timeout(CONNECT_TIMEOUT * 3, connecting).await {
             Ok(conn) => conn.map_err(unavailable)?,
             Err(_) => {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "Redis did not accept a connection within {:?}",
                     CONNECT_TIMEOUT * 3
                 )));
@@ -443,6 +479,11 @@ impl RedisStore {
                 "the Redis layout version is {stored:?}"
             ))),
         }
+    }
+
+    /// A read touches the session only when its expiry is below this.
+    fn stale_before(&self, now: u64) -> String {
+        self.config.stale_before(now).to_string()
     }
 
     /// Runs a session script: prefix, session, now, new expiry and key TTL first, then
@@ -487,11 +528,19 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError> {
         let answer: String = self
             .on_session(&self.scripts.create_session, session, now, &[])
             .await?;
-        expect_ok(&answer)
+        match answer.as_str() {
+            "new" => Ok(SessionCreated::New),
+            "existing" => Ok(SessionCreated::Existing),
+            _ => Err(unexpected(&answer)),
+        }
     }
 
     async fn touch_session(&self, session: SessionId, now: u64) -> Result<bool, StoreError> {
@@ -506,8 +555,9 @@ impl OrderStore for RedisStore {
     }
 
     async fn list_orders(&self, session: SessionId, now: u64) -> Result<Vec<Order>, StoreError> {
+        let stale = self.stale_before(now);
         let answer: Vec<String> = self
-            .on_session(&self.scripts.list, session, now, &[])
+            .on_session(&self.scripts.list, session, now, &[&stale])
             .await?;
         match answer.split_first() {
             Some((status, docs)) if status == "ok" => {
@@ -524,8 +574,9 @@ impl OrderStore for RedisStore {
         order_id: &str,
         now: u64,
     ) -> Result<Order, StoreError> {
+        let stale = self.stale_before(now);
         let answer: Vec<String> = self
-            .on_session(&self.scripts.get, session, now, &[order_id])
+            .on_session(&self.scripts.get, session, now, &[&stale, order_id])
             .await?;
         match answer.as_slice() {
             [status, doc] if status == "ok" => decode_order(doc),
@@ -547,17 +598,19 @@ impl OrderStore for RedisStore {
             .kitchen_due_ms
             .map(|d| d.to_string())
             .unwrap_or_default();
+        let limit = self.config.max_orders_per_session;
         let answer: String = self
             .on_session(
                 &self.scripts.insert,
                 session,
                 now,
-                &[&order.id, &version, &doc, &due],
+                &[&order.id, &version, &doc, &due, &limit.to_string()],
             )
             .await?;
         match answer.as_str() {
             "ok" => Ok(()),
             "duplicate" => Err(StoreError::DuplicateOrder),
+            "limit" => Err(StoreError::OrderLimit { limit }),
             "unknown" => Err(StoreError::UnknownSession),
             _ => Err(unexpected(&answer)),
         }
@@ -567,10 +620,10 @@ impl OrderStore for RedisStore {
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
         let doc = encode(order)?;
-        let expected = order.version.saturating_sub(1);
         let (version, expected_text) = (order.version.to_string(), expected.to_string());
         let due = order
             .kitchen_due_ms
@@ -604,8 +657,9 @@ impl OrderStore for RedisStore {
         let pending_until = now
             .saturating_add(self.config.idempotency_pending_ms)
             .to_string();
-        let prune = PRUNE_FIELDS.to_string();
-        let args = [key, fingerprint, &pending_until, &prune];
+        let limit = self.config.max_idempotency_per_session;
+        let limit_text = limit.to_string();
+        let args = [key, fingerprint, &pending_until, &limit_text];
         let answer: Vec<String> = self
             .on_session(&self.scripts.idem_begin, session, now, &args)
             .await?;
@@ -613,6 +667,7 @@ impl OrderStore for RedisStore {
             [status] if status == "proceed" => Ok(IdempotencyBegin::Proceed),
             [status] if status == "in-progress" => Ok(IdempotencyBegin::InProgress),
             [status] if status == "mismatch" => Ok(IdempotencyBegin::Mismatch),
+            [status] if status == "limit" => Err(StoreError::IdempotencyLimit { limit }),
             [status, response] if status == "replay" => {
                 Ok(IdempotencyBegin::Replay(decode_response(response)?))
             }
@@ -657,7 +712,10 @@ impl OrderStore for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        expect_ok(&answer)
+        match answer.as_str() {
+            "ok" => Ok(()),
+            _ => Err(unexpected(&answer)),
+        }
     }
 
     async fn kitchen_due(
@@ -727,34 +785,18 @@ impl OrderStore for RedisStore {
     }
 }
 
+/// A failed call. A refused connection means the command never reached Redis; any
+/// other failure (a lost or late reply, a dropped connection) may have come after it ran.
+/// Redis error texts carry the server's message, never the URL or its password.
 fn unavailable(e: RedisError) -> StoreError {
-    // Redis error texts carry the server's message, never the URL or its password.
-    StoreError::Unavailable(format!("redis: {e}"))
-}
-
-fn expect_ok(answer: &str) -> Result<(), StoreError> {
-    if answer == "ok" {
-        Ok(())
+    let reason = format!("redis: {e}");
+    if e.is_connection_refusal() {
+        StoreError::unavailable(reason).with_source(std::sync::Arc::new(e))
     } else {
-        Err(unexpected(answer))
+        StoreError::lost(reason, Some(std::sync::Arc::new(e)))
     }
 }
 
 fn unexpected(answer: &str) -> StoreError {
-    StoreError::Unavailable(format!("redis: unexpected script reply {answer:?}"))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode a document: {e}")))
-}
-
-fn decode_order(doc: &str) -> Result<Order, StoreError> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::Corrupt(format!("an order document does not decode: {e}")))
-}
-
-fn decode_response(doc: &str) -> Result<StoredResponse, StoreError> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::Corrupt(format!("a stored response does not decode: {e}")))
+    StoreError::Corrupt(format!("redis: unexpected script reply {answer:?}"))
 }

@@ -12,8 +12,10 @@
 //!   place. Without it a waiter listing orders would stall every other waiter's writes.
 //! - **`synchronous=NORMAL`**: in WAL mode a commit survives a crash of the process; only
 //!   the last commits can be lost on a power cut, for a fraction of `FULL`'s fsyncs.
-//! - **`busy_timeout` of 5 s**: when another connection or process holds the write lock,
-//!   wait for it instead of failing at once with `SQLITE_BUSY`.
+//! - **`busy_timeout`** of three quarters of the operation timeout: when another
+//!   connection or process holds the write lock, wait for it instead of failing at once
+//!   with `SQLITE_BUSY`, but give up (and roll back, so the caller knows nothing was
+//!   written) before the caller's own timeout would leave it guessing.
 //! - **`BEGIN IMMEDIATE`** for every transaction that writes: it takes the write lock when
 //!   it starts, so concurrent writers (threads or processes) queue on the busy timeout. A
 //!   deferred transaction that reads first and writes later must *upgrade* its lock, and
@@ -34,21 +36,29 @@
 //!
 //! ## Sessions and their TTL
 //!
-//! A session row carries `expires_at` (unix ms). Every method that takes a session runs one
+//! A session row carries `expires_at` (unix ms). Every method that writes runs one
 //! `BEGIN IMMEDIATE` transaction whose first statement is the touch,
 //! `UPDATE ... SET expires_at = now + ttl WHERE id = ? AND expires_at > now`: no row
 //! changed means the session is unknown or expired (an expired row awaiting the sweeper
 //! counts as absent). The rest of the work runs in the same transaction, which commits
 //! even when the answer is a domain error (conflict, not found), so the touch stands as in
-//! the memory store. [`OrderStore::sweep`] deletes expired sessions in bounded batches.
+//! the memory store. The write lock it holds also makes the caps exact (orders and
+//! idempotency records per session are counted under it).
+//!
+//! Reads (`list_orders`, `get_order`) are plain read transactions, which under WAL take
+//! no lock at all; only when the session's expiry has fallen more than the touch slack
+//! behind does a read follow up with the touch (see the crate docs).
+//! [`OrderStore::sweep`] deletes expired sessions in bounded batches.
 //!
 //! ## Cost per operation
 //!
 //! There is no network: each trait method is one transaction on one `spawn_blocking` hop
 //! (`ping`, `counts` and `kitchen_due` are a single read without a write lock).
 
+use crate::codec::{decode_order, decode_response, encode, ms, session_id, stored_u64};
 use crate::{
-    Counts, IdempotencyBegin, OrderStore, SessionId, StoreConfig, StoreError, StoredResponse,
+    Counts, IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreConfig, StoreError,
+    StoredResponse,
 };
 use async_trait::async_trait;
 use bistro_orders::Order;
@@ -62,8 +72,8 @@ use tokio::sync::Semaphore;
 
 /// Connections per store (and operations in flight).
 const POOL_SIZE: usize = 4;
-/// How long a statement waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening the store waits for another process's lock (see [`SqliteStore::open`]).
+const STARTUP_BUSY: Duration = Duration::from_secs(10);
 
 /// The first schema. Sessions are keyed by their 16 raw bytes; orders keep insertion
 /// order through `seq` (the rowid), so `list_orders` returns them oldest first.
@@ -102,7 +112,10 @@ CREATE INDEX bistro_idempotency_expiry ON bistro_idempotency (expires_at);
 /// Schema migrations: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1];
 
-const TOUCH: &str = "UPDATE bistro_sessions SET expires_at = ?3 WHERE id = ?1 AND expires_at > ?2";
+// max(): a touch with a slightly older `now` (another waiter's clock) never shortens a
+// session.
+const TOUCH: &str =
+    "UPDATE bistro_sessions SET expires_at = max(expires_at, ?3) WHERE id = ?1 AND expires_at > ?2";
 
 /// A store in a SQLite file, shared by the waiters of one machine.
 pub struct SqliteStore {
@@ -112,6 +125,8 @@ pub struct SqliteStore {
 
 struct Pool {
     path: String,
+    /// How long a statement waits for another connection's lock before failing.
+    busy: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
@@ -136,12 +151,21 @@ impl SqliteStore {
     pub async fn open(path: &str, config: StoreConfig) -> Result<SqliteStore, StoreError> {
         let pool = Arc::new(Pool {
             path: path.to_string(),
+            busy: config.backend_timeout(),
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(POOL_SIZE),
         });
-        let store = SqliteStore { config, pool };
-        store.run(migrate).await?;
-        Ok(store)
+        // Startup waits longer for the lock than a request does: several waiters
+        // starting on a fresh file all switch it to WAL and migrate at once.
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = open_connection(&path, STARTUP_BUSY)?;
+            migrate(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::unavailable(format!("the SQLite migration failed: {e}")))?
+        .map_err(|e| busy_means_timeout(e, STARTUP_BUSY))?;
+        Ok(SqliteStore { config, pool })
     }
 
     /// Runs blocking `work` with a pooled connection on tokio's blocking pool.
@@ -155,15 +179,16 @@ impl SqliteStore {
             .permits
             .acquire()
             .await
-            .map_err(|_| StoreError::Unavailable("the SQLite pool is closed".into()))?;
+            .map_err(|_| StoreError::unavailable("the SQLite pool is closed"))?;
         let pool = Arc::clone(&self.pool);
         tokio::task::spawn_blocking(move || {
             let popped = lock(&pool.idle).pop();
             let mut conn = match popped {
                 Some(conn) => conn,
-                None => open_connection(&pool.path)?,
+                None => open_connection(&pool.path, pool.busy)
+                    .map_err(|e| busy_means_timeout(e, pool.busy))?,
             };
-            let result = work(&mut conn);
+            let result = work(&mut conn).map_err(|e| busy_means_timeout(e, pool.busy));
             // A connection left inside a transaction (a failed rollback) is not reused.
             if conn.is_autocommit() {
                 let mut idle = lock(&pool.idle);
@@ -174,7 +199,8 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("a SQLite worker failed: {e}")))?
+        // The worker panicked: whether its transaction committed first is unknown.
+        .map_err(|e| StoreError::lost(format!("a SQLite worker failed: {e}"), Some(Arc::new(e))))?
     }
 
     /// Touches `session` and runs `work` in the same `BEGIN IMMEDIATE` transaction.
@@ -208,18 +234,69 @@ impl SqliteStore {
             match work(&tx) {
                 Err(e) if is_store_failure(&e) => Err(e),
                 result => {
-                    tx.commit().map_err(db)?;
+                    commit(tx)?;
                     result
                 }
             }
         })
         .await
     }
+
+    /// Runs `work` in a read transaction on a live `session`, then touches the session
+    /// only if its expiry has fallen more than the touch slack behind (see the module
+    /// docs): most reads write nothing.
+    async fn read_session<T, F>(
+        &self,
+        session: SessionId,
+        now: u64,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let new_expiry = now.saturating_add(self.config.session_ttl_ms);
+        let stale_before = ms(self.config.stale_before(now));
+        let (result, stale) = self
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)
+                    .map_err(db)?;
+                let expires_at: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT expires_at FROM bistro_sessions WHERE id = ?1 AND expires_at > ?2",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params![&session.as_bytes()[..], ms(now)], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(db)?;
+                let Some(expires_at) = expires_at else {
+                    return Err(StoreError::UnknownSession);
+                };
+                let result = work(&tx);
+                // A read transaction has nothing to commit; ending it releases the snapshot.
+                drop(tx);
+                Ok((result, expires_at < stale_before))
+            })
+            .await?;
+        if stale {
+            self.run(move |conn| {
+                conn.prepare_cached(TOUCH)
+                    .and_then(|mut st| {
+                        st.execute(params![&session.as_bytes()[..], ms(now), ms(new_expiry)])
+                    })
+                    .map_err(db)
+            })
+            .await?;
+        }
+        result
+    }
 }
 
-fn open_connection(path: &str) -> Result<Connection, StoreError> {
+fn open_connection(path: &str, busy: Duration) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    conn.busy_timeout(busy).map_err(db)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(db)?;
@@ -276,22 +353,35 @@ impl OrderStore for SqliteStore {
             .await
     }
 
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError> {
         let expires_at = ms(now.saturating_add(self.config.session_ttl_ms));
         self.run(move |conn| {
             let id = &session.as_bytes()[..];
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            // 128 random bits do not collide: a row under this id is an expired session
-            // awaiting the sweeper, which the new one replaces (the cascade drops its orders).
+            let kept = tx
+                .prepare_cached(TOUCH)
+                .and_then(|mut st| st.execute(params![id, ms(now), expires_at]))
+                .map_err(db)?;
+            if kept == 1 {
+                tx.commit().map_err(db)?;
+                return Ok(SessionCreated::Existing);
+            }
+            // A row left under this id is an expired session awaiting the sweeper, which
+            // the new one replaces (the cascade drops its orders).
             tx.prepare_cached("DELETE FROM bistro_sessions WHERE id = ?1")
                 .and_then(|mut st| st.execute([id]))
                 .map_err(db)?;
             tx.prepare_cached("INSERT INTO bistro_sessions (id, expires_at) VALUES (?1, ?2)")
                 .and_then(|mut st| st.execute(params![id, expires_at]))
                 .map_err(db)?;
-            tx.commit().map_err(db)
+            commit(tx)?;
+            Ok(SessionCreated::New)
         })
         .await
     }
@@ -305,7 +395,7 @@ impl OrderStore for SqliteStore {
     }
 
     async fn list_orders(&self, session: SessionId, now: u64) -> Result<Vec<Order>, StoreError> {
-        self.with_session(session, now, move |tx| {
+        self.read_session(session, now, move |tx| {
             let mut st = tx
                 .prepare_cached("SELECT doc FROM bistro_orders WHERE session = ?1 ORDER BY seq")
                 .map_err(db)?;
@@ -325,7 +415,7 @@ impl OrderStore for SqliteStore {
         now: u64,
     ) -> Result<Order, StoreError> {
         let order_id = order_id.to_string();
-        self.with_session(session, now, move |tx| {
+        self.read_session(session, now, move |tx| {
             let doc: Option<String> = tx
                 .prepare_cached("SELECT doc FROM bistro_orders WHERE session = ?1 AND id = ?2")
                 .and_then(|mut st| {
@@ -350,13 +440,23 @@ impl OrderStore for SqliteStore {
             ms(order.version),
             order.kitchen_due_ms.map(ms),
         );
+        let limit = self.config.max_orders_per_session;
         self.with_session(session, now, move |tx| {
+            let sid = &session.as_bytes()[..];
+            // Counted under the transaction's write lock: exact.
+            let held: i64 = tx
+                .prepare_cached("SELECT count(*) FROM bistro_orders WHERE session = ?1")
+                .and_then(|mut st| st.query_row([sid], |row| row.get(0)))
+                .map_err(db)?;
+            if stored_u64(held)? >= limit as u64 {
+                return Err(StoreError::OrderLimit { limit });
+            }
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO bistro_orders (session, id, version, kitchen_due_ms, doc) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (session, id) DO NOTHING",
                 )
-                .and_then(|mut st| st.execute(params![&session.as_bytes()[..], id, version, due, doc]))
+                .and_then(|mut st| st.execute(params![sid, id, version, due, doc]))
                 .map_err(db)?;
             if inserted == 0 {
                 return Err(StoreError::DuplicateOrder);
@@ -370,10 +470,10 @@ impl OrderStore for SqliteStore {
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
         let doc = encode(order)?;
-        let expected = order.version.saturating_sub(1);
         let (id, version, due) = (
             order.id.clone(),
             ms(order.version),
@@ -415,6 +515,7 @@ impl OrderStore for SqliteStore {
     ) -> Result<IdempotencyBegin, StoreError> {
         let (key, fingerprint) = (key.to_string(), fingerprint.to_string());
         let pending_until = ms(now.saturating_add(self.config.idempotency_pending_ms));
+        let limit = self.config.max_idempotency_per_session;
         self.with_session(session, now, move |tx| {
             let sid = &session.as_bytes()[..];
             // The transaction holds the write lock, so read-then-claim is atomic.
@@ -430,6 +531,7 @@ impl OrderStore for SqliteStore {
                     .optional()
                 })
                 .map_err(db)?;
+            let found_expired = found.as_ref().map(|f| f.3 <= ms(now));
             if let Some((stored_fingerprint, state, response, expires_at)) = found
                 && expires_at > ms(now)
             {
@@ -445,6 +547,28 @@ impl OrderStore for SqliteStore {
                         "idempotency record in state {state:?}"
                     ))),
                 };
+            }
+            if found_expired.is_none() {
+                // A new key: counted under the write lock, after pruning the expired.
+                let live = |tx: &Transaction<'_>| -> Result<u64, StoreError> {
+                    let n: i64 = tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM bistro_idempotency WHERE session = ?1 AND expires_at > ?2",
+                        )
+                        .and_then(|mut st| st.query_row(params![sid, ms(now)], |row| row.get(0)))
+                        .map_err(db)?;
+                    stored_u64(n)
+                };
+                if live(tx)? >= limit as u64 {
+                    tx.prepare_cached(
+                        "DELETE FROM bistro_idempotency WHERE session = ?1 AND expires_at <= ?2",
+                    )
+                    .and_then(|mut st| st.execute(params![sid, ms(now)]))
+                    .map_err(db)?;
+                    if live(tx)? >= limit as u64 {
+                        return Err(StoreError::IdempotencyLimit { limit });
+                    }
+                }
             }
             tx.prepare_cached(
                 "INSERT INTO bistro_idempotency
@@ -512,7 +636,7 @@ impl OrderStore for SqliteStore {
                 .query_map(params![ms(now), limit], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?)))
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(db)?;
-            rows.into_iter().map(|(sid, doc)| Ok((session_id(sid)?, decode_order(&doc)?))).collect()
+            rows.into_iter().map(|(sid, doc)| Ok((session_id(&sid)?, decode_order(&doc)?))).collect()
         })
         .await
     }
@@ -536,7 +660,7 @@ impl OrderStore for SqliteStore {
             )
             .and_then(|mut st| st.execute(params![ms(now), batch]))
             .map_err(db)?;
-            tx.commit().map_err(db)?;
+            commit(tx)?;
             Ok(removed)
         })
         .await
@@ -562,47 +686,49 @@ fn is_store_failure(e: &StoreError) -> bool {
     e.is_outage() || matches!(e, StoreError::Corrupt(_) | StoreError::Config(_))
 }
 
+/// A failed statement: SQLite rolls the transaction back, so nothing was applied (a
+/// failed `COMMIT` is the exception, see [`commit`]).
 fn db(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             StoreError::Corrupt(format!("sqlite: {e}"))
         }
-        _ => StoreError::Unavailable(format!("sqlite: {e}")),
+        _ => StoreError::unavailable(format!("sqlite: {e}")).with_source(Arc::new(e)),
     }
+}
+
+/// `SQLITE_BUSY` after the busy timeout: the lock never came, the statement was not run.
+fn busy_means_timeout(e: StoreError, busy: Duration) -> StoreError {
+    let busy_error = matches!(
+        &e,
+        StoreError::Unavailable { source: Some(source), .. }
+            if source
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                .is_some_and(|c| matches!(c, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    );
+    if busy_error {
+        StoreError::Timeout {
+            after: busy,
+            maybe_applied: false,
+        }
+    } else {
+        e
+    }
+}
+
+/// Commits; a commit that fails with an I/O error may or may not have reached the
+/// disk, so it says "maybe".
+fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().map_err(|e| match e.sqlite_error_code() {
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull) => {
+            StoreError::lost(format!("sqlite commit: {e}"), Some(Arc::new(e)))
+        }
+        _ => db(e),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The pool only holds idle connections; a panic elsewhere cannot leave it half-updated.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Unix milliseconds (or a version) as SQLite's signed 64-bit integer.
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn stored_u64(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative stored number {v}")))
-}
-
-fn session_id(bytes: Vec<u8>) -> Result<SessionId, StoreError> {
-    let bytes: [u8; 16] = bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| StoreError::Corrupt(format!("session id of {} bytes", b.len())))?;
-    Ok(SessionId::from_bytes(bytes))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode a document: {e}")))
-}
-
-fn decode_order(doc: &str) -> Result<Order, StoreError> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::Corrupt(format!("an order document does not decode: {e}")))
-}
-
-fn decode_response(doc: &str) -> Result<StoredResponse, StoreError> {
-    serde_json::from_str(doc)
-        .map_err(|e| StoreError::Corrupt(format!("a stored response does not decode: {e}")))
 }

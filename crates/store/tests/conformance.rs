@@ -18,8 +18,10 @@ mod common;
 mod proxy;
 
 use bistro_orders::{Change, KitchenTimings, Order};
-use bistro_store::{IdempotencyBegin, OrderStore, SessionId, StoreError};
-use common::{IDEM_TTL, PENDING, T0, TTL, changed, open_order, placed_order, response};
+use bistro_store::{IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreError};
+use common::{
+    IDEM_TTL, MAX_KEYS, MAX_ORDERS, PENDING, T0, TTL, changed, open_order, placed_order, response,
+};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Barrier;
@@ -58,9 +60,13 @@ conformance!(
     every_session_method_refuses_an_unknown_or_expired_session,
     every_session_method_extends_the_ttl_even_when_it_refuses,
     creating_over_an_expired_session_starts_empty,
+    creating_a_live_session_again_keeps_it,
     orders_are_stored_whole_and_listed_oldest_first,
     sessions_do_not_see_each_others_orders,
     update_is_a_compare_and_set,
+    update_takes_the_expected_version_from_the_caller,
+    a_session_holds_a_bounded_number_of_orders,
+    a_session_holds_a_bounded_number_of_idempotency_keys,
     concurrent_writers_lose_no_acknowledged_change,
     idempotency_claim_replay_mismatch_and_abort,
     idempotency_records_expire,
@@ -142,7 +148,10 @@ async fn every_session_method_refuses_an_unknown_or_expired_session(store: Arc<d
         );
         let update = changed(&order, Change::SetSpice(2), later);
         assert_eq!(
-            store.update_order(session, &update, later).await.err(),
+            store
+                .update_order(session, &update, update.version - 1, later)
+                .await
+                .err(),
             unknown
         );
         assert_eq!(
@@ -177,8 +186,13 @@ async fn every_session_method_extends_the_ttl_even_when_it_refuses(store: Arc<dy
     let missing = store.get_order(session, "AAAAAAAAAAAAAAAA", at(4)).await;
     assert_eq!(missing, Err(StoreError::OrderNotFound));
     let v2 = changed(&order, Change::SetSpice(1), at(5));
-    store.update_order(session, &v2, at(5)).await.unwrap();
-    let stale = store.update_order(session, &v2, at(6)).await;
+    store
+        .update_order(session, &v2, v2.version - 1, at(5))
+        .await
+        .unwrap();
+    let stale = store
+        .update_order(session, &v2, v2.version - 1, at(6))
+        .await;
     assert_eq!(
         stale,
         Err(StoreError::Conflict {
@@ -281,7 +295,7 @@ async fn sessions_do_not_see_each_others_orders(store: Arc<dyn OrderStore>) {
     );
     let update = changed(&order, Change::SetSpice(3), T0);
     assert_eq!(
-        store.update_order(b, &update, T0).await,
+        store.update_order(b, &update, update.version - 1, T0).await,
         Err(StoreError::OrderNotFound)
     );
     assert_eq!(store.list_orders(b, T0).await, Ok(vec![]));
@@ -305,13 +319,18 @@ async fn update_is_a_compare_and_set(store: Arc<dyn OrderStore>) {
     store.insert_order(session, &v1, T0).await.unwrap();
 
     let v2 = changed(&v1, Change::SetRequests("first writer".into()), T0 + 1);
-    store.update_order(session, &v2, T0 + 1).await.unwrap();
+    store
+        .update_order(session, &v2, v2.version - 1, T0 + 1)
+        .await
+        .unwrap();
     assert_eq!(store.get_order(session, &v1.id, T0 + 1).await.unwrap(), v2);
 
     // A second writer that also started from version 1 loses, and is told what is stored.
     let lost = changed(&v1, Change::SetRequests("second writer".into()), T0 + 2);
     assert_eq!(
-        store.update_order(session, &lost, T0 + 2).await,
+        store
+            .update_order(session, &lost, lost.version - 1, T0 + 2)
+            .await,
         Err(StoreError::Conflict {
             expected: 1,
             actual: 2
@@ -320,7 +339,9 @@ async fn update_is_a_compare_and_set(store: Arc<dyn OrderStore>) {
     let mut ahead = changed(&v2, Change::SetSpice(1), T0 + 2);
     ahead.version = 5;
     assert_eq!(
-        store.update_order(session, &ahead, T0 + 2).await,
+        store
+            .update_order(session, &ahead, ahead.version - 1, T0 + 2)
+            .await,
         Err(StoreError::Conflict {
             expected: 4,
             actual: 2
@@ -333,12 +354,17 @@ async fn update_is_a_compare_and_set(store: Arc<dyn OrderStore>) {
     );
 
     let v3 = changed(&v2, Change::Place(KitchenTimings::default()), T0 + 3);
-    store.update_order(session, &v3, T0 + 3).await.unwrap();
+    store
+        .update_order(session, &v3, v3.version - 1, T0 + 3)
+        .await
+        .unwrap();
     assert_eq!(store.get_order(session, &v1.id, T0 + 3).await.unwrap(), v3);
 
     let stranger = changed(&open_order(T0), Change::SetSpice(1), T0);
     assert_eq!(
-        store.update_order(session, &stranger, T0 + 4).await,
+        store
+            .update_order(session, &stranger, stranger.version - 1, T0 + 4)
+            .await,
         Err(StoreError::OrderNotFound)
     );
 }
@@ -375,7 +401,10 @@ pub(crate) async fn concurrent_writers(stores: &[Arc<dyn OrderStore>]) {
                     let current = store.get_order(session, &id, T0).await.unwrap();
                     let requests = format!("{}{tag}", current.notes.requests);
                     let next = changed(&current, Change::SetRequests(requests), T0);
-                    match store.update_order(session, &next, T0).await {
+                    match store
+                        .update_order(session, &next, next.version - 1, T0)
+                        .await
+                    {
                         Ok(()) => break,
                         Err(StoreError::Conflict { expected, actual }) => {
                             assert_eq!(expected, current.version);
@@ -597,7 +626,10 @@ async fn kitchen_finds_due_orders(store: Arc<dyn OrderStore>) {
     assert_eq!(store.kitchen_due(T0 + 2_500, 1).await.unwrap().len(), 1);
 
     let cooking = changed(&a, Change::StartCooking { cook_ms: 5_000 }, T0 + 2_500);
-    store.update_order(s1, &cooking, T0 + 2_500).await.unwrap();
+    store
+        .update_order(s1, &cooking, cooking.version - 1, T0 + 2_500)
+        .await
+        .unwrap();
     let due = store.kitchen_due(T0 + 3_000, 10).await.unwrap();
     assert!(
         !ids(&due).contains(&a.id),
@@ -614,7 +646,7 @@ async fn kitchen_finds_due_orders(store: Arc<dyn OrderStore>) {
 
     let cancelled = changed(&b, Change::Cancel, T0 + 3_000);
     store
-        .update_order(s2, &cancelled, T0 + 3_000)
+        .update_order(s2, &cancelled, cancelled.version - 1, T0 + 3_000)
         .await
         .unwrap();
     let due = store.kitchen_due(T0 + 8_000, 10).await.unwrap();
@@ -691,9 +723,153 @@ async fn counts_follow_sessions_and_orders(store: Arc<dyn OrderStore>) {
         Err(StoreError::DuplicateOrder)
     );
     store
-        .update_order(a, &changed(&first, Change::SetSpice(4), T0), T0)
+        .update_order(
+            a,
+            &changed(&first, Change::SetSpice(4), T0),
+            first.version,
+            T0,
+        )
         .await
         .unwrap();
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.sessions, counts.orders), (2, 3));
+}
+
+async fn creating_a_live_session_again_keeps_it(store: Arc<dyn OrderStore>) {
+    // Two requests that name the same new session (a retried POST) both "create" it:
+    // the second must not wipe what the first stored.
+    let session = SessionId::generate();
+    assert_eq!(
+        store.create_session(session, T0).await,
+        Ok(SessionCreated::New)
+    );
+    let order = open_order(T0);
+    store.insert_order(session, &order, T0).await.unwrap();
+    assert_eq!(
+        store.create_session(session, T0 + 1).await,
+        Ok(SessionCreated::Existing)
+    );
+    assert_eq!(store.list_orders(session, T0 + 2).await, Ok(vec![order]));
+    // It also counts as a touch.
+    assert!(
+        store
+            .touch_session(session, T0 + 1 + TTL - 1)
+            .await
+            .unwrap()
+    );
+    // Once expired, the same id starts a new, empty session.
+    let later = T0 + 1 + 3 * TTL;
+    assert_eq!(
+        store.create_session(session, later).await,
+        Ok(SessionCreated::New)
+    );
+    assert_eq!(store.list_orders(session, later).await, Ok(vec![]));
+}
+
+async fn update_takes_the_expected_version_from_the_caller(store: Arc<dyn OrderStore>) {
+    let session = new_session(&*store, T0).await;
+    let v1 = open_order(T0);
+    store.insert_order(session, &v1, T0).await.unwrap();
+    // The caller says which version it read; the new order's own version is stored
+    // as it is, even when it skips ahead (several changes applied in one step).
+    let mut v3 = changed(&v1, Change::SetSpice(3), T0 + 1);
+    v3.version = 3;
+    store.update_order(session, &v3, 1, T0 + 1).await.unwrap();
+    assert_eq!(store.get_order(session, &v1.id, T0 + 1).await.unwrap(), v3);
+    let mut again = changed(&v1, Change::SetSpice(4), T0 + 2);
+    again.version = 4;
+    assert_eq!(
+        store.update_order(session, &again, 1, T0 + 2).await,
+        Err(StoreError::Conflict {
+            expected: 1,
+            actual: 3
+        })
+    );
+    assert_eq!(
+        store.update_order(session, &again, 2, T0 + 2).await,
+        Err(StoreError::Conflict {
+            expected: 2,
+            actual: 3
+        })
+    );
+    store
+        .update_order(session, &again, 3, T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_order(session, &v1.id, T0 + 3).await.unwrap(),
+        again
+    );
+}
+
+async fn a_session_holds_a_bounded_number_of_orders(store: Arc<dyn OrderStore>) {
+    let (full, other) = (
+        new_session(&*store, T0).await,
+        new_session(&*store, T0).await,
+    );
+    let mut kept = Vec::new();
+    for i in 0..MAX_ORDERS as u64 {
+        let order = open_order(T0 + i);
+        store.insert_order(full, &order, T0 + i).await.unwrap();
+        kept.push(order);
+    }
+    let over = open_order(T0 + 100);
+    assert_eq!(
+        store.insert_order(full, &over, T0 + 100).await,
+        Err(StoreError::OrderLimit { limit: MAX_ORDERS })
+    );
+    assert_eq!(
+        store.get_order(full, &over.id, T0 + 101).await,
+        Err(StoreError::OrderNotFound),
+        "a refused order is not stored"
+    );
+    assert_eq!(store.list_orders(full, T0 + 101).await, Ok(kept.clone()));
+    // Changing an order of a full session is fine; so is another session.
+    let first = &kept[0];
+    let next = changed(first, Change::SetSpice(1), T0 + 102);
+    store
+        .update_order(full, &next, first.version, T0 + 102)
+        .await
+        .unwrap();
+    store
+        .insert_order(other, &open_order(T0 + 103), T0 + 103)
+        .await
+        .unwrap();
+}
+
+async fn a_session_holds_a_bounded_number_of_idempotency_keys(store: Arc<dyn OrderStore>) {
+    let session = new_session(&*store, T0).await;
+    for i in 0..MAX_KEYS {
+        let key = format!("key-{i}");
+        assert_eq!(
+            store.idempotency_begin(session, &key, "fp", T0).await,
+            Ok(IdempotencyBegin::Proceed)
+        );
+        store
+            .idempotency_finish(session, &key, &response("{}"), T0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .idempotency_begin(session, "one-more", "fp", T0 + 1)
+            .await,
+        Err(StoreError::IdempotencyLimit { limit: MAX_KEYS })
+    );
+    // A key already held still replays; the cap only stops new ones.
+    assert!(matches!(
+        store
+            .idempotency_begin(session, "key-0", "fp", T0 + 2)
+            .await,
+        Ok(IdempotencyBegin::Replay(_))
+    ));
+    // Expired records make room again, without a sweep.
+    let later = T0 + IDEM_TTL;
+    assert!(store.touch_session(session, later).await.unwrap());
+    assert_eq!(
+        store
+            .idempotency_begin(session, "one-more", "fp", later)
+            .await,
+        Ok(IdempotencyBegin::Proceed)
+    );
 }

@@ -90,6 +90,59 @@ pub struct WaiterConfig {
     /// How often a write without `If-Match` re-reads and retries after losing a
     /// compare-and-set before answering 409 `conflict`.
     pub max_cas_retries: u32,
+    /// Most sessions the store may hold. A stateful waiter's memory store enforces it
+    /// exactly; on a central store the waiter checks the count its sweeper refreshes
+    /// (every `sweep_interval`), so many waiters may overshoot it briefly. Beyond it,
+    /// new diners get 503 `too-many-sessions` with `Retry-After`.
+    pub max_sessions: usize,
+    /// Most orders one session may hold; one more gets 409 `too-many-orders`.
+    pub max_orders_per_session: usize,
+    /// Most idempotency keys one session may hold at once (expired ones are pruned
+    /// first); one more gets 409 `too-many-idempotency-keys`.
+    pub max_idempotency_keys_per_session: usize,
+    /// New sessions this waiter starts per second, on average; beyond it (and a burst
+    /// of `session_burst`) new diners get 503 `too-many-new-sessions` with
+    /// `Retry-After`. 0 disables the limit.
+    pub session_rate_per_sec: u32,
+    /// How many sessions may be started in a burst above the rate.
+    pub session_burst: u32,
+    /// Connection-level limits of the HTTP server: how long a client may take to send
+    /// a request head, how long an idle keep-alive connection stays open, and how many
+    /// connections are served at once.
+    pub http: HttpLimits,
+}
+
+/// Limits that protect the HTTP server from clients that hold connections without
+/// using them (slowloris, abandoned keep-alive connections, connection floods).
+///
+/// They act on connections, before and between requests; a request once received is
+/// bounded by [`WaiterConfig::request_timeout`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Longest a client may take to send a complete request head, from the connection's
+    /// accept (first request) or from the first byte of the head (later requests). A
+    /// head that is started but not finished in time is answered `408`
+    /// `request-timeout`; a new connection that sends nothing is closed silently.
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may wait for its next request after a response;
+    /// then it is closed silently. Kept apart from `header_read_timeout` (hyper has one
+    /// timer for both), so idle connections can be given longer than slow heads.
+    pub keep_alive_idle: Duration,
+    /// Most connections served at once. One more is accepted, answered `503`
+    /// `too-many-connections` with `Retry-After: 1` and closed, rather than left
+    /// unanswered in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    /// 10 s for a request head, 60 s idle between requests, 10 000 connections.
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_idle: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 impl Default for WaiterConfig {
@@ -109,6 +162,12 @@ impl Default for WaiterConfig {
             cookie_secure: false,
             store_url: StoreUrl::Memory,
             max_cas_retries: 16,
+            max_sessions: 100_000,
+            max_orders_per_session: 100,
+            max_idempotency_keys_per_session: 1_000,
+            session_rate_per_sec: 200,
+            session_burst: 400,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -137,5 +196,8 @@ mod tests {
         assert_eq!(c.max_body_bytes, 65_536);
         assert_eq!(c.kitchen_poll, Duration::from_millis(200));
         assert_eq!(c.max_cas_retries, 16);
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.keep_alive_idle, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 10_000);
     }
 }

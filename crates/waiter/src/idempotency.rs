@@ -10,15 +10,27 @@
 //!
 //! What is recorded: successful (2xx) responses only. A refusal that changed nothing
 //! releases the key (`idempotency_abort`), so a corrected retry may run. A failure whose
-//! effect is unknown (the store failed *during* the write) keeps the key claimed: retries
-//! are told 409 `idempotency-in-progress` until the store's pending window lapses,
-//! rather than risking the write twice.
+//! effect is unknown (the store said the write may have been applied) keeps the key
+//! claimed: retries are told 409 `idempotency-in-progress` until the store's pending
+//! window lapses, rather than risking the write twice.
+//!
+//! ## Before the session exists
+//!
+//! A request that *starts* a session (a `POST /v1/orders` without a cookie) carries its
+//! key before there is a session to scope it to, and its retry — exactly the request a
+//! balancer resends when the answer was lost — has no cookie either. So such a request
+//! starts the session [`session_for_key`] derives from its key: the retry derives the
+//! same session, finds the key's record there and replays the first answer (with the
+//! cookie), instead of creating a second session and a duplicate order. Until the
+//! cookie arrives the key is the session's only credential, so it must be long and
+//! random ([`check_session_key`]).
 
 use crate::Waiter;
 use crate::problem::Problem;
+pub use crate::reply::Reply;
+use crate::service::ServiceError;
 use axum::response::{IntoResponse, Response};
 use bistro_store::{IdempotencyBegin, OrderStore, SessionId, StoredResponse};
-use http::header::{CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -96,86 +108,6 @@ pub fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
     out
 }
 
-/// A successful answer: a JSON body with a status and a few headers. It is what
-/// handlers produce and what a key records.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: String,
-}
-
-impl Reply {
-    /// A JSON answer.
-    pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
-        let body = serde_json::to_string(value).expect("response types serialize");
-        Reply {
-            status,
-            headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            body,
-        }
-    }
-
-    /// Adds a header.
-    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
-        self.headers.push((name, value));
-        self
-    }
-
-    fn to_stored(&self) -> StoredResponse {
-        let headers = self
-            .headers
-            .iter()
-            .filter(|(name, _)| [LOCATION, ETAG, CONTENT_TYPE].contains(name))
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-            })
-            .collect();
-        StoredResponse {
-            status: self.status.as_u16(),
-            headers,
-            body: self.body.clone(),
-        }
-    }
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, self.body).into_response();
-        for (name, value) in self.headers {
-            resp.headers_mut().insert(name, value);
-        }
-        resp
-    }
-}
-
-/// Why the work of a request failed, and whether it may have taken effect anyway.
-#[derive(Debug)]
-pub struct Failure {
-    pub problem: Problem,
-    /// The store failed during the write: the change may or may not be stored.
-    pub maybe_applied: bool,
-}
-
-impl From<Problem> for Failure {
-    fn from(problem: Problem) -> Failure {
-        Failure {
-            problem,
-            maybe_applied: false,
-        }
-    }
-}
-
-impl Failure {
-    /// A failure whose effect is unknown.
-    pub fn maybe_applied(problem: Problem) -> Failure {
-        Failure {
-            problem,
-            maybe_applied: true,
-        }
-    }
-}
-
 fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut resp = (status, stored.body).into_response();
@@ -198,7 +130,8 @@ fn replay(stored: StoredResponse) -> Response {
 }
 
 /// Runs `work` for the request, at most once per key when `key` is given (see the
-/// module docs for what is recorded).
+/// module docs for what is recorded). A failure of `work` whose effect the store could
+/// not rule out keeps the key claimed.
 pub async fn once<W>(
     waiter: &Waiter,
     session: SessionId,
@@ -207,12 +140,12 @@ pub async fn once<W>(
     work: W,
 ) -> Response
 where
-    W: Future<Output = Result<Reply, Failure>>,
+    W: Future<Output = Result<Reply, ServiceError>>,
 {
     let Some(key) = key else {
         return match work.await {
             Ok(reply) => reply.into_response(),
-            Err(failure) => failure.problem.into_response(),
+            Err(e) => waiter.problem(&e).into_response(),
         };
     };
     let store = waiter.store();
@@ -220,7 +153,7 @@ where
         .idempotency_begin(session, key.as_str(), fingerprint, waiter.clock().now())
         .await;
     match begun {
-        Err(e) => return waiter.store_problem(&e).into_response(),
+        Err(e) => return waiter.problem(&ServiceError::write(e)).into_response(),
         Ok(IdempotencyBegin::Replay(stored)) => {
             waiter.metrics().idempotent_replay();
             return replay(stored);
@@ -259,20 +192,54 @@ where
             }
             reply.into_response()
         }
-        Err(failure) if failure.maybe_applied => {
+        Err(e) if e.may_have_applied() => {
             tracing::warn!(
-                kind = failure.problem.kind(),
+                kind = e.kind(),
                 "the outcome of an idempotent request is unknown; keeping its key claimed so a retry cannot apply it twice"
             );
-            failure.problem.into_response()
+            waiter.problem(&e).into_response()
         }
-        Err(failure) => {
-            if let Err(e) = store.idempotency_abort(session, key.as_str()).await {
-                tracing::warn!(error = %e, "could not release an idempotency key after a refused request");
+        Err(e) => {
+            if let Err(abort) = store.idempotency_abort(session, key.as_str()).await {
+                tracing::warn!(error = %abort, "could not release an idempotency key after a refused request");
             }
-            failure.problem.into_response()
+            waiter.problem(&e).into_response()
         }
     }
+}
+
+/// The session a cookie-less request with idempotency key `key` starts: derived from
+/// the key, so that a retry of a session-creating request whose answer was lost (and
+/// with it the cookie) finds the same session, and in it the key's record of the first
+/// answer. The key is then the only credential of that session until the answer
+/// carries its cookie, which is why such keys must be long (see
+/// [`MIN_SESSION_KEY_LEN`]); a domain separator keeps the ids apart from anything else
+/// hashed with SHA-256.
+pub fn session_for_key(key: &IdempotencyKey) -> SessionId {
+    let digest = Sha256::new()
+        .chain_update(b"bistro: the session started by Idempotency-Key\n")
+        .chain_update(key.as_str().as_bytes())
+        .finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    SessionId::from_bytes(id)
+}
+
+/// Shortest key accepted on a request that starts a session: it stands for the session
+/// until the cookie arrives, so it must not be guessable (a UUID is 36).
+pub const MIN_SESSION_KEY_LEN: usize = 16;
+
+/// Checks that `key` may start a session (see [`session_for_key`]).
+///
+/// # Errors
+/// 400 `invalid-idempotency-key` for a key shorter than [`MIN_SESSION_KEY_LEN`].
+pub fn check_session_key(key: &IdempotencyKey) -> Result<(), Problem> {
+    if key.as_str().len() < MIN_SESSION_KEY_LEN {
+        return Err(invalid_key(
+            "an Idempotency-Key on a request without a session stands for the new session until its cookie arrives, so it must be at least 16 characters and unguessable; a random UUID is a good key",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -334,17 +301,16 @@ mod tests {
     }
 
     #[test]
-    fn only_replayable_headers_are_stored() {
-        let reply = Reply::json(StatusCode::CREATED, &serde_json::json!({"id": "x"}))
-            .header(LOCATION, HeaderValue::from_static("/v1/orders/x"))
-            .header(
-                HeaderName::from_static("set-cookie"),
-                HeaderValue::from_static("bistro_session=s"),
-            );
-        let stored = reply.to_stored();
-        assert_eq!(stored.status, 201);
-        assert_eq!(stored.body, "{\"id\":\"x\"}");
-        let names: Vec<&str> = stored.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["content-type", "location"]);
+    fn a_session_key_names_one_session_and_must_be_long() {
+        let long = IdempotencyKey("0f8e3a7c-1b2d-4e5f-9a8b-7c6d5e4f3a2b".into());
+        assert_eq!(session_for_key(&long), session_for_key(&long.clone()));
+        let other = IdempotencyKey("0f8e3a7c-1b2d-4e5f-9a8b-7c6d5e4f3a2c".into());
+        assert_ne!(session_for_key(&long), session_for_key(&other));
+        assert!(check_session_key(&long).is_ok());
+        let short = IdempotencyKey("order-1".into());
+        assert_eq!(
+            check_session_key(&short).unwrap_err().kind(),
+            "invalid-idempotency-key"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The kitchen: moves placed orders to cooking, and cooking orders to ready, when due.
 //!
 //! Every `kitchen_poll` the kitchen asks the store for orders whose next step is due
-//! (`kitchen_due`), applies [`Order::kitchen_step`] and writes the result back with the
-//! same compare-and-set every diner's write uses.
+//! (`kitchen_due`), and moves each one step on through the service layer
+//! ([`Orders::kitchen_step`](crate::service::Orders::kitchen_step)): the same
+//! compare-and-set every diner's write uses.
 //!
 //! Why that is enough with many waiters on one central store: every waiter's kitchen
 //! polls the same due orders, and all of them may try the same step at once, but a step
@@ -16,7 +17,8 @@
 //! [`Order::kitchen_step`]: bistro_orders::Order::kitchen_step
 
 use crate::Waiter;
-use bistro_store::{OrderStore, StoreError};
+use crate::service::ServiceError;
+use bistro_store::OrderStore;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
@@ -45,7 +47,6 @@ pub async fn run(waiter: Waiter, mut stop: watch::Receiver<bool>) {
 /// One poll: stores every due kitchen step it can; returns how many it stored.
 pub async fn cook(waiter: &Waiter) -> usize {
     let store = waiter.store();
-    let config = waiter.config();
     let mut stored = 0;
     for _ in 0..MAX_BATCHES_PER_POLL {
         let now = waiter.clock().now();
@@ -57,30 +58,25 @@ pub async fn cook(waiter: &Waiter) -> usize {
             }
         };
         let full = due.len() == BATCH;
-        for (session, mut order) in due {
-            let Some(step) = order.kitchen_step(now, config.kitchen) else {
-                continue;
-            };
-            if let Err(e) = order.apply(std::slice::from_ref(&step), &config.menu, now) {
-                tracing::warn!(order = %order.id, error = %e, "kitchen: a due step was refused by the order's rules");
-                continue;
-            }
-            match store.update_order(session, &order, now).await {
-                Ok(()) => {
+        for (session, order) in due {
+            let id = order.id.clone();
+            match waiter.orders().kitchen_step(session, order).await {
+                Ok(Some(order)) => {
                     waiter.metrics().kitchen_transition();
                     stored += 1;
                     tracing::debug!(order = %order.id, status = %order.status, "kitchen step");
                 }
-                Err(StoreError::Conflict { .. }) => {
-                    // Another waiter's kitchen, or the diner, changed it first; if a step
-                    // is still due, the next poll sees it.
-                    waiter.metrics().cas_conflict();
+                // Not due after all, or another waiter's kitchen (or the diner) changed
+                // it first: if a step is still due, the next poll sees it.
+                Ok(None) => {}
+                Err(ServiceError::UnknownSession | ServiceError::OrderNotFound) => {
+                    tracing::debug!(order = %id, "kitchen: the order's session expired before its step");
                 }
-                Err(StoreError::UnknownSession | StoreError::OrderNotFound) => {
-                    tracing::debug!(order = %order.id, "kitchen: the order's session expired before its step");
+                Err(ServiceError::Order(e)) => {
+                    tracing::warn!(order = %id, error = %e, "kitchen: a due step was refused by the order's rules");
                 }
                 Err(e) => {
-                    tracing::warn!(order = %order.id, error = %e, "kitchen: could not store a step; it stays due");
+                    tracing::warn!(order = %id, error = %e, "kitchen: could not store a step; it stays due");
                 }
             }
         }

@@ -51,7 +51,9 @@ mod middleware;
 mod openapi;
 mod precondition;
 mod problem;
+mod reply;
 mod server;
+pub mod service;
 mod session;
 mod sweeper;
 pub mod tcp;
@@ -59,7 +61,7 @@ mod view;
 mod waiter;
 
 pub use clock::Clock;
-pub use config::{Mode, ParseModeError, WaiterConfig};
+pub use config::{HttpLimits, Mode, ParseModeError, WaiterConfig};
 pub use server::run;
 pub use tcp::{TcpConfig, run_tcp, run_tcp_with};
 pub use waiter::Waiter;

@@ -24,6 +24,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
     cas_conflicts: AtomicU64,
+    sessions_refused: AtomicU64,
     idempotent_replays: AtomicU64,
     kitchen_transitions: AtomicU64,
     counts: Mutex<Option<Counts>>,
@@ -71,6 +72,11 @@ impl Metrics {
     }
 
     /// Counts a replayed idempotent response.
+    /// A new session refused by the session rate or cap.
+    pub fn session_refused(&self) {
+        self.sessions_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn idempotent_replay(&self) {
         self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
     }
@@ -111,6 +117,11 @@ impl Metrics {
         *lock(&self.tcp_commands)
             .entry((command, result))
             .or_insert(0) += 1;
+    }
+
+    /// The sessions the store held at the last count, if one was taken.
+    pub fn sessions_held(&self) -> Option<u64> {
+        lock(&self.counts).map(|c| c.sessions)
     }
 
     /// Replaces the cached store counts.
@@ -206,6 +217,11 @@ impl Metrics {
             "bistro_cas_conflicts_total",
             "Writes that lost a compare-and-set to a concurrent writer.",
             &one(&self.cas_conflicts),
+        );
+        enc.counter(
+            "bistro_sessions_refused_total",
+            "New sessions refused by the session rate or the session cap.",
+            &one(&self.sessions_refused),
         );
         enc.counter(
             "bistro_idempotent_replays_total",

@@ -12,9 +12,9 @@
 //! session is 404 with advice that depends on the waiter's [`Mode`]).
 
 use crate::config::Mode;
+use crate::service::ServiceError;
 use axum::response::{IntoResponse, Response};
 use bistro_orders::{ErrorClass, OrderError};
-use bistro_store::StoreError;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
@@ -75,6 +75,7 @@ impl Problem {
     }
 
     /// The stable kind (last segment of `type`).
+    #[cfg(test)]
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -119,36 +120,66 @@ impl Problem {
         p
     }
 
-    /// A store failure. `mode` and `waiter` shape the advice for a missing session.
-    pub fn store(err: &StoreError, mode: Mode, waiter: &str) -> Problem {
-        match err {
-            StoreError::UnknownSession => Problem::unknown_session(mode, waiter),
-            StoreError::OrderNotFound => Problem::order_not_found(),
-            StoreError::Conflict { actual, .. } => Problem::new(
+    /// A failure of the service layer. `mode` and `waiter` shape the advice for a
+    /// missing session.
+    pub fn service(err: &ServiceError, mode: Mode, waiter: &str) -> Problem {
+        let problem = match err {
+            ServiceError::Order(e) => Problem::order(e),
+            ServiceError::UnknownSession => Problem::unknown_session(mode, waiter),
+            ServiceError::OrderNotFound => Problem::order_not_found(),
+            ServiceError::VersionMismatch { actual } => Problem::version_mismatch(*actual),
+            ServiceError::Conflict { actual, attempts } => Problem::new(
                 StatusCode::CONFLICT,
                 "conflict",
-                "The order was changed concurrently",
-                "another request changed this order at the same time; read it again and retry",
+                "The order kept changing",
+                format!(
+                    "the order changed under this request {attempts} times in a row; nothing was changed. Read the order again and retry"
+                ),
             )
             .with("current_version", *actual),
-            StoreError::SessionLimit { limit } => {
+            ServiceError::SessionLimit { limit } => {
                 tracing::warn!(limit, "session limit reached; refusing a new session");
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "too-many-sessions",
                     "Too many sessions",
                     format!(
-                        "this waiter already holds its limit of {limit} sessions; retry later, when idle sessions have expired, or ask another waiter"
+                        "this waiter's store already holds its limit of {limit} sessions; retry later, when idle sessions have expired, or ask another waiter"
                     ),
                 )
-                .retry_after(30)
             }
-            e if e.is_outage() => {
-                tracing::warn!(error = %e, "store outage; answering 503 store-unavailable");
-                Problem::store_unavailable(&e.to_string())
+            ServiceError::SessionRate { rate, .. } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-new-sessions",
+                "Too many new sessions",
+                format!(
+                    "this waiter starts at most {rate} new sessions per second and is at that rate now; nothing was created. Retry in a moment, and keep the session cookie you are given"
+                ),
+            ),
+            ServiceError::OrderLimit { limit } => Problem::new(
+                StatusCode::CONFLICT,
+                "too-many-orders",
+                "Too many orders in this session",
+                format!(
+                    "your session holds {limit} orders, the most one session may hold; nothing was created. Start a new session (send no session cookie) for more"
+                ),
+            )
+            .with("limit", *limit),
+            ServiceError::IdempotencyLimit { limit } => Problem::new(
+                StatusCode::CONFLICT,
+                "too-many-idempotency-keys",
+                "Too many idempotency keys in this session",
+                format!(
+                    "your session holds {limit} live Idempotency-Keys, the most one session may hold; nothing was done. Use a new key only for a new request, reuse it for its retries"
+                ),
+            )
+            .with("limit", *limit),
+            ServiceError::Store { error, .. } if error.is_outage() => {
+                tracing::warn!(error = %error, may_have_applied = err.may_have_applied(), "store outage; answering 503 store-unavailable");
+                Problem::store_unavailable(&error.to_string(), err.may_have_applied())
             }
-            e => {
-                tracing::error!(error = %e, "store failed unexpectedly; answering 500");
+            ServiceError::Store { error, .. } => {
+                tracing::error!(error = %error, "store failed unexpectedly; answering 500");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -156,6 +187,10 @@ impl Problem {
                     "the waiter could not complete the request because of an internal error; it has been logged. Retry later",
                 )
             }
+        };
+        match err.retry_after() {
+            Some(secs) => problem.retry_after(secs),
+            None => problem,
         }
     }
 
@@ -192,14 +227,21 @@ impl Problem {
         )
     }
 
-    /// 503 `store-unavailable`.
-    pub fn store_unavailable(cause: &str) -> Problem {
+    /// 503 `store-unavailable`; `maybe_applied` when a write failed in a way that may
+    /// still have stored it (the store said so), which the client must be told.
+    pub fn store_unavailable(cause: &str, maybe_applied: bool) -> Problem {
+        let outcome = if maybe_applied {
+            "the change may or may not have been saved: retry with the same Idempotency-Key, or read the order before repeating it"
+        } else {
+            "nothing was changed. Retry in a moment"
+        };
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
             "The order store is unavailable",
-            format!("the waiter could not reach its order store ({cause}); nothing was changed. Retry in a moment"),
+            format!("the waiter could not reach its order store ({cause}); {outcome}"),
         )
+        .with("may_have_applied", maybe_applied)
         .retry_after(1)
     }
 
@@ -291,6 +333,7 @@ impl IntoResponse for Problem {
 mod tests {
     use super::*;
     use bistro_orders::{Allergen, Status};
+    use bistro_store::StoreError;
     use http_body_util::BodyExt;
 
     async fn body(p: Problem) -> (StatusCode, http::HeaderMap, Value) {
@@ -345,36 +388,76 @@ mod tests {
         assert_eq!(p.status(), StatusCode::CONFLICT);
     }
 
+    fn service(err: ServiceError, mode: Mode) -> Problem {
+        Problem::service(&err, mode, "w1")
+    }
+
+    fn on_write(e: StoreError) -> ServiceError {
+        ServiceError::Store {
+            error: e,
+            write: true,
+        }
+    }
+
     #[tokio::test]
-    async fn store_errors_map_by_what_the_caller_can_do() {
-        let (status, headers, v) = body(Problem::store(
-            &StoreError::Unavailable("refused".into()),
+    async fn failures_map_by_what_the_caller_can_do() {
+        let (status, headers, v) = body(service(
+            on_write(StoreError::unavailable("refused")),
             Mode::Stateless,
-            "w1",
         ))
         .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(headers[RETRY_AFTER], "1");
         assert_eq!(v["type"], "https://bistro.dev/problems/store-unavailable");
-        let timeout = Problem::store(
-            &StoreError::Timeout(Duration::from_secs(2)),
-            Mode::Stateless,
-            "w1",
+        assert_eq!(v["may_have_applied"], false);
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was changed")
         );
-        assert_eq!(timeout.kind(), "store-unavailable");
-        let limit = Problem::store(&StoreError::SessionLimit { limit: 5 }, Mode::Stateful, "w1");
+        let (_, _, v) = body(service(
+            on_write(StoreError::Timeout {
+                after: Duration::from_secs(2),
+                maybe_applied: true,
+            }),
+            Mode::Stateless,
+        ))
+        .await;
+        assert_eq!(v["may_have_applied"], true);
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("may or may not have been saved") && detail.contains("Idempotency-Key"),
+            "{detail}"
+        );
+        let limit = service(ServiceError::SessionLimit { limit: 5 }, Mode::Stateful);
         assert_eq!(
             (limit.status(), limit.kind()),
             (StatusCode::SERVICE_UNAVAILABLE, "too-many-sessions")
         );
         assert!(limit.retry_after.is_some());
-        let corrupt = Problem::store(
-            &StoreError::Corrupt("bad json".into()),
+        let rate = service(
+            ServiceError::SessionRate {
+                rate: 10,
+                retry_after: 2,
+            },
+            Mode::Stateful,
+        );
+        assert_eq!(rate.retry_after, Some(2));
+        let orders = service(ServiceError::OrderLimit { limit: 3 }, Mode::Stateful);
+        assert_eq!(
+            (orders.status(), orders.kind()),
+            (StatusCode::CONFLICT, "too-many-orders")
+        );
+        let corrupt = service(
+            ServiceError::Store {
+                error: StoreError::Corrupt("bad json".into()),
+                write: false,
+            },
             Mode::Stateless,
-            "w1",
         );
         assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let missing = Problem::store(&StoreError::OrderNotFound, Mode::Stateless, "w1");
+        let missing = service(ServiceError::OrderNotFound, Mode::Stateless);
         assert_eq!(
             (missing.status(), missing.kind()),
             (StatusCode::NOT_FOUND, "order-not-found")
@@ -383,8 +466,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_session_advice_depends_on_the_mode_and_clears_the_cookie() {
-        let (status, headers, v) = body(Problem::store(
-            &StoreError::UnknownSession,
+        let (status, headers, v) = body(Problem::service(
+            &ServiceError::UnknownSession,
             Mode::Stateful,
             "w2",
         ))

@@ -5,13 +5,53 @@
 //! accepting connections, closes idle keep-alive connections and lets requests in flight
 //! finish, for at most `request_timeout` (each request is bounded by it anyway) plus a
 //! second. Then the kitchen and the sweeper finish their current round and stop.
+//!
+//! ## Connections
+//!
+//! The accept loop is written here on hyper rather than left to `axum::serve`, which
+//! sets no limit on connections: a client could hold one forever by sending its request
+//! head a byte at a time (slowloris), by opening keep-alive connections and never using
+//! them, or by opening more connections than the process has file descriptors. The
+//! limits are [`HttpLimits`] in the waiter's configuration:
+//!
+//! - **header read timeout** and **keep-alive idle timeout**: kept apart by wrapping each
+//!   socket in a [`ClientIo`] (see [`client_io`] for why hyper's own timer cannot do it);
+//! - **connection cap**: a [`Semaphore`] of `max_connections` permits, one held by each
+//!   connection's task. A client over the cap is still accepted, answered `503
+//!   too-many-connections` with `Retry-After: 1` and closed: left in the kernel's backlog
+//!   it would only see its connect time out, without knowing why or what to do.
+//!
+//! A request, once its head is in, is bounded by `request_timeout` (the `timeout`
+//! middleware), not by these.
 
-use crate::Waiter;
-use crate::{kitchen, sweeper};
-use std::future::{Future, IntoFuture};
+mod answer;
+mod client_io;
+
+use crate::config::HttpLimits;
+use crate::{Waiter, kitchen, sweeper};
+use answer::Answers;
+use axum::Router;
+use client_io::{ClientIo, Exchanges, Tracked};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::{Service as _, service_fn};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Refused sockets lingering at once (see [`refuse`]); beyond, they close at once.
+const MAX_LINGERING: usize = 1024;
+/// How long a refused socket lingers, reading and discarding, before it closes.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Serves HTTP on `listener` and runs the kitchen and the session sweeper until
 /// `shutdown` resolves; then stops accepting, lets in-flight requests finish (bounded by
@@ -29,36 +69,18 @@ pub async fn run(
     let kitchen = tokio::spawn(kitchen::run(waiter.clone(), stop_rx.clone()));
     let sweeper = tokio::spawn(sweeper::run(waiter.clone(), stop_rx));
 
-    let (draining_tx, draining_rx) = oneshot::channel::<()>();
-    let signalled = waiter.clone();
-    let signal = async move {
-        shutdown.await;
-        signalled.begin_shutdown();
-        tracing::info!("shutting down: accepting no new connections, finishing requests in flight");
-        if draining_tx.send(()).is_err() {
-            tracing::debug!("the server stopped before the shutdown signal");
-        }
-    };
-
     let config = waiter.config();
-    tracing::info!(%addr, id = %config.id, mode = %config.mode, store = %config.store_url, "waiter listening");
-    let serve = axum::serve(listener, waiter.router())
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(serve);
-    let served = tokio::select! {
-        result = &mut serve => result,
-        _ = draining_rx => {
-            let grace = config.request_timeout + Duration::from_secs(1);
-            match tokio::time::timeout(grace, &mut serve).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(?grace, "requests still in flight after the grace period; abandoning them");
-                    Ok(())
-                }
-            }
-        }
-    };
+    tracing::info!(
+        %addr,
+        id = %config.id,
+        mode = %config.mode,
+        store = %config.store_url,
+        max_connections = config.http.max_connections,
+        header_read_timeout_ms = config.http.header_read_timeout.as_millis(),
+        keep_alive_idle_ms = config.http.keep_alive_idle.as_millis(),
+        "waiter listening"
+    );
+    serve(listener, &waiter, shutdown).await;
 
     if stop_tx.send(true).is_err() {
         tracing::debug!("the background tasks had already stopped");
@@ -69,5 +91,230 @@ pub async fn run(
         }
     }
     tracing::info!(id = %config.id, "waiter stopped");
-    served
+    Ok(())
+}
+
+/// The accept loop until `shutdown`, then the drain (see the module docs).
+async fn serve(listener: TcpListener, waiter: &Waiter, shutdown: impl Future<Output = ()>) {
+    let limits = waiter.config().http;
+    let answers = Answers::render(waiter).await;
+    let router = waiter.router();
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut refusals = Throttle::default();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                reap(done);
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning;
+                    // clients wait in the backlog until connections close.
+                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(similar) = refusals.allow(Instant::now()) {
+                tracing::warn!(
+                    %peer,
+                    similar_before = similar,
+                    max_connections = limits.max_connections,
+                    "refusing a connection: the waiter serves its most HTTP connections"
+                );
+            }
+            refuse(stream, answers.busy.clone(), &lingering, &mut tasks);
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
+        tasks.spawn(connection(Connection {
+            stream,
+            peer,
+            router: router.clone(),
+            limits,
+            answers: answers.clone(),
+            drain: drain_rx.clone(),
+            _slot: slot,
+        }));
+    }
+
+    waiter.begin_shutdown();
+    tracing::info!("shutting down: accepting no new connections, finishing requests in flight");
+    drop(listener);
+    drain_tx.send_replace(true);
+    let grace = waiter.config().request_timeout + Duration::from_secs(1);
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(done) = tasks.join_next().await {
+            reap(done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?grace,
+            open = tasks.len(),
+            "requests still in flight after the grace period; abandoning them"
+        );
+        tasks.shutdown().await;
+    }
+}
+
+/// Logs a connection task that panicked.
+fn reap(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "an HTTP connection task failed");
+    }
+}
+
+/// What one connection's task needs.
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: HttpLimits,
+    answers: Answers,
+    drain: watch::Receiver<bool>,
+    /// The connection's place under the cap, given back when the task ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Serves one connection until the client or a timeout closes it; on the drain signal,
+/// lets the request in flight finish and closes.
+async fn connection(mut c: Connection) {
+    let exchanges = Arc::new(Exchanges::default());
+    let io = ClientIo::new(
+        c.stream,
+        exchanges.clone(),
+        c.limits,
+        c.answers.head_timeout.clone(),
+    );
+    let app = TowerToHyperService::new(c.router);
+    let counted = exchanges.clone();
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = counted.start();
+        let response = app.call(request);
+        async move {
+            let response = response.await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
+    });
+    let conn = http1::Builder::new()
+        // Off: ClientIo keeps the head and idle timeouts apart (see client_io).
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = drained(&mut c.drain) => {
+            // A connection waiting for a request closes now; one serving a request
+            // finishes it, without keep-alive, then closes.
+            exchanges.drain();
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(peer = %c.peer, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Resolves once the drain starts (or its sender is gone).
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|&drain| drain).await.is_err() {
+        tracing::debug!("drain sender dropped; closing the connection");
+    }
+}
+
+/// Writes `answer` to a refused connection and closes it.
+///
+/// The answer is written before the client's request is read, so the socket then
+/// lingers briefly, reading and discarding: closing a socket with unread input makes
+/// the kernel send a reset, which can destroy the answer before the client reads it.
+/// At most [`MAX_LINGERING`] sockets linger at once, so a flood cannot turn refusals
+/// into a pile of open sockets; beyond that they close at once.
+fn refuse(
+    mut stream: TcpStream,
+    answer: bytes::Bytes,
+    lingering: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+) {
+    // A fresh socket's send buffer is empty: the answer fits without waiting.
+    if let Err(e) = stream.try_write(&answer) {
+        tracing::trace!(error = %e, "could not write the refusal");
+    }
+    let Ok(place) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tasks.spawn(async move {
+        let _place = place;
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut sink = [0u8; 1024];
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        if tokio::time::timeout(LINGER, drain).await.is_err() {
+            tracing::trace!("a refused client kept its connection open; closing it");
+        }
+    });
+}
+
+/// Lets a repeated warning through at most once a second, counting the ones held back.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// `Some(held back since the last one)` when a warning may be logged at `now`.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_one_warning_a_second_through_and_counts_the_rest() {
+        let mut throttle = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(throttle.allow(t0), Some(0));
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(999)), None);
+        assert_eq!(throttle.allow(t0 + Duration::from_secs(1)), Some(2));
+        assert_eq!(throttle.allow(t0 + Duration::from_millis(1500)), None);
+    }
 }

@@ -11,6 +11,7 @@ use crate::handlers::{actions, ops, orders};
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::problem::Problem;
+use crate::service::{Orders, ServiceError, SessionRate};
 use axum::Router;
 use axum::routing::{get, post};
 use bistro_store::{Instrumented, OrderStore, StoreError};
@@ -28,6 +29,7 @@ struct Inner {
     store: Instrumented,
     clock: Clock,
     metrics: Metrics,
+    session_rate: Option<SessionRate>,
     shutting_down: AtomicBool,
 }
 
@@ -46,12 +48,14 @@ impl Waiter {
     /// [`WaiterConfig::store_timeout`].
     pub fn new(config: WaiterConfig, store: Arc<dyn OrderStore>) -> Waiter {
         let store = Instrumented::new(store, config.store_timeout);
+        let session_rate = SessionRate::new(config.session_rate_per_sec, config.session_burst);
         Waiter {
             inner: Arc::new(Inner {
                 config,
                 store,
                 clock: Clock::new(),
                 metrics: Metrics::default(),
+                session_rate,
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -101,19 +105,35 @@ impl Waiter {
         &self.inner.config
     }
 
-    /// The (instrumented) store, e.g. for its operation counts.
+    /// The (instrumented) store, e.g. for its operation counts. Orders are read and
+    /// changed through [`Waiter::orders`], never on the store directly.
     pub fn store(&self) -> &Instrumented {
         &self.inner.store
+    }
+
+    /// The one write path: every read and change of an order (see [`service`](crate::service)).
+    pub fn orders(&self) -> Orders<'_> {
+        Orders::new(self)
+    }
+
+    pub(crate) fn session_rate(&self) -> Option<&SessionRate> {
+        self.inner.session_rate.as_ref()
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
-    /// The problem answering a store error, with this waiter's advice for a missing
+    /// The problem answering a failure, with this waiter's advice for a missing
     /// session.
-    pub(crate) fn store_problem(&self, err: &StoreError) -> Problem {
-        Problem::store(err, self.inner.config.mode, &self.inner.config.id)
+    pub(crate) fn problem(&self, err: &ServiceError) -> Problem {
+        Problem::service(err, self.inner.config.mode, &self.inner.config.id)
+    }
+
+    /// The problem answering a failed store read outside the order operations
+    /// (readiness, counts).
+    pub(crate) fn store_problem(&self, err: StoreError) -> Problem {
+        self.problem(&ServiceError::read(err))
     }
 
     /// 404 `unknown-session` as this waiter words it.

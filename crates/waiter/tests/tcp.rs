@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -348,5 +348,278 @@ async fn connections_over_the_limit_are_refused() {
         .expect("a connection after the first closed")
         .expect("HELP", "OK")
         .await;
+    server.stop().await;
+}
+
+/// Waits until `/metrics` shows no open TCP connection.
+async fn until_no_tcp_connection_is_open(http: SocketAddr) {
+    let http = Client::new(http);
+    for _ in 0..200 {
+        let metrics = http.get("/metrics").await.unwrap().text();
+        if metrics.contains("bistro_tcp_connections 0\n") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("a tcp connection is still open");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_by_the_write_timeout() {
+    let store = Arc::new(MemoryStore::new(StoreConfig::default()));
+    let tcp = TcpConfig {
+        write_timeout: Duration::from_millis(300),
+        ..TcpConfig::default()
+    };
+    let server = Server::start(config("w1", Mode::Stateful), store, tcp).await;
+    // A small receive window, so the waiter's replies back up quickly.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.tcp).await.unwrap();
+    // HELP over and over, never reading a reply: the waiter's writes block, and once
+    // one has waited for the write timeout the waiter drops the connection; the next
+    // write here (or the one waiting) then fails.
+    let batch = "HELP\r\n".repeat(100);
+    let cut = tokio::time::timeout(Duration::from_secs(30), async {
+        while stream.write_all(batch.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    assert!(cut.is_ok(), "the waiter never disconnected the client");
+    until_no_tcp_connection_is_open(server.http).await;
+    // Others are served as usual.
+    Diner::connect(server.tcp).await.expect("HELP", "OK").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_limit_are_refused() {
+    let store = Arc::new(MemoryStore::new(StoreConfig::default()));
+    let tcp = TcpConfig {
+        max_connections_per_ip: 2,
+        ..TcpConfig::default()
+    };
+    let server = Server::start(config("w1", Mode::Stateful), store, tcp).await;
+    let mut first = Diner::connect(server.tcp).await;
+    let second = Diner::connect(server.tcp).await;
+    assert!(
+        second.greeting.starts_with("OK bistro"),
+        "{}",
+        second.greeting
+    );
+    let third = Diner::connect(server.tcp).await;
+    assert!(
+        third.greeting.starts_with("ERR too-many-connections ")
+            && third.greeting.contains("your address"),
+        "{}",
+        third.greeting
+    );
+    let mut third = third;
+    assert_eq!(third.next().await, None, "then closed");
+    first.expect("MENU", "OK").await;
+    drop(second);
+    // The address gets its place back once a connection is gone.
+    let mut again = None;
+    for _ in 0..50 {
+        let d = Diner::connect(server.tcp).await;
+        if d.greeting.starts_with("OK bistro") {
+            again = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    again
+        .expect("a connection after the second closed")
+        .expect("HELP", "OK")
+        .await;
+    server.stop().await;
+}
+
+/// The outcome's kind as both front ends name it: `ok`, or the problem type's last
+/// segment / the `ERR` kind.
+fn http_kind(resp: &bistro_client::Response) -> String {
+    if resp.status.is_success() {
+        return "ok".into();
+    }
+    let value = resp.value();
+    let kind = value["type"].as_str().expect("a problem type");
+    kind.rsplit('/').next().unwrap().to_string()
+}
+
+fn tcp_kind(status: &str) -> String {
+    if status.starts_with("OK") {
+        return "ok".into();
+    }
+    status
+        .strip_prefix("ERR ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an OK or ERR line")
+        .to_string()
+}
+
+#[tokio::test]
+async fn http_and_tcp_agree_on_every_result_and_error_kind() {
+    // The same story told once over HTTP and once over TCP, each in a session of its
+    // own, on one stateless waiter whose sessions hold at most two orders.
+    let store: Arc<dyn OrderStore> = Arc::new(MemoryStore::new(StoreConfig {
+        max_orders_per_session: 2,
+        ..StoreConfig::default()
+    }));
+    let waiter = WaiterConfig {
+        max_orders_per_session: 2,
+        // The kitchen does not start within the test: a placed order still takes
+        // changes, deterministically.
+        kitchen: KitchenTimings {
+            queue_ms: 600_000,
+            cook_ms: 600_000,
+        },
+        ..config("w1", Mode::Stateless)
+    };
+    let server = Server::start(waiter, store, TcpConfig::default()).await;
+
+    let http = Client::new(server.http);
+    let mut over_http = Vec::new();
+    let created = http
+        .post_json("/v1/orders", &serde_json::json!({}))
+        .await
+        .unwrap();
+    over_http.push(http_kind(&created));
+    let order = format!("/v1/orders/{}", created.value()["id"].as_str().unwrap());
+    let fries = serde_json::json!({"dish": "fries", "quantity": 2});
+    let patches = [
+        serde_json::json!({"items": [fries]}),
+        serde_json::json!({"notes": {"allergies": ["peanuts"]}}),
+        serde_json::json!({"items": [fries, {"dish": "satay-skewers"}]}),
+        serde_json::json!({"items": [fries, {"dish": "unicorn-steak"}]}),
+        serde_json::json!({"notes": {"spice": 9}}),
+    ];
+    for patch in &patches {
+        let resp = http.patch_json(&order, patch).await.unwrap();
+        over_http.push(http_kind(&resp));
+    }
+    let place = http
+        .request(Method::POST, &format!("{order}/place"), &[], None)
+        .await
+        .unwrap();
+    over_http.push(http_kind(&place));
+    let late = http
+        .patch_json(&order, &serde_json::json!({"items": [fries]}))
+        .await
+        .unwrap();
+    over_http.push(http_kind(&late));
+    let pay = http
+        .request(Method::POST, &format!("{order}/pay"), &[], None)
+        .await
+        .unwrap();
+    over_http.push(http_kind(&pay));
+    for _ in 0..2 {
+        let resp = http
+            .post_json("/v1/orders", &serde_json::json!({}))
+            .await
+            .unwrap();
+        over_http.push(http_kind(&resp));
+    }
+
+    let mut diner = Diner::connect(server.tcp).await;
+    let mut over_tcp = Vec::new();
+    for line in [
+        "NEW",
+        "ADD fries 2",
+        "ALLERGY peanuts",
+        "ADD satay-skewers",
+        "ADD unicorn-steak",
+        "SPICE 9",
+        "PLACE",
+        "ADD fries",
+        "PAY",
+        "NEW",
+        "NEW",
+    ] {
+        let (_, status) = diner.send(line).await;
+        over_tcp.push(tcp_kind(&status));
+    }
+
+    assert_eq!(
+        over_http,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "dish-contains-allergen",
+            "unknown-dish",
+            "bad-spice",
+            "ok",
+            "ok",
+            "invalid-transition",
+            "ok",
+            "too-many-orders",
+        ]
+    );
+    assert_eq!(over_tcp, over_http, "TCP and HTTP disagree");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn new_sessions_over_the_rate_or_the_cap_are_refused_and_hold_nothing() {
+    // At most one new session per second on this waiter.
+    let store = Arc::new(MemoryStore::new(StoreConfig::default()));
+    let waiter = WaiterConfig {
+        session_rate_per_sec: 1,
+        session_burst: 1,
+        ..config("w1", Mode::Stateless)
+    };
+    let server = Server::start(waiter, store.clone(), TcpConfig::default()).await;
+    let body = serde_json::json!({"items": [{"dish": "fries"}]});
+    let first = Client::new(server.http)
+        .post_json("/v1/orders", &body)
+        .await
+        .unwrap();
+    assert_eq!(first.status, 201);
+    let refused = Client::new(server.http)
+        .post_json("/v1/orders", &body)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(http_kind(&refused), "too-many-new-sessions");
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused.header("set-cookie").is_none());
+    let mut diner = Diner::connect(server.tcp).await;
+    diner.expect("NEW", "ERR too-many-new-sessions").await;
+    assert_eq!(
+        store.counts().await.unwrap().sessions,
+        1,
+        "nothing was held"
+    );
+    server.stop().await;
+
+    // At most one session in the store (a stateful waiter's own memory).
+    let store = Arc::new(MemoryStore::new(StoreConfig {
+        max_sessions: 1,
+        ..StoreConfig::default()
+    }));
+    let server = Server::start(
+        config("w2", Mode::Stateful),
+        store.clone(),
+        TcpConfig::default(),
+    )
+    .await;
+    let first = Client::new(server.http)
+        .post_json("/v1/orders", &body)
+        .await
+        .unwrap();
+    assert_eq!(first.status, 201);
+    let refused = Client::new(server.http)
+        .post_json("/v1/orders", &body)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(http_kind(&refused), "too-many-sessions");
+    assert!(refused.header("retry-after").is_some());
+    let mut diner = Diner::connect(server.tcp).await;
+    diner.expect("NEW", "ERR too-many-sessions").await;
+    assert_eq!(
+        store.counts().await.unwrap().sessions,
+        1,
+        "nothing was held"
+    );
     server.stop().await;
 }

@@ -3,14 +3,15 @@
 //! outage, and opening by URL.
 
 use crate::common::{
-    Backend, Place, T0, changed, config, in_place, open_order, postgres_admin, postgres_url,
+    Backend, Place, T0, TTL, changed, config, in_place, open_order, postgres_admin, postgres_url,
     redis_admin, redis_url,
 };
 use crate::proxy::{Proxy, target, via};
 use crate::{concurrent_writers, new_session};
 use bistro_orders::Change;
 use bistro_store::{
-    OrderStore, PostgresStore, RedisStore, SessionId, SqliteStore, StoreError, StoreUrl,
+    Instrumented, OrderStore, PostgresStore, RedisStore, SessionId, SqliteStore, StoreConfig,
+    StoreError, StoreUrl,
 };
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -81,7 +82,10 @@ async fn write_rounds(store: &dyn OrderStore, session: SessionId, order_id: &str
             let current = store.get_order(session, order_id, T0).await.unwrap();
             let requests = format!("{}{tag}", current.notes.requests);
             let next = changed(&current, Change::SetRequests(requests), T0);
-            match store.update_order(session, &next, T0).await {
+            match store
+                .update_order(session, &next, next.version - 1, T0)
+                .await
+            {
                 Ok(()) => break,
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => panic!("writer {writer}: {e}"),
@@ -344,8 +348,9 @@ async fn fails_fast<T: std::fmt::Debug>(connect: impl Future<Output = Result<T, 
         .expect("connecting must not hang");
     let elapsed = started.elapsed();
     match result {
-        Err(StoreError::Unavailable(message)) => {
-            assert!(!message.contains("sekrit"), "leaks the password: {message}")
+        Err(e @ StoreError::Unavailable { .. }) => {
+            let told = format!("{e} {e:?}");
+            assert!(!told.contains("sekrit"), "leaks the password: {told}")
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -454,6 +459,243 @@ async fn redis_recovers_after_an_outage() {
         outage_and_recovery(&store, &proxy).await;
     })
     .await;
+}
+
+// A timeout says whether the write may have happened. When the database gives up (a
+// lock held too long), it rolled the write back: "not applied", safe to retry. When the
+// caller gives up on a write already sent (its reply lost), the write may well have
+// happened: "maybe", and it really did.
+
+/// The tests' config with a short operation timeout, so waiting on a lock ends soon.
+fn impatient() -> StoreConfig {
+    StoreConfig {
+        op_timeout: Duration::from_millis(600),
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_locked_file_times_out_with_nothing_applied() {
+    in_place(Backend::Sqlite, |place| async move {
+        let path = sqlite_path(&place).to_path_buf();
+        let store = SqliteStore::open(path.to_str().unwrap(), impatient())
+            .await
+            .unwrap();
+        let session = new_session(&store, T0).await;
+        let v1 = open_order(T0);
+        store.insert_order(session, &v1, T0).await.unwrap();
+
+        // Another process holds the write lock for longer than the store waits.
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.blocking_recv();
+            db.execute_batch("ROLLBACK").unwrap();
+        });
+        locked_rx.await.unwrap();
+        let v2 = changed(&v1, Change::SetSpice(2), T0 + 1);
+        let started = Instant::now();
+        let update = store.update_order(session, &v2, 1, T0 + 1).await;
+        let waited = started.elapsed();
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        match update {
+            Err(StoreError::Timeout { maybe_applied, .. }) => {
+                assert!(!maybe_applied, "SQLite rolled the write back")
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        assert_eq!(store.get_order(session, &v1.id, T0 + 2).await.unwrap(), v1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_locked_row_times_out_with_nothing_applied() {
+    in_place(Backend::Postgres, |place| async move {
+        let store = PostgresStore::connect_in_schema(&postgres_url(), schema(&place), impatient())
+            .await
+            .unwrap();
+        let session = new_session(&store, T0).await;
+        let v1 = open_order(T0);
+        store.insert_order(session, &v1, T0).await.unwrap();
+
+        // Another client holds the order's row lock for longer than statement_timeout.
+        let mut admin = postgres_admin().await;
+        let tx = admin.transaction().await.unwrap();
+        let sql = format!(
+            "SELECT version FROM {}.bistro_orders WHERE id = $1 FOR UPDATE",
+            schema(&place)
+        );
+        assert_eq!(tx.query(&sql, &[&v1.id]).await.unwrap().len(), 1);
+        let v2 = changed(&v1, Change::SetSpice(2), T0 + 1);
+        let started = Instant::now();
+        let update = store.update_order(session, &v2, 1, T0 + 1).await;
+        let waited = started.elapsed();
+        tx.rollback().await.unwrap();
+        match update {
+            Err(StoreError::Timeout { maybe_applied, .. }) => {
+                assert!(!maybe_applied, "PostgreSQL cancelled the statement")
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        assert_eq!(store.get_order(session, &v1.id, T0 + 2).await.unwrap(), v1);
+    })
+    .await;
+}
+
+/// Updates an order through `proxy` while it drops the replies, and checks the caller
+/// is told "maybe applied", then (through `direct`, a store that does not go through
+/// the proxy) that the write did land.
+async fn lost_reply_may_have_applied(
+    via_proxy: Arc<dyn OrderStore>,
+    direct: &dyn OrderStore,
+    proxy: &Proxy,
+) {
+    let store = Instrumented::new(via_proxy, impatient().op_timeout);
+    let session = new_session(&store, T0).await;
+    let v1 = open_order(T0);
+    store.insert_order(session, &v1, T0).await.unwrap();
+    // Every pooled connection is open before replies vanish, so the update is really
+    // sent rather than stuck in a connection handshake.
+    for _ in 0..32 {
+        store.get_order(session, &v1.id, T0).await.unwrap();
+    }
+    proxy.swallow_replies(true);
+    let v2 = changed(&v1, Change::SetSpice(2), T0 + 1);
+    let started = Instant::now();
+    let update = store.update_order(session, &v2, 1, T0 + 1).await;
+    let waited = started.elapsed();
+    let error = update.expect_err("no reply came back");
+    assert!(error.may_have_applied(), "{error:?}");
+    assert!(error.is_outage(), "{error:?}");
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    assert_eq!(
+        direct.get_order(session, &v1.id, T0 + 2).await.unwrap(),
+        v2,
+        "the write the caller could not confirm did happen"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_lost_reply_may_have_applied() {
+    in_place(Backend::Postgres, |place| async move {
+        let url = postgres_url();
+        let proxy = Proxy::start(&target(&url, 5432)).await;
+        let via_proxy =
+            PostgresStore::connect_in_schema(&via(&url, proxy.addr()), schema(&place), impatient())
+                .await
+                .expect("connect through the proxy");
+        let direct = PostgresStore::connect_in_schema(&url, schema(&place), config())
+            .await
+            .unwrap();
+        lost_reply_may_have_applied(Arc::new(via_proxy), &direct, &proxy).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_lost_reply_may_have_applied() {
+    in_place(Backend::Redis, |place| async move {
+        let url = redis_url();
+        let proxy = Proxy::start(&target(&url, 6379)).await;
+        let via_proxy =
+            RedisStore::connect_with_prefix(&via(&url, proxy.addr()), prefix(&place), impatient())
+                .await
+                .expect("connect through the proxy");
+        let direct = RedisStore::connect_with_prefix(&url, prefix(&place), config())
+            .await
+            .unwrap();
+        lost_reply_may_have_applied(Arc::new(via_proxy), &direct, &proxy).await;
+    })
+    .await;
+}
+
+// A read within the touch slack of the stored expiry writes nothing: reads stay reads.
+
+/// The session's stored expiry, read around the store.
+async fn stored_expiry(backend: Backend, place: &Place, session: SessionId) -> i64 {
+    match backend {
+        Backend::Sqlite => {
+            let db = rusqlite::Connection::open(sqlite_path(place)).unwrap();
+            db.busy_timeout(Duration::from_secs(5)).unwrap();
+            db.query_row(
+                "SELECT expires_at FROM bistro_sessions WHERE id = ?1",
+                [&session.as_bytes()[..]],
+                |row| row.get(0),
+            )
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let sql = format!(
+                "SELECT expires_at FROM {}.bistro_sessions WHERE id = $1",
+                schema(place)
+            );
+            let id = &session.as_bytes()[..];
+            postgres_admin()
+                .await
+                .query_one(&sql, &[&id])
+                .await
+                .unwrap()
+                .get(0)
+        }
+        Backend::Redis => {
+            let key = format!("{}s:{session}", prefix(place));
+            let value: String = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut redis_admin().await)
+                .await
+                .unwrap();
+            value.parse().unwrap()
+        }
+        Backend::Memory => unreachable!("the memory store has nothing to read around"),
+    }
+}
+
+async fn a_fresh_read_writes_nothing(backend: Backend) {
+    in_place(backend, move |place| async move {
+        let store = place.open(backend).await;
+        let session = new_session(&*store, T0).await;
+        let order = open_order(T0);
+        store.insert_order(session, &order, T0).await.unwrap();
+        let created = (T0 + TTL) as i64;
+        assert_eq!(stored_expiry(backend, &place, session).await, created);
+        // Within the slack (a minute, with a one-hour TTL) reads leave the expiry alone...
+        store
+            .get_order(session, &order.id, T0 + 1_000)
+            .await
+            .unwrap();
+        store.list_orders(session, T0 + 59_000).await.unwrap();
+        assert_eq!(stored_expiry(backend, &place, session).await, created);
+        // ...and past it a read extends the session like any touch.
+        let late = T0 + 61_000;
+        store.get_order(session, &order.id, late).await.unwrap();
+        assert_eq!(
+            stored_expiry(backend, &place, session).await,
+            (late + TTL) as i64
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_fresh_read_writes_nothing() {
+    a_fresh_read_writes_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_fresh_read_writes_nothing() {
+    a_fresh_read_writes_nothing(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_fresh_read_writes_nothing() {
+    a_fresh_read_writes_nothing(Backend::Redis).await;
 }
 
 // `bistro_store::open` picks the backend from the URL. (Redis is left out: `open` uses

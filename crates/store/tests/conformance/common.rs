@@ -24,6 +24,10 @@ pub const IDEM_TTL: u64 = 10 * 60 * 1000;
 pub const PENDING: u64 = 5_000;
 /// The tests' "now": time is passed in, never read.
 pub const T0: u64 = 1_700_000_000_000;
+/// How many orders a session may hold in these tests.
+pub const MAX_ORDERS: usize = 12;
+/// How many live idempotency records a session may hold in these tests.
+pub const MAX_KEYS: usize = 12;
 
 pub fn config() -> StoreConfig {
     StoreConfig {
@@ -31,6 +35,9 @@ pub fn config() -> StoreConfig {
         idempotency_ttl_ms: IDEM_TTL,
         idempotency_pending_ms: PENDING,
         max_sessions: 1_000,
+        max_orders_per_session: MAX_ORDERS,
+        max_idempotency_per_session: MAX_KEYS,
+        ..StoreConfig::default()
     }
 }
 

@@ -3,7 +3,9 @@
 //! the real server that other tests share.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -11,6 +13,9 @@ pub struct Proxy {
     addr: SocketAddr,
     target: String,
     running: Mutex<Option<Running>>,
+    /// While set, the server's replies are read and dropped: requests still arrive and
+    /// take effect, but the client never hears back (a reply lost on the way).
+    swallow: Arc<AtomicBool>,
 }
 
 struct Running {
@@ -29,6 +34,7 @@ impl Proxy {
             addr,
             target: target.to_string(),
             running: Mutex::new(None),
+            swallow: Arc::new(AtomicBool::new(false)),
         };
         proxy.serve(listener);
         proxy
@@ -57,6 +63,12 @@ impl Proxy {
         }
     }
 
+    /// From now on, replies are dropped (see the `swallow` field); `false` lets them
+    /// through again.
+    pub fn swallow_replies(&self, on: bool) {
+        self.swallow.store(on, Ordering::SeqCst);
+    }
+
     /// The recovery: listens on the same port again.
     pub async fn restore(&self) {
         let listener = TcpListener::bind(self.addr)
@@ -68,15 +80,37 @@ impl Proxy {
     fn serve(&self, listener: TcpListener) {
         let links = Arc::new(Mutex::new(Vec::new()));
         let target = self.target.clone();
+        let swallow = Arc::clone(&self.swallow);
         let accept = tokio::spawn({
             let links = Arc::clone(&links);
             async move {
-                while let Ok((mut client, _)) = listener.accept().await {
+                while let Ok((client, _)) = listener.accept().await {
                     let target = target.clone();
+                    let swallow = Arc::clone(&swallow);
                     let link = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&target).await {
+                        if let Ok(server) = TcpStream::connect(&target).await {
                             // Ends when either side closes; errors just end the link.
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            let (mut from_client, mut to_client) = client.into_split();
+                            let (mut from_server, mut to_server) = server.into_split();
+                            let requests = tokio::io::copy(&mut from_client, &mut to_server);
+                            let replies = async {
+                                let mut buf = vec![0u8; 16 * 1024];
+                                loop {
+                                    let n = match from_server.read(&mut buf).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => n,
+                                    };
+                                    if !swallow.load(Ordering::SeqCst)
+                                        && to_client.write_all(&buf[..n]).await.is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                            };
+                            tokio::select! {
+                                _ = requests => {}
+                                () = replies => {}
+                            }
                         }
                     });
                     links.lock().unwrap().push(link);

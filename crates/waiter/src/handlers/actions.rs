@@ -4,7 +4,7 @@
 //! like a `PATCH`, and `Idempotency-Key` like every `POST`. The kitchen's own steps
 //! (cooking, ready) are not actions: the kitchen task makes them when they are due.
 
-use super::{OrderRequest, modify};
+use super::{OrderRequest, order_reply};
 use crate::Waiter;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::problem::Problem;
@@ -12,6 +12,7 @@ use crate::view::{OrderView, ProblemDoc};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bistro_orders::Change;
+use http::StatusCode;
 use serde::Deserialize;
 
 /// The body an action accepts: nothing, or an empty JSON object.
@@ -32,13 +33,23 @@ async fn act(waiter: Waiter, req: OrderRequest, change: Change) -> Response {
         Err(p) => return p.into_response(),
     };
     let fingerprint = idempotency::fingerprint(&req.method, &req.path, &req.body.bytes);
-    let work = modify(
-        &waiter,
-        session,
-        &id,
-        if_match.as_ref(),
-        std::slice::from_ref(&change),
-    );
+    let work = async {
+        let order = waiter
+            .orders()
+            .change(
+                session,
+                &id,
+                if_match.as_ref(),
+                std::slice::from_ref(&change),
+            )
+            .await?;
+        Ok(order_reply(
+            StatusCode::OK,
+            &order,
+            &waiter,
+            waiter.clock().now(),
+        ))
+    };
     idempotency::once(&waiter, session, key.as_ref(), &fingerprint, work).await
 }
 

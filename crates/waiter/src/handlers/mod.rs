@@ -2,9 +2,9 @@
 //! [`actions`] (moving an order through its life) and [`ops`] (menu, health, metrics,
 //! API description, and the answers for unknown routes).
 //!
-//! Handlers are thin: they read the request into plain values, call the store with
-//! `now` from the waiter's clock, apply domain changes with [`Order::apply`], and turn
-//! every failure into a [`Problem`].
+//! Handlers are thin: they read the request into plain values, call the one write path
+//! ([`Waiter::orders`], see [`service`](crate::service)), and turn every failure into a
+//! [`Problem`].
 
 pub mod actions;
 pub mod ops;
@@ -12,14 +12,14 @@ pub mod orders;
 
 use crate::Waiter;
 use crate::body::RawBody;
-use crate::idempotency::{Failure, Reply};
 use crate::precondition::{IfMatch, etag};
 use crate::problem::Problem;
+use crate::reply::Reply;
 use crate::session::SessionRef;
 use crate::view::OrderView;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use bistro_orders::{Change, Order};
-use bistro_store::{OrderStore, SessionId, StoreError, is_order_id};
+use bistro_orders::Order;
+use bistro_store::{SessionId, is_order_id};
 use http::header::ETAG;
 use http::{HeaderMap, Method, StatusCode};
 
@@ -99,77 +99,4 @@ impl OrderRequest {
 pub fn order_reply(status: StatusCode, order: &Order, waiter: &Waiter, now: u64) -> Reply {
     Reply::json(status, &OrderView::new(order, &waiter.config().menu, now))
         .header(ETAG, etag(order.version))
-}
-
-/// A failed write: an outage during a write may or may not have stored it.
-pub fn write_failure(waiter: &Waiter, err: &StoreError) -> Failure {
-    let problem = waiter.store_problem(err);
-    if err.is_outage() {
-        Failure::maybe_applied(problem)
-    } else {
-        Failure::from(problem)
-    }
-}
-
-/// Applies `changes` to the order by read-modify-write with compare-and-set.
-///
-/// With an `If-Match` naming versions, the order must be at one of them and a lost
-/// compare-and-set is a 412: the diner decided on a version that is gone. Without one
-/// (or with `*`), a lost compare-and-set means someone else changed the order between
-/// our read and our write, so the change is re-applied to the fresh order, up to
-/// [`max_cas_retries`](crate::WaiterConfig::max_cas_retries) times. Either way no write
-/// ever replaces a version it did not read: there is no last-writer-wins.
-///
-/// # Errors
-/// The problem to answer, and whether the store failed during the write.
-pub async fn modify(
-    waiter: &Waiter,
-    session: SessionId,
-    order_id: &str,
-    if_match: Option<&IfMatch>,
-    changes: &[Change],
-) -> Result<Reply, Failure> {
-    let store = waiter.store();
-    let menu = &waiter.config().menu;
-    let retries = waiter.config().max_cas_retries;
-    let mut attempt = 0;
-    loop {
-        let now = waiter.clock().now();
-        let mut order = store
-            .get_order(session, order_id, now)
-            .await
-            .map_err(|e| waiter.store_problem(&e))?;
-        if let Some(condition) = if_match
-            && !condition.matches(order.version)
-        {
-            return Err(Problem::version_mismatch(order.version).into());
-        }
-        order
-            .apply(changes, menu, now)
-            .map_err(|e| Problem::order(&e))?;
-        match store.update_order(session, &order, now).await {
-            Ok(()) => return Ok(order_reply(StatusCode::OK, &order, waiter, now)),
-            Err(StoreError::Conflict { actual, .. }) => {
-                waiter.metrics().cas_conflict();
-                if if_match.is_some_and(IfMatch::pins_version) {
-                    return Err(Problem::version_mismatch(actual).into());
-                }
-                if attempt >= retries {
-                    return Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "conflict",
-                        "The order kept changing",
-                        format!(
-                            "the order changed under this request {} times in a row; nothing was changed. Read the order again and retry",
-                            attempt + 1
-                        ),
-                    )
-                    .with("current_version", actual)
-                    .into());
-                }
-                attempt += 1;
-            }
-            Err(e) => return Err(write_failure(waiter, &e)),
-        }
-    }
 }

@@ -51,7 +51,7 @@ pub async fn readyz(State(waiter): State<Waiter>) -> Response {
         Ok(()) => Reply::json(StatusCode::OK, &Health { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness probe: the store does not answer");
-            Problem::store_unavailable(&e.to_string()).into_response()
+            Problem::store_unavailable(&e.to_string(), false).into_response()
         }
     }
 }
@@ -69,7 +69,7 @@ pub async fn readyz(State(waiter): State<Waiter>) -> Response {
 pub async fn waiter_info(State(waiter): State<Waiter>) -> Response {
     let counts = match waiter.store().counts().await {
         Ok(c) => c,
-        Err(e) => return waiter.store_problem(&e).into_response(),
+        Err(e) => return waiter.store_problem(e).into_response(),
     };
     waiter.metrics().set_counts(counts);
     let config = waiter.config();

@@ -3,19 +3,22 @@
 //! Creating an order is the request that starts a session: without one, the waiter
 //! creates it, stores the order under it and answers with `Set-Cookie` (and the id in a
 //! `Bistro-Session` header). A request that names a session the store does not know
-//! gets 404 `unknown-session` instead: it never silently starts an empty one.
+//! gets 404 `unknown-session` instead: it never silently starts an empty one. With an
+//! `Idempotency-Key` and no session, the session is the one the key names, so a retry
+//! whose first answer was lost finds it (see [`idempotency`](crate::idempotency)).
 
-use super::{OrderRequest, modify, order_reply, write_failure};
+use super::{OrderRequest, order_reply};
 use crate::Waiter;
 use crate::body::RawBody;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::problem::Problem;
+use crate::reply::Reply;
 use crate::session::{SESSION_HEADER, SessionRef, session_header, set_cookie};
 use crate::view::{OrderList, OrderView, ProblemDoc};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bistro_orders::{NewOrder, Order, OrderPatch};
-use bistro_store::{OrderStore, SessionId, new_order_id};
+use bistro_store::new_order_id;
 use http::header::{LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
@@ -34,23 +37,21 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 pub async fn list(State(waiter): State<Waiter>, session: SessionRef) -> Response {
     let session = match session {
         SessionRef::Absent => {
-            return idempotency::Reply::json(StatusCode::OK, &OrderList { orders: Vec::new() })
-                .into_response();
+            return Reply::json(StatusCode::OK, &OrderList { orders: Vec::new() }).into_response();
         }
         SessionRef::Malformed => return waiter.unknown_session().into_response(),
         SessionRef::Named(id) => id,
     };
-    let now = waiter.clock().now();
-    match waiter.store().list_orders(session, now).await {
+    match waiter.orders().list(session).await {
         Ok(orders) => {
-            let menu = &waiter.config().menu;
+            let (menu, now) = (&waiter.config().menu, waiter.clock().now());
             let orders = orders
                 .iter()
                 .map(|o| OrderView::new(o, menu, now))
                 .collect();
-            idempotency::Reply::json(StatusCode::OK, &OrderList { orders }).into_response()
+            Reply::json(StatusCode::OK, &OrderList { orders }).into_response()
         }
-        Err(e) => waiter.store_problem(&e).into_response(),
+        Err(e) => waiter.problem(&e).into_response(),
     }
 }
 
@@ -71,10 +72,11 @@ pub async fn get(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
         Ok(t) => t,
         Err(p) => return p.into_response(),
     };
-    let now = waiter.clock().now();
-    match waiter.store().get_order(session, &id, now).await {
-        Ok(order) => order_reply(StatusCode::OK, &order, &waiter, now).into_response(),
-        Err(e) => waiter.store_problem(&e).into_response(),
+    match waiter.orders().read(session, &id).await {
+        Ok(order) => {
+            order_reply(StatusCode::OK, &order, &waiter, waiter.clock().now()).into_response()
+        }
+        Err(e) => waiter.problem(&e).into_response(),
     }
 }
 
@@ -93,10 +95,10 @@ pub async fn get(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
         )),
         (status = 400, description = "malformed-json, invalid-idempotency-key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "idempotency-in-progress", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "idempotency-in-progress, too-many-orders, too-many-idempotency-keys", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "invalid-body, unknown-dish, dish-contains-allergen, idempotency-key-reused, ...", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable, too-many-sessions, timeout", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, too-many-sessions, too-many-new-sessions, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -125,20 +127,26 @@ pub async fn create(
         SessionRef::Named(id) => (id, false),
         SessionRef::Malformed => return waiter.unknown_session().into_response(),
         SessionRef::Absent => {
-            let id = SessionId::generate();
-            if let Err(e) = waiter.store().create_session(id, now).await {
-                return waiter.store_problem(&e).into_response();
+            let opened = match &key {
+                // The session the key names: a retry of this request finds it again.
+                Some(key) => match idempotency::check_session_key(key) {
+                    Ok(()) => {
+                        let id = idempotency::session_for_key(key);
+                        waiter.orders().open_session(id).await.map(|_| id)
+                    }
+                    Err(p) => return p.into_response(),
+                },
+                None => waiter.orders().start_session().await,
+            };
+            match opened {
+                Ok(id) => (id, true),
+                Err(e) => return waiter.problem(&e).into_response(),
             }
-            (id, true)
         }
     };
     let fingerprint = idempotency::fingerprint(&method, uri.path(), &body.bytes);
     let work = async {
-        waiter
-            .store()
-            .insert_order(session, &order, now)
-            .await
-            .map_err(|e| write_failure(&waiter, &e))?;
+        waiter.orders().create(session, &order).await?;
         let location = HeaderValue::from_str(&format!("/v1/orders/{}", order.id))
             .expect("an order id is base64url, a valid header value");
         Ok(order_reply(StatusCode::CREATED, &order, &waiter, now).header(LOCATION, location))
@@ -178,7 +186,7 @@ pub async fn create(
     )
 )]
 pub async fn patch(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
-    let result = async {
+    let checked = (|| -> Result<_, Problem> {
         let (session, id) = req.target(&waiter)?;
         let if_match = req.if_match()?;
         let patch: OrderPatch = req.body.json(None)?;
@@ -186,14 +194,22 @@ pub async fn patch(State(waiter): State<Waiter>, req: OrderRequest) -> Response 
         if changes.is_empty() {
             return Err(Problem::invalid_body(
                 "the patch changes nothing; send \"items\" and/or \"notes\"",
-            )
-            .into());
+            ));
         }
-        modify(&waiter, session, &id, if_match.as_ref(), &changes).await
-    }
-    .await;
-    match result {
-        Ok(reply) => reply.into_response(),
-        Err(failure) => failure.problem.into_response(),
+        Ok((session, id, if_match, changes))
+    })();
+    let (session, id, if_match, changes) = match checked {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
+    };
+    match waiter
+        .orders()
+        .change(session, &id, if_match.as_ref(), &changes)
+        .await
+    {
+        Ok(order) => {
+            order_reply(StatusCode::OK, &order, &waiter, waiter.clock().now()).into_response()
+        }
+        Err(e) => waiter.problem(&e).into_response(),
     }
 }

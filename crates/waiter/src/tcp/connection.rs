@@ -8,6 +8,12 @@
 //! [`Connection::read_line`] is cancel-safe: bytes already read stay in the buffer, so
 //! the server can race it against an idle timer or the shutdown signal and lose nothing.
 //!
+//! Every write is bounded by the connection's *write timeout*: a client that sends
+//! commands but never reads its replies would otherwise block the server in a write
+//! forever, holding a connection slot. A write that times out leaves the connection
+//! *stalled*: the rest of that reply is unsent, so nothing more is written and closing
+//! just drops the socket.
+//!
 //! Closing is a *lingering* close ([`Connection::close`]): flush, half-close the write
 //! side (the client reads EOF after our last line), then read and discard what the
 //! client still sends for a moment. Dropping a socket with unread input makes the
@@ -44,14 +50,19 @@ pub enum Incoming {
 pub struct Connection<S> {
     stream: BufWriter<S>,
     buffer: BytesMut,
+    write_timeout: Duration,
+    /// A write timed out: part of a reply may be unsent, so nothing more is written.
+    stalled: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Wraps `stream`.
-    pub fn new(stream: S) -> Connection<S> {
+    /// Wraps `stream`; each reply must be written within `write_timeout`.
+    pub fn new(stream: S, write_timeout: Duration) -> Connection<S> {
         Connection {
             stream: BufWriter::new(stream),
             buffer: BytesMut::with_capacity(READ_BUFFER),
+            write_timeout,
+            stalled: false,
         }
     }
 
@@ -81,32 +92,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sends a reply.
     ///
     /// # Errors
-    /// The socket's error.
+    /// The socket's error; [`io::ErrorKind::TimedOut`] when the reply could not be
+    /// written within the write timeout (the connection is then stalled, see the
+    /// module docs).
     pub async fn write_reply(&mut self, reply: &Reply) -> io::Result<()> {
         let mut out = Vec::with_capacity(256);
         reply.encode(&mut out);
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await
+        self.send(&out).await
     }
 
     /// Sends one line (a greeting or a `BYE`).
     ///
     /// # Errors
-    /// The socket's error.
+    /// As [`Connection::write_reply`].
     pub async fn write_line(&mut self, line: &str) -> io::Result<()> {
         let mut out = Vec::with_capacity(line.len() + 2);
         push_line(&mut out, line);
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await
+        self.send(&out).await
+    }
+
+    /// Writes and flushes `bytes` within the write timeout.
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.stalled {
+            return Err(stalled(self.write_timeout));
+        }
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(written) => written,
+            Err(_elapsed) => {
+                self.stalled = true;
+                Err(stalled(self.write_timeout))
+            }
+        }
     }
 
     /// Flushes, half-closes, and lingers briefly so the last line is not lost to a
-    /// reset (see the module docs).
+    /// reset (see the module docs). A stalled connection is just dropped: its client
+    /// reads nothing, so there is nothing to protect.
     ///
     /// # Errors
-    /// The socket's error while flushing or half-closing.
+    /// The socket's error while flushing or half-closing; [`io::ErrorKind::TimedOut`]
+    /// when flushing takes longer than the write timeout.
     pub async fn close(mut self) -> io::Result<()> {
-        self.stream.shutdown().await?;
+        if self.stalled {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.write_timeout, self.stream.shutdown()).await {
+            Ok(shut) => shut?,
+            Err(_elapsed) => return Err(stalled(self.write_timeout)),
+        }
         let drain = async {
             let mut discarded = 0;
             let mut scratch = [0u8; 4096];
@@ -125,16 +162,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// The error of a write that did not finish within `limit`.
+fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the client read no reply for {} ms (the write timeout)",
+            limit.as_millis()
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tcp::codec::MAX_LINE;
     use crate::tcp::reply::Refusal;
 
+    const WRITE: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn reads_lines_split_across_writes_and_pipelined_in_one() {
         let (client, server) = tokio::io::duplex(64);
-        let mut conn = Connection::new(server);
+        let mut conn = Connection::new(server, WRITE);
         let mut client = client;
         client.write_all(b"ME").await.unwrap();
         let reader = tokio::spawn(async move {
@@ -156,11 +206,11 @@ mod tests {
     #[tokio::test]
     async fn too_long_and_closed() {
         let (mut client, server) = tokio::io::duplex(4096);
-        let mut conn = Connection::new(server);
+        let mut conn = Connection::new(server, WRITE);
         client.write_all(&vec![b'x'; MAX_LINE + 10]).await.unwrap();
         assert_eq!(conn.read_line().await.unwrap(), Incoming::TooLong);
         let (mut client, server) = tokio::io::duplex(4096);
-        let mut conn = Connection::new(server);
+        let mut conn = Connection::new(server, WRITE);
         client.write_all(b"HALF").await.unwrap();
         drop(client);
         assert_eq!(conn.read_line().await.unwrap(), Incoming::Closed);
@@ -169,7 +219,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn replies_and_close() {
         let (mut client, server) = tokio::io::duplex(4096);
-        let mut conn = Connection::new(server);
+        let mut conn = Connection::new(server, WRITE);
         conn.write_line("OK bistro").await.unwrap();
         conn.write_reply(&Reply::err(Refusal::new("no-order", "none")))
             .await
@@ -178,5 +228,28 @@ mod tests {
         let mut text = String::new();
         client.read_to_string(&mut text).await.unwrap();
         assert_eq!(text, "OK bistro\r\nERR no-order none\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_times_the_write_out_and_the_close_is_immediate() {
+        // A pipe that holds 64 bytes, whose reader never reads.
+        let (_client, server) = tokio::io::duplex(64);
+        let mut conn = Connection::new(server, Duration::from_millis(300));
+        let start = tokio::time::Instant::now();
+        let err = conn.write_line(&"x".repeat(1000)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        let err = conn.write_line("BYE").await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::TimedOut,
+            "a stalled connection stays so"
+        );
+        conn.close().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(300),
+            "no flush, no linger"
+        );
     }
 }

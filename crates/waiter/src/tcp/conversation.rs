@@ -11,16 +11,18 @@
 //!   command writes through with a compare-and-set, so nothing is lost with the
 //!   connection and `HELLO <session-id>` picks the same open order up on any waiter.
 //!
-//! Writes to a stored order use the same read-modify-compare-and-set as the HTTP
-//! handlers' `modify` (without `If-Match`, which the line protocol does not have): a
-//! lost compare-and-set re-applies the change to the fresh order, up to
-//! `max_cas_retries` times, and never overwrites a version it did not read.
+//! Every store operation goes through the service layer ([`Waiter::orders`]), the same
+//! one the HTTP handlers use: a change to a stored order is its compare-and-set
+//! (without `If-Match`, which the line protocol does not have), and its failures are
+//! named as over HTTP. Only a stateful draft changes here, in the connection's memory,
+//! by the domain's own rules.
 
 use crate::Waiter;
 use crate::config::Mode;
+use crate::service::ServiceError;
 use crate::tcp::reply::Refusal;
 use bistro_orders::{Change, NewOrder, Order, Status};
-use bistro_store::{OrderStore, SessionId, StoreError, new_order_id};
+use bistro_store::{SessionId, new_order_id};
 
 /// The order a connection is working on.
 #[derive(Debug, Clone, Default)]
@@ -84,10 +86,10 @@ impl Conversation {
             Mode::Stateful => self.current = Current::Draft(order.clone()),
             Mode::Stateless => {
                 waiter
-                    .store()
-                    .insert_order(session, &order, now)
+                    .orders()
+                    .create(session, &order)
                     .await
-                    .map_err(|e| Refusal::store(waiter, &e))?;
+                    .map_err(|e| Refusal::service(waiter, &e))?;
                 self.current = Current::Stored(order.id.clone());
             }
         }
@@ -102,10 +104,10 @@ impl Conversation {
         match (&self.current, self.session) {
             (Current::Draft(order), _) => Ok(order.clone()),
             (Current::Stored(id), Some(session)) => waiter
-                .store()
-                .get_order(session, id, waiter.clock().now())
+                .orders()
+                .read(session, id)
                 .await
-                .map_err(|e| Refusal::store(waiter, &e)),
+                .map_err(|e| Refusal::service(waiter, &e)),
             _ => Err(Refusal::no_order()),
         }
     }
@@ -124,8 +126,11 @@ impl Conversation {
             Current::None => Err(Refusal::no_order()),
             Current::Stored(id) => {
                 let session = self.session.ok_or_else(Refusal::no_order)?;
-                let id = id.clone();
-                write_through(waiter, session, &id, changes).await
+                waiter
+                    .orders()
+                    .change(session, id, None, changes)
+                    .await
+                    .map_err(|e| Refusal::service(waiter, &e))
             }
             Current::Draft(draft) => {
                 let now = waiter.clock().now();
@@ -145,13 +150,12 @@ impl Conversation {
     /// Stores a draft that has just been placed.
     async fn store_draft(&mut self, waiter: &Waiter, order: &Order) -> Result<(), Refusal> {
         let (session, _) = self.ensure_session(waiter).await?;
-        let now = waiter.clock().now();
-        match waiter.store().insert_order(session, order, now).await {
+        match waiter.orders().create(session, order).await {
             Ok(()) => {
                 self.current = Current::Stored(order.id.clone());
                 Ok(())
             }
-            Err(StoreError::UnknownSession) => {
+            Err(ServiceError::UnknownSession) => {
                 // The session expired while the order was a draft: keep the draft, and
                 // let the next PLACE start a fresh session for it.
                 self.session = None;
@@ -160,7 +164,7 @@ impl Conversation {
                     "your session expired while this order was a draft; the draft is still on this connection: PLACE again to place it under a new session",
                 ))
             }
-            Err(e) => Err(Refusal::store(waiter, &e)),
+            Err(e) => Err(Refusal::service(waiter, &e)),
         }
     }
 
@@ -179,10 +183,10 @@ impl Conversation {
             return Err(Refusal::draft_pending());
         }
         let orders = waiter
-            .store()
-            .list_orders(session, waiter.clock().now())
+            .orders()
+            .list(session)
             .await
-            .map_err(|e| Refusal::store(waiter, &e))?;
+            .map_err(|e| Refusal::service(waiter, &e))?;
         self.session = Some(session);
         self.current = orders
             .iter()
@@ -217,51 +221,9 @@ impl Conversation {
 }
 
 async fn start_session(waiter: &Waiter) -> Result<SessionId, Refusal> {
-    let session = SessionId::generate();
     waiter
-        .store()
-        .create_session(session, waiter.clock().now())
+        .orders()
+        .start_session()
         .await
-        .map_err(|e| Refusal::store(waiter, &e))?;
-    Ok(session)
-}
-
-/// Read, apply, compare-and-set; on a lost compare-and-set, again on the fresh order.
-async fn write_through(
-    waiter: &Waiter,
-    session: SessionId,
-    order_id: &str,
-    changes: &[Change],
-) -> Result<Order, Refusal> {
-    let store = waiter.store();
-    let menu = &waiter.config().menu;
-    let retries = waiter.config().max_cas_retries;
-    let mut attempt = 0;
-    loop {
-        let now = waiter.clock().now();
-        let mut order = store
-            .get_order(session, order_id, now)
-            .await
-            .map_err(|e| Refusal::store(waiter, &e))?;
-        order
-            .apply(changes, menu, now)
-            .map_err(|e| Refusal::order(&e))?;
-        match store.update_order(session, &order, now).await {
-            Ok(()) => return Ok(order),
-            Err(StoreError::Conflict { .. }) => {
-                waiter.metrics().cas_conflict();
-                if attempt >= retries {
-                    return Err(Refusal::new(
-                        "conflict",
-                        format!(
-                            "the order changed under this command {} times in a row; nothing was changed. SHOW it and retry",
-                            attempt + 1
-                        ),
-                    ));
-                }
-                attempt += 1;
-            }
-            Err(e) => return Err(Refusal::store(waiter, &e)),
-        }
-    }
+        .map_err(|e| Refusal::service(waiter, &e))
 }

@@ -31,7 +31,8 @@
 //! - [`connection`]: the socket and its buffers, nothing protocol-specific.
 //! - [`conversation`]: what a connection remembers (session, draft or stored order).
 //! - [`reply`]: replies and refusals; error kinds shared with the HTTP API.
-//! - `server`: the accept loop, the connection cap, idle timeout and shutdown.
+//! - `server`: the accept loop, the connection caps (in all and per address, see
+//!   `per_ip`), the idle and write timeouts, and shutdown.
 //!
 //! The protocol shares everything else with HTTP: the store, the clock, the menu, the
 //! kitchen timings, the domain rules (`Order::apply`) and the metrics
@@ -42,6 +43,7 @@ pub mod codec;
 pub mod commands;
 pub mod connection;
 pub mod conversation;
+mod per_ip;
 pub mod reply;
 mod server;
 
@@ -57,17 +59,30 @@ pub struct TcpConfig {
     /// A connection that sends no command for this long gets `BYE idle-timeout` and is
     /// closed (an abandoned `nc` must not hold a connection slot forever).
     pub idle_timeout: Duration,
+    /// Longest one reply (or the greeting, or a `BYE`) may take to be handed to the
+    /// client's socket. A client that sends commands but never reads its replies fills
+    /// its receive window, then the waiter's send buffer, and the next reply waits;
+    /// after this long the connection is closed without a word (nobody would read it),
+    /// so such a client cannot hold a connection slot forever.
+    pub write_timeout: Duration,
     /// Most connections served at once; one more is answered `ERR too-many-connections`
     /// and closed.
     pub max_connections: usize,
+    /// Most connections served at once from one client address, so one client cannot
+    /// take every slot of `max_connections`; one more is answered `ERR
+    /// too-many-connections` and closed. Behind a TCP balancer every connection comes
+    /// from the balancer's address: raise this to `max_connections` there.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for TcpConfig {
-    /// 5 minutes idle, 1024 connections.
+    /// 5 minutes idle, 10 s to write a reply, 1024 connections, 64 per address.
     fn default() -> Self {
         TcpConfig {
             idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -110,7 +125,15 @@ pub async fn run_tcp_with(
             tracing::debug!("the tcp server stopped before the shutdown signal");
         }
     });
-    tracing::info!(%addr, id = %waiter.config().id, max_connections = config.max_connections, idle_timeout_secs = config.idle_timeout.as_secs(), "tcp protocol serving");
+    tracing::info!(
+        %addr,
+        id = %waiter.config().id,
+        max_connections = config.max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
+        idle_timeout_secs = config.idle_timeout.as_secs(),
+        write_timeout_secs = config.write_timeout.as_secs_f64(),
+        "tcp protocol serving"
+    );
     server::serve(listener, waiter, config, stop_rx).await;
     signal.abort();
     tracing::info!(%addr, "tcp protocol stopped");

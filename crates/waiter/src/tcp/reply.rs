@@ -7,17 +7,17 @@
 //! (`dish`, `item`, `order`, ...), so they can never be mistaken for a status line.
 //!
 //! The `<kind>` of an `ERR` is the same stable name the HTTP API puts in a problem's
-//! `type` (`dish-contains-allergen`, `unknown-session`, ...): domain errors keep their
-//! [`OrderError::kind`], store errors are named by the very function the HTTP handlers
-//! use (`Waiter::store_problem`), so the two front ends cannot drift apart. Only what
-//! HTTP has no word for gets a protocol kind of its own (`unknown-command`,
-//! `bad-argument`, `no-order`, `line-too-long`, ...).
+//! `type` (`dish-contains-allergen`, `unknown-session`, ...): every failure of the
+//! service layer is named by [`ServiceError::kind`], the very function that names the
+//! HTTP problems, so the two front ends cannot drift apart. Only what HTTP has no word
+//! for gets a protocol kind of its own (`unknown-command`, `bad-argument`, `no-order`,
+//! `line-too-long`, ...).
 
 use crate::Waiter;
 use crate::config::Mode;
+use crate::service::ServiceError;
 use crate::tcp::codec::{MAX_LINE, ParseError};
 use bistro_orders::OrderError;
-use bistro_store::StoreError;
 
 /// Why a command was refused: a stable kind and a message saying what to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +53,12 @@ impl Refusal {
         Refusal::new(err.kind(), err.to_string())
     }
 
-    /// A store failure, named exactly as the HTTP API names it.
-    pub fn store(waiter: &Waiter, err: &StoreError) -> Refusal {
-        let kind = waiter.store_problem(err).kind();
+    /// A failure of the service layer, named exactly as the HTTP API names it.
+    pub fn service(waiter: &Waiter, err: &ServiceError) -> Refusal {
         let config = waiter.config();
-        let message = match kind {
-            "unknown-session" => match config.mode {
+        let message = match err {
+            ServiceError::Order(e) => return Refusal::order(e),
+            ServiceError::UnknownSession => match config.mode {
                 Mode::Stateful => format!(
                     "this waiter ({}) holds no notes for your session. In stateful mode only the waiter that took the order holds its notes; that waiter may have restarted, or you reached another one. HELLO starts a new session",
                     config.id
@@ -67,15 +67,33 @@ impl Refusal {
                     "your session expired or never existed; HELLO starts a new session".into()
                 }
             },
-            "order-not-found" => "your session no longer holds this order; HELLO <session-id> shows the orders it holds, NEW starts one".into(),
-            "too-many-sessions" => "this waiter holds as many sessions as it may; retry later, or ask another waiter".into(),
-            "store-unavailable" => format!(
-                "the waiter could not reach its order store ({err}); retry in a moment, and SHOW before repeating a change: it may or may not have been saved"
+            ServiceError::OrderNotFound => "your session no longer holds this order; HELLO <session-id> shows the orders it holds, NEW starts one".into(),
+            ServiceError::SessionLimit { .. } => "this waiter holds as many sessions as it may; retry later, or ask another waiter".into(),
+            ServiceError::SessionRate { retry_after, .. } => format!(
+                "this waiter is starting new sessions as fast as it may; retry in {retry_after} s"
             ),
-            "conflict" => "another request changed this order at the same time; retry".into(),
+            ServiceError::OrderLimit { limit } => format!(
+                "your session holds {limit} orders, the most one session may hold; HELLO starts a new session"
+            ),
+            ServiceError::Conflict { attempts, .. } => format!(
+                "the order changed under this command {attempts} times in a row; nothing was changed. SHOW it and retry"
+            ),
+            ServiceError::Store { error, .. } if error.is_outage() => {
+                let outcome = if err.may_have_applied() {
+                    "it may or may not have been saved: SHOW before repeating a change"
+                } else {
+                    "nothing was changed"
+                };
+                format!(
+                    "the waiter could not reach its order store ({error}); {outcome}. Retry in a moment"
+                )
+            }
+            ServiceError::VersionMismatch { .. } | ServiceError::IdempotencyLimit { .. } => {
+                err.to_string()
+            }
             _ => "the waiter failed because of an internal error; it has been logged. Retry later".into(),
         };
-        Refusal::new(kind, message)
+        Refusal::new(err.kind(), message)
     }
 
     /// The command needs an order and the connection has none.

@@ -2,14 +2,18 @@
 //!
 //! The listener side follows mini-redis: the caller binds, a [`Semaphore`] caps the
 //! connections, a watch channel tells every connection task to stop, and the loop waits
-//! for the tasks before returning. One difference: a client over the cap is not left
-//! waiting in the kernel's backlog but told `ERR too-many-connections` and closed, so
-//! someone typing into `nc` learns why nothing happens and can try another waiter.
+//! for the tasks before returning. Two differences: a second cap counts connections per
+//! client address ([`PerIp`]), so one client cannot take every slot; and a client over
+//! either cap is not left waiting in the kernel's backlog but told `ERR
+//! too-many-connections` and closed, so someone typing into `nc` learns why nothing
+//! happens and can try another waiter.
 //!
 //! A connection task ([`Handler`]) greets, then loops: read a line (racing the idle
 //! timer and the shutdown signal), parse it, apply it, answer. A command that has
 //! started always finishes and is answered; shutdown and the idle timer only interrupt
 //! the wait for the *next* line, and are told to the client as `BYE <kind> <message>`.
+//! Every answer must be written within the write timeout ([`Connection`]); a client that
+//! does not read its replies is disconnected without a `BYE` (it would not read it).
 
 use crate::Waiter;
 use crate::config::Mode;
@@ -17,6 +21,7 @@ use crate::tcp::TcpConfig;
 use crate::tcp::commands::{self, Command};
 use crate::tcp::connection::{Connection, Incoming};
 use crate::tcp::conversation::Conversation;
+use crate::tcp::per_ip::{PerIp, Place};
 use crate::tcp::reply::{Refusal, Reply};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +44,7 @@ pub(crate) async fn serve(
     let limit = Arc::new(Semaphore::new(
         config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
+    let per_ip = PerIp::new(config.max_connections_per_ip);
     let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -63,24 +69,28 @@ pub(crate) async fn serve(
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
         }
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                waiter.metrics().tcp_connection_accepted();
-                let handler = Handler {
-                    connection: Connection::new(socket),
-                    waiter: waiter.clone(),
-                    conversation: Conversation::default(),
-                    idle_timeout: config.idle_timeout,
-                    stop: stop.clone(),
-                    peer,
-                };
-                tasks.spawn(handler.run(permit));
-            }
-            Err(_) => {
-                waiter.metrics().tcp_connection_refused();
-                tasks.spawn(refuse(socket, peer, config.max_connections));
-            }
-        }
+        // Per address first: a client at its own cap must not take a global slot,
+        // even for a moment.
+        let Some(place) = per_ip.admit(peer.ip()) else {
+            waiter.metrics().tcp_connection_refused();
+            tasks.spawn(refuse(socket, peer, Cap::PerIp(per_ip.limit())));
+            continue;
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            waiter.metrics().tcp_connection_refused();
+            tasks.spawn(refuse(socket, peer, Cap::Total(config.max_connections)));
+            continue;
+        };
+        waiter.metrics().tcp_connection_accepted();
+        let handler = Handler {
+            connection: Connection::new(socket, config.write_timeout),
+            waiter: waiter.clone(),
+            conversation: Conversation::default(),
+            idle_timeout: config.idle_timeout,
+            stop: stop.clone(),
+            peer,
+        };
+        tasks.spawn(handler.run(permit, place));
     }
     drop(listener);
     let grace = waiter.config().request_timeout + Duration::from_secs(1);
@@ -109,21 +119,39 @@ async fn signalled(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn refuse(socket: TcpStream, peer: SocketAddr, max: usize) {
-    let refusal = Refusal::new(
-        "too-many-connections",
-        format!(
-            "this waiter serves at most {max} TCP connections at once; retry in a moment or connect to another waiter"
-        ),
-    );
-    let mut connection = Connection::new(socket);
+/// The cap a refused connection is over.
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    /// `max_connections`, over all clients.
+    Total(usize),
+    /// `max_connections_per_ip`, for the client's address.
+    PerIp(usize),
+}
+
+impl Cap {
+    fn refusal(self) -> Refusal {
+        let message = match self {
+            Cap::Total(max) => format!(
+                "this waiter serves at most {max} TCP connections at once; retry in a moment or connect to another waiter"
+            ),
+            Cap::PerIp(max) => format!(
+                "your address already holds {max} TCP connections to this waiter, its limit per address; close one, or retry in a moment"
+            ),
+        };
+        Refusal::new("too-many-connections", message)
+    }
+}
+
+async fn refuse(socket: TcpStream, peer: SocketAddr, cap: Cap) {
+    let refusal = cap.refusal();
+    let mut connection = Connection::new(socket, REFUSAL_TIMEOUT);
     let said = tokio::time::timeout(REFUSAL_TIMEOUT, async {
         connection.write_reply(&Reply::err(refusal)).await?;
         connection.close().await
     })
     .await;
     match said {
-        Ok(Ok(())) => tracing::debug!(%peer, "tcp connection refused: at the connection limit"),
+        Ok(Ok(())) => tracing::debug!(%peer, ?cap, "tcp connection refused: at a connection limit"),
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "could not tell a refused tcp client why"),
         Err(_) => tracing::debug!(%peer, "a refused tcp client did not read its refusal in time"),
     }
@@ -148,13 +176,19 @@ enum Ending {
 }
 
 impl Handler {
-    async fn run(mut self, _permit: OwnedSemaphorePermit) {
+    /// Serves the connection; `_permit` and `_place` are its places under the caps,
+    /// given back when it ends.
+    async fn run(mut self, _permit: OwnedSemaphorePermit, _place: Place) {
         let metrics = self.waiter.metrics();
         metrics.tcp_connection_opened();
         let peer = self.peer;
         tracing::debug!(%peer, "tcp connection opened");
         let ending = match self.converse().await {
             Ok(ending) => ending,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::info!(%peer, error = %e, "tcp client does not read its replies; disconnecting it");
+                Ending::Silent
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "tcp connection failed");
                 Ending::Silent

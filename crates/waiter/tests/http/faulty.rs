@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use bistro_orders::Order;
 use bistro_store::{
-    Counts, IdempotencyBegin, MemoryStore, OrderStore, SessionId, StoreConfig, StoreError,
-    StoredResponse,
+    Counts, IdempotencyBegin, MemoryStore, OrderStore, SessionCreated, SessionId, StoreConfig,
+    StoreError, StoredResponse,
 };
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,8 +45,8 @@ impl FaultyStore {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         if self.faults.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
-                "injected fault: the store is switched off".into(),
+            return Err(StoreError::unavailable(
+                "injected fault: the store is switched off",
             ));
         }
         Ok(())
@@ -62,7 +62,11 @@ impl OrderStore for FaultyStore {
         self.gate().await?;
         self.inner.ping().await
     }
-    async fn create_session(&self, session: SessionId, now: u64) -> Result<(), StoreError> {
+    async fn create_session(
+        &self,
+        session: SessionId,
+        now: u64,
+    ) -> Result<SessionCreated, StoreError> {
         self.gate().await?;
         self.inner.create_session(session, now).await
     }
@@ -101,6 +105,7 @@ impl OrderStore for FaultyStore {
         &self,
         session: SessionId,
         order: &Order,
+        expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
         self.gate().await?;
@@ -111,11 +116,13 @@ impl OrderStore for FaultyStore {
         if injected.is_ok() {
             // As if another writer had stored the next version first.
             return Err(StoreError::Conflict {
-                expected: order.version - 1,
-                actual: order.version,
+                expected,
+                actual: expected + 1,
             });
         }
-        self.inner.update_order(session, order, now).await?;
+        self.inner
+            .update_order(session, order, expected, now)
+            .await?;
         self.faults
             .journal
             .lock()

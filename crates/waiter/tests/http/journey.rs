@@ -273,7 +273,7 @@ async fn an_unknown_session_is_explained_and_never_replaced_silently() {
 async fn an_idempotency_key_creates_one_order_however_often_it_is_sent() {
     let server = Server::memory(fast()).await;
     let diner = server.client();
-    let key = [("idempotency-key", "3f1c-order-1")];
+    let key = [("idempotency-key", "3f1c9a2e-order-1-5b7d0c44e1a8")];
     let first = diner
         .request(Method::POST, "/v1/orders", &key, Some(&fries()))
         .await
@@ -300,6 +300,79 @@ async fn an_idempotency_key_creates_one_order_however_often_it_is_sent() {
     assert_problem(&reused, 422, "idempotency-key-reused");
     let metrics = diner.get("/metrics").await.unwrap().text();
     assert_eq!(metric(&metrics, "bistro_idempotent_replays_total"), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cookieless_retry_with_the_same_key_finds_the_same_session_and_order() {
+    // The diner's first POST started a session, but the reply (and its cookie) was lost:
+    // the retry carries no cookie, only the key.
+    let server = Server::memory(fast()).await;
+    let key = [("idempotency-key", "6f0e2c1d-8a4b-4d3e-9f7a-2b5c8d1e0a63")];
+    let first = server
+        .client()
+        .request(Method::POST, "/v1/orders", &key, Some(&fries()))
+        .await
+        .unwrap();
+    assert_eq!(first.status, StatusCode::CREATED);
+    let retry = server
+        .client()
+        .request(Method::POST, "/v1/orders", &key, Some(&fries()))
+        .await
+        .unwrap();
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(retry.header("idempotency-replayed"), Some("true"));
+    assert_eq!(retry.value()["id"], first.value()["id"]);
+    let session = first
+        .header("bistro-session")
+        .expect("a new session is named");
+    assert_eq!(retry.header("bistro-session"), Some(session));
+    assert!(
+        retry
+            .header("set-cookie")
+            .is_some_and(|c| c.contains(session)),
+        "the retry is handed the session's cookie"
+    );
+    assert_eq!(
+        server.waiter.store().counts().await.unwrap(),
+        Counts {
+            sessions: 1,
+            orders: 1
+        },
+        "one session and one order, not two"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_key_cannot_start_a_session() {
+    let server = Server::memory(fast()).await;
+    let diner = server.client();
+    let resp = diner
+        .request(
+            Method::POST,
+            "/v1/orders",
+            &[("idempotency-key", "order-1")],
+            Some(&fries()),
+        )
+        .await
+        .unwrap();
+    assert_problem(&resp, 400, "invalid-idempotency-key");
+    assert!(resp.header("set-cookie").is_none());
+    assert_eq!(server.waiter.store().counts().await.unwrap().sessions, 0);
+    // Inside a session a short key is fine: it names nothing but the request.
+    let started = diner.post_json("/v1/orders", &fries()).await.unwrap();
+    assert_eq!(started.status, StatusCode::CREATED);
+    let resp = diner
+        .request(
+            Method::POST,
+            "/v1/orders",
+            &[("idempotency-key", "order-2")],
+            Some(&fries()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, StatusCode::CREATED);
     server.stop().await;
 }
 

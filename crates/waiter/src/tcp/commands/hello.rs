@@ -8,10 +8,11 @@
 
 use super::summary;
 use crate::Waiter;
+use crate::service::ServiceError;
 use crate::tcp::codec::{ParseError, Words};
 use crate::tcp::conversation::Conversation;
 use crate::tcp::reply::{Refusal, Reply};
-use bistro_store::{SessionId, StoreError};
+use bistro_store::SessionId;
 
 /// See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ impl Hello {
                 let session = conversation.restart(waiter).await?;
                 return Ok(Reply::ok(format!("session {session} started")));
             }
-            Some(None) => return Err(Refusal::store(waiter, &StoreError::UnknownSession)),
+            Some(None) => return Err(Refusal::service(waiter, &ServiceError::UnknownSession)),
             Some(Some(session)) => session,
         };
         let orders = conversation.resume(waiter, session).await?;

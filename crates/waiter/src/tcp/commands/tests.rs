@@ -260,11 +260,16 @@ async fn domain_and_store_errors_use_the_http_kinds() {
     for err in [
         StoreError::UnknownSession,
         StoreError::OrderNotFound,
-        StoreError::Timeout(std::time::Duration::from_secs(1)),
+        StoreError::OrderLimit { limit: 2 },
+        StoreError::Timeout {
+            after: std::time::Duration::from_secs(1),
+            maybe_applied: true,
+        },
     ] {
+        let err = crate::service::ServiceError::write(err);
         assert_eq!(
-            crate::tcp::reply::Refusal::store(&w, &err).kind,
-            w.store_problem(&err).kind()
+            crate::tcp::reply::Refusal::service(&w, &err).kind,
+            w.problem(&err).kind()
         );
     }
 }
