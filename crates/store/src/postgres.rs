@@ -483,7 +483,9 @@ impl PostgresStore {
             return Ok(Arc::clone(conn));
         }
         *slot = None;
-        let conn = self.connect_one().await?;
+        // Boxed: connecting prepares every statement at once, a future of many KiB that
+        // would otherwise be part of (and copied with) every method's future.
+        let conn = Box::pin(self.connect_one()).await?;
         *slot = Some(Arc::clone(&conn));
         Ok(conn)
     }
