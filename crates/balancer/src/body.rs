@@ -17,6 +17,7 @@
 
 use crate::backend::Local;
 use crate::pool::{Conn, PoolSettings};
+use bistro_http_io::Alarm;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -62,8 +63,7 @@ pub(crate) struct BodyClock {
     start: Instant,
     limits: BodyLimits,
     read: u64,
-    timer: Option<Pin<Box<Sleep>>>,
-    timer_at: Option<Instant>,
+    alarm: Alarm,
 }
 
 impl BodyClock {
@@ -72,8 +72,7 @@ impl BodyClock {
             start,
             limits,
             read: 0,
-            timer: None,
-            timer_at: None,
+            alarm: Alarm::default(),
         }
     }
 
@@ -91,19 +90,7 @@ impl BodyClock {
     /// Whether the body's time is up; otherwise the timer wakes the task when it is.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let due = self.deadline();
-        if Instant::now() >= due {
-            return true;
-        }
-        if self.timer_at != Some(due) {
-            self.timer_at = Some(due);
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(due),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(due))),
-            }
-        }
-        self.timer
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        self.alarm.expired(due, cx)
     }
 }
 

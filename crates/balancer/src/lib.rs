@@ -218,9 +218,14 @@ pub async fn serve(
     fit_connections_to_fds(&shared);
     let mut started = 0;
     let mut failure = None;
-    for (index, listener) in listeners.into_iter().enumerate() {
+    let runtimes = listeners
+        .iter()
+        .map(|_| server::runtime())
+        .collect::<Result<Vec<_>, _>>()?;
+    for ((index, listener), rt) in listeners.into_iter().enumerate().zip(runtimes) {
         match server::spawn(
             index,
+            rt,
             listener,
             shared.clone(),
             stopped.clone(),
@@ -360,6 +365,11 @@ fn fit_connections_to_fds(shared: &Shared) {
             .max_connections
             .store(fits, std::sync::atomic::Ordering::Relaxed);
     }
+    // Refused sockets linger on descriptors too: they get half the headroom.
+    let lingering = usize::try_from(headroom / 2).unwrap_or(usize::MAX).max(1);
+    shared
+        .max_lingering
+        .fetch_min(lingering, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The configured affinity key, or a random one (with a warning).

@@ -31,13 +31,14 @@ use crate::route::Route;
 use crate::spec::Mode;
 use crate::state::{Settings, Worker};
 use crate::target::{Sticky, Target, choose, pick, unavailable};
+use bistro_http_io::Exchanges;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 static REROUTED: HeaderName = HeaderName::from_static("bistro-rerouted");
@@ -59,10 +60,10 @@ pub(crate) struct Downstream {
     pub(crate) trusted: bool,
     /// The verdict on this connection's last affinity cookie.
     affinity: VerdictCache,
-    /// Requests whose handling started, and whose response body ended: equal while the
-    /// connection is between requests (see [`client_io`](crate::client_io)).
-    started: AtomicU32,
-    finished: AtomicU32,
+    /// Requests whose handling started, and whose response body ended: what the
+    /// connection's socket reads to pick its timeout (see
+    /// [`client_io`](crate::client_io)).
+    pub(crate) exchanges: Exchanges,
     /// The connection's place in the per-IP count, given back on close.
     _per_ip: Option<Counted>,
 }
@@ -84,25 +85,9 @@ impl Downstream {
             client_ip,
             trusted,
             affinity: VerdictCache::default(),
-            started: AtomicU32::new(0),
-            finished: AtomicU32::new(0),
+            exchanges: Exchanges::default(),
             _per_ip: per_ip,
         }
-    }
-
-    /// A request's handling starts.
-    pub(crate) fn request_started(&self) {
-        self.started.fetch_add(1, Relaxed);
-    }
-
-    /// A response's body ended (or was dropped).
-    pub(crate) fn request_finished(&self) {
-        self.finished.fetch_add(1, Relaxed);
-    }
-
-    /// (started, finished) request counts.
-    pub(crate) fn requests(&self) -> (u32, u32) {
-        (self.started.load(Relaxed), self.finished.load(Relaxed))
     }
 }
 

@@ -32,7 +32,7 @@
 //! (hyper's graceful shutdown), and waits for them up to the grace period.
 
 use crate::body::ResponseBody;
-use crate::client_io::ClientIo;
+use crate::client_io::request_timeout_answer;
 use crate::client_ip;
 use crate::config::{ClientConfig, ms};
 use crate::error::{BalancerError, is_local_exhaustion};
@@ -40,8 +40,8 @@ use crate::metrics::Refusal;
 use crate::problem::Problem;
 use crate::proxy::{self, Downstream};
 use crate::state::{Shared, Worker};
+use bistro_http_io::{ClientIo, InFlight, Tracked, linger, write_refusal};
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -55,7 +55,6 @@ use std::sync::atomic::{
 };
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -115,9 +114,26 @@ impl Drop for ExitReport {
     }
 }
 
-/// Starts worker thread `index` serving `listener` (already non-blocking).
+/// A worker's runtime. Every worker's is built before any worker accepts: a runtime
+/// needs descriptors (epoll, an eventfd), and one built once the first worker's
+/// clients took them all would fail and take the whole balancer down (regression).
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BalancerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| BalancerError::Io {
+            what: "could not start a worker runtime",
+            source,
+        })
+}
+
+/// Starts worker thread `index` serving `listener` (already non-blocking) on `rt`.
 pub(crate) fn spawn(
     index: usize,
+    rt: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -131,20 +147,11 @@ pub(crate) fn spawn(
                 tx: exits,
                 result: None,
             };
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|source| BalancerError::Io {
-                    what: "could not start a worker runtime",
-                    source,
-                })
-                .and_then(|rt| {
-                    rt.block_on(serve(
-                        Arc::new(Worker::new(index, shared)),
-                        listener,
-                        shutdown,
-                    ))
-                });
+            let result = rt.block_on(serve(
+                Arc::new(Worker::new(index, shared)),
+                listener,
+                shutdown,
+            ));
             report.result = Some(result);
         })
         .map_err(|source| BalancerError::Io {
@@ -181,36 +188,19 @@ impl Refusals {
     }
 }
 
-/// Sockets lingering after a refusal; beyond [`MAX_LINGERING`] they close at once.
+/// Sockets lingering after a refusal (over all workers); beyond
+/// `Shared::max_lingering` they close at once.
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
-const MAX_LINGERING: usize = 1024;
-const LINGER: Duration = Duration::from_millis(500);
 
 /// Answers a refused connection and closes it (see the module docs).
-fn refuse(mut stream: TcpStream, answer: Bytes) {
-    if let Err(e) = stream.try_write(&answer) {
-        tracing::trace!(error = %e, "could not write the refusal");
-    }
-    if LINGERING.fetch_add(1, Relaxed) >= MAX_LINGERING {
+fn refuse(stream: TcpStream, answer: Bytes, max_lingering: usize) {
+    write_refusal(&stream, &answer);
+    if LINGERING.fetch_add(1, Relaxed) >= max_lingering {
         LINGERING.fetch_sub(1, Relaxed);
         return;
     }
     tokio::spawn(async move {
-        if stream.shutdown().await.is_ok() {
-            let mut sink = [0u8; 1024];
-            let drain = async {
-                let mut left = 64 * 1024usize;
-                while left > 0 {
-                    match stream.read(&mut sink).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => left = left.saturating_sub(n),
-                    }
-                }
-            };
-            if tokio::time::timeout(LINGER, drain).await.is_err() {
-                tracing::trace!("a refused client kept its connection open; closing it");
-            }
-        }
+        linger(stream).await;
         LINGERING.fetch_sub(1, Relaxed);
     });
 }
@@ -249,9 +239,7 @@ async fn out_of_fds(
     if spare.0.take().is_some() {
         match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
             Ok(Ok((stream, _))) => {
-                if let Err(e) = stream.try_write(&refusals.no_fds) {
-                    tracing::trace!(error = %e, "could not write the refusal");
-                }
+                write_refusal(&stream, &refusals.no_fds);
                 // No descriptor to spare for lingering: read what the client already
                 // sent, so closing sends a FIN after the answer rather than a reset
                 // that could destroy it.
@@ -288,6 +276,19 @@ async fn serve(
     let drain = Arc::new(Drain::default());
     let mut spare = Spare::open();
     loop {
+        // Full, and no descriptor left to refuse with a lingering close: leave the
+        // next clients in the kernel's backlog for a moment rather than accept them
+        // only to reset them. They are served, or refused properly, once something
+        // closes.
+        if shared.connections.load(Relaxed) >= shared.max_connections.load(Relaxed)
+            && LINGERING.load(Relaxed) >= shared.max_lingering.load(Relaxed)
+        {
+            tokio::select! {
+                biased;
+                () = signalled(&mut shutdown) => break,
+                () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+            }
+        }
         let (stream, client) = tokio::select! {
             biased;
             () = signalled(&mut shutdown) => break,
@@ -326,20 +327,20 @@ async fn serve(
                 if let Some(held) = worker.throttles.refused.allow(shared.clock.now_ms(), 1_000) {
                     tracing::warn!(%client, similar_before = held, "refusing a connection: {what}");
                 }
-                refuse(stream, answer.clone());
+                refuse(stream, answer.clone(), shared.max_lingering.load(Relaxed));
                 continue;
             }
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
         }
-        let io = ClientIo::new(stream, cx.clone(), timeouts);
+        let io = ClientIo::new(stream, cx.clone(), timeouts, request_timeout_answer());
         let service = service_fn(move |request| {
-            let cx = cx.clone();
+            // Counted from the call, and ended with the response's body.
+            let in_flight = InFlight::start(&cx);
             async move {
-                cx.request_started();
-                let response = proxy::handle(&cx, request).await;
-                Ok::<_, Infallible>(response.map(|body| ClientBody { body, cx }))
+                let response = proxy::handle(in_flight.connection(), request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         let conn = http.serve_connection(TokioIo::new(io), service);
@@ -443,7 +444,7 @@ impl Drain {
 /// connection (800 bytes) once as its capture and again as the awaited future, and
 /// every byte of this task is held per client connection.
 struct Served<S: hyper::service::HttpService<Incoming>> {
-    conn: http1::Connection<TokioIo<ClientIo>, S>,
+    conn: http1::Connection<TokioIo<ClientIo<Downstream>>, S>,
     drain: Arc<Drain>,
     /// The key of this task's waker in the drain's registry.
     registered: Option<u64>,
@@ -457,7 +458,7 @@ impl<S> Future for Served<S>
 where
     S: hyper::service::HttpService<Incoming, ResBody = ClientBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    http1::Connection<TokioIo<ClientIo>, S>: Unpin,
+    http1::Connection<TokioIo<ClientIo<Downstream>>, S>: Unpin,
 {
     type Output = ();
 
@@ -508,36 +509,6 @@ async fn sweep_pools(worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The body of a response to a client: counts the response as finished when hyper is
+/// The body of a response to a client: ends the connection's exchange when hyper is
 /// done with it, which is when the connection goes idle (see [`ClientIo`]).
-#[derive(Debug)]
-pub(crate) struct ClientBody {
-    body: ResponseBody,
-    cx: Arc<Downstream>,
-}
-
-impl Drop for ClientBody {
-    fn drop(&mut self) {
-        self.cx.request_finished();
-    }
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = <ResponseBody as Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+pub(crate) type ClientBody = Tracked<ResponseBody, Downstream>;

@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     /// The client-connection cap in force (the configured one, lowered to what the
     /// file-descriptor limit can hold).
     pub(crate) max_connections: AtomicUsize,
+    /// Most refused sockets lingering at once (each holds a descriptor for up to half
+    /// a second): lowered with `max_connections` to fit the descriptor limit.
+    pub(crate) max_lingering: AtomicUsize,
     store_outage: AtomicBool,
     /// Whether the last health round found the balancer in panic mode (for logging
     /// the transitions; requests decide for themselves).
@@ -126,6 +129,7 @@ impl Shared {
             ),
             connections: AtomicUsize::new(0),
             max_connections: AtomicUsize::new(config.client.max_connections),
+            max_lingering: AtomicUsize::new(1024),
             store_outage: AtomicBool::new(false),
             panic_seen: AtomicBool::new(false),
             request_id_prefix: rand::random(),

@@ -8,7 +8,7 @@ mod support;
 use http::Method;
 use std::time::{Duration, Instant};
 use support::{Balancer, Waiter, config, eventually, raw_exchange, read_until_close};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Generous bound for "promptly": ten times any timeout configured here.
@@ -407,5 +407,102 @@ async fn an_idempotency_key_named_in_connection_does_not_make_a_post_resendable(
     assert!(reply.contains("bistro-request-id: "), "{reply}");
     assert_eq!(waiter.effects() + other.effects(), 1, "sent once");
     assert_eq!(balancer.metric("bistro_balancer_retries_total").await, 0.0);
+    balancer.shutdown().await.unwrap();
+}
+
+/// Reads one response with a `Content-Length` body off `stream`, leaving it open.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(WITHIN, stream.read(&mut buf))
+            .await
+            .expect("the response arrives")
+            .unwrap();
+        assert!(n > 0, "closed before the whole response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One step of a client's conversation.
+enum Step {
+    Send(&'static [u8]),
+    /// Waits a moment, mid-request.
+    Pause,
+    /// Reads one whole response.
+    Answer,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_closes_after_its_idle_timeout_following_a_response() {
+    // hyper, with its own header timer off, does not poll the socket again when a
+    // response ends: a read that waited while the request was served must be woken by
+    // the response's end, or the idle timer never starts and the connection stays open.
+    let waiter = Waiter::start("w1", "stateless").await;
+    let mut c = one_waiter_config(&waiter);
+    c.client.header_read_timeout_ms = 5_000;
+    c.client.keep_alive_idle_ms = 300;
+    let balancer = Balancer::start(c).await;
+
+    const GET: &[u8] = b"GET /v1/menu HTTP/1.1\r\nHost: a\r\n\r\n";
+    let cases: [(&str, &[Step]); 3] = [
+        ("a small GET", &[Step::Send(GET), Step::Answer]),
+        (
+            "two requests",
+            &[Step::Send(GET), Step::Answer, Step::Send(GET), Step::Answer],
+        ),
+        (
+            // The body comes after a pause, so a read waits while the request is served.
+            "a POST with a late body",
+            &[
+                Step::Send(
+                    b"POST /v1/orders HTTP/1.1\r\nHost: a\r\nCookie: bistro_session=s\r\n\
+                      Content-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+                ),
+                Step::Pause,
+                Step::Send(b"{}"),
+                Step::Answer,
+            ],
+        ),
+    ];
+    for (case, steps) in cases {
+        let mut client = TcpStream::connect(balancer.addr).await.unwrap();
+        for step in steps {
+            match step {
+                Step::Send(bytes) => client.write_all(bytes).await.unwrap(),
+                Step::Pause => tokio::time::sleep(Duration::from_millis(150)).await,
+                Step::Answer => {
+                    let reply = read_response(&mut client).await;
+                    assert!(reply.starts_with("HTTP/1.1 2"), "{case}: {reply}");
+                }
+            }
+        }
+        let answered = Instant::now();
+        let (rest, closed) = read_until_close(&mut client, WITHIN).await;
+        let idle = answered.elapsed();
+        assert!(closed, "{case}: the idle connection is closed ({idle:?})");
+        assert!(rest.is_empty(), "{case}: an idle close is silent: {rest}");
+        assert!(
+            idle >= Duration::from_millis(250) && idle < Duration::from_secs(3),
+            "{case}: closed by the idle timeout, not the header one ({idle:?})"
+        );
+    }
+    assert_eq!(
+        balancer
+            .metric("bistro_balancer_timeouts_total{kind=\"keep_alive\"}")
+            .await,
+        3.0
+    );
     balancer.shutdown().await.unwrap();
 }

@@ -15,7 +15,8 @@
 //! limits are [`HttpLimits`] in the waiter's configuration:
 //!
 //! - **header read timeout** and **keep-alive idle timeout**: kept apart by wrapping each
-//!   socket in a [`ClientIo`] (see [`client_io`] for why hyper's own timer cannot do it);
+//!   socket in a [`ClientIo`] (see [`bistro_http_io`] for why hyper's own timer cannot do
+//!   it; the balancer wraps its client sockets the same way);
 //! - **connection cap**: a [`Semaphore`] of `max_connections` permits, one held by each
 //!   connection's task. A client over the cap is still accepted, answered `503
 //!   too-many-connections` with `Retry-After: 1` and closed: left in the kernel's backlog
@@ -25,13 +26,12 @@
 //! middleware), not by these.
 
 mod answer;
-mod client_io;
 
 use crate::config::HttpLimits;
 use crate::{Waiter, kitchen, sweeper};
 use answer::Answers;
 use axum::Router;
-use client_io::{ClientIo, Exchanges, Tracked};
+use bistro_http_io::{ClientIo, Exchanges, InFlight, Timeouts, Tracked, linger, write_refusal};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::{Service as _, service_fn};
@@ -42,7 +42,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -50,8 +49,6 @@ use tokio::time::Instant;
 
 /// Refused sockets lingering at once (see [`refuse`]); beyond, they close at once.
 const MAX_LINGERING: usize = 1024;
-/// How long a refused socket lingers, reading and discarding, before it closes.
-const LINGER: Duration = Duration::from_millis(500);
 
 /// Serves HTTP on `listener` and runs the kitchen and the session sweeper until
 /// `shutdown` resolves; then stops accepting, lets in-flight requests finish (bounded by
@@ -196,16 +193,22 @@ struct Connection {
 /// lets the request in flight finish and closes.
 async fn connection(mut c: Connection) {
     let exchanges = Arc::new(Exchanges::default());
+    let timeouts = Timeouts {
+        header: c.limits.header_read_timeout,
+        idle: c.limits.keep_alive_idle,
+        // A request, writes included, is bounded by `request_timeout`.
+        send: None,
+    };
     let io = ClientIo::new(
         c.stream,
         exchanges.clone(),
-        c.limits,
+        timeouts,
         c.answers.head_timeout.clone(),
     );
     let app = TowerToHyperService::new(c.router);
     let counted = exchanges.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let in_flight = counted.start();
+        let in_flight = InFlight::start(&counted);
         let response = app.call(request);
         async move {
             let response = response.await?;
@@ -213,7 +216,7 @@ async fn connection(mut c: Connection) {
         }
     });
     let conn = http1::Builder::new()
-        // Off: ClientIo keeps the head and idle timeouts apart (see client_io).
+        // Off: ClientIo keeps the head and idle timeouts apart (see bistro_http_io).
         .header_read_timeout(None)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -247,36 +250,18 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
 /// At most [`MAX_LINGERING`] sockets linger at once, so a flood cannot turn refusals
 /// into a pile of open sockets; beyond that they close at once.
 fn refuse(
-    mut stream: TcpStream,
+    stream: TcpStream,
     answer: bytes::Bytes,
     lingering: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
 ) {
-    // A fresh socket's send buffer is empty: the answer fits without waiting.
-    if let Err(e) = stream.try_write(&answer) {
-        tracing::trace!(error = %e, "could not write the refusal");
-    }
+    write_refusal(&stream, &answer);
     let Ok(place) = lingering.clone().try_acquire_owned() else {
         return;
     };
     tasks.spawn(async move {
         let _place = place;
-        if stream.shutdown().await.is_err() {
-            return;
-        }
-        let drain = async {
-            let mut sink = [0u8; 1024];
-            let mut left = 64 * 1024usize;
-            while left > 0 {
-                match stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        };
-        if tokio::time::timeout(LINGER, drain).await.is_err() {
-            tracing::trace!("a refused client kept its connection open; closing it");
-        }
+        linger(stream).await;
     });
 }
 
