@@ -55,6 +55,19 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SessionId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        SessionId::parse(&s).ok_or_else(|| serde::de::Error::custom("not a session id"))
+    }
+}
+
 impl fmt::Debug for SessionId {
     // Never log a whole session id: it is a bearer secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

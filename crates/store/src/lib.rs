@@ -52,7 +52,7 @@ pub use admin::{delete_redis_prefix, drop_postgres_schema};
 pub use error::{Source, StoreError};
 pub use ids::{SessionId, is_order_id, new_order_id};
 pub use instrument::{Instrumented, OpCount, StoreOp};
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, SessionSnapshot};
 pub use open::{StoreUrl, open};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -5,7 +5,10 @@
 //! handful), which keeps a held session well under a kilobyte. A separate index of
 //! kitchen due times lets the kitchen find due orders without scanning every session.
 //!
-//! Nothing here survives the process: that is the point of stateful mode.
+//! Nothing here survives the process: that is the point of stateful mode. Replicated
+//! mode copies a session elsewhere through [`MemoryStore::snapshot`] and
+//! [`MemoryStore::install`]: every change bumps the session's `seq`, so a copy knows
+//! which of two snapshots is newer whatever order they arrive in.
 
 use crate::{
     Counts, IdempotencyBegin, OrderStore, SessionCreated, SessionId, StoreConfig, StoreError,
@@ -13,6 +16,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use bistro_orders::Order;
+use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -21,24 +25,51 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SHARDS: usize = 32;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 enum IdemState {
     Pending { since: u64 },
     Done { response: StoredResponse, at: u64 },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct IdemEntry {
     key: String,
     fingerprint: String,
+    #[serde(flatten)]
     state: IdemState,
 }
 
 #[derive(Debug)]
 struct Session {
     expires_at: u64,
+    /// Bumped by every change (not by a touch): the version of the session as a whole.
+    seq: u64,
     orders: Vec<Order>,
     idempotency: Vec<IdemEntry>,
+}
+
+/// A whole session as a copy: its orders and idempotency records at change `seq`.
+///
+/// Opaque on purpose: only a [`MemoryStore`] makes one and installs one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// Which session.
+    pub session: SessionId,
+    /// The session's change counter when the snapshot was taken: of two snapshots of
+    /// one session, the one with the higher `seq` is newer.
+    pub seq: u64,
+    /// When the session expires unless touched.
+    pub expires_at: u64,
+    orders: Vec<Order>,
+    idempotency: Vec<IdemEntry>,
+}
+
+impl SessionSnapshot {
+    /// How many orders the session holds.
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
 }
 
 /// In-process store for stateful mode.
@@ -50,6 +81,9 @@ pub struct MemoryStore {
     sessions: AtomicUsize,
     /// (due ms, session, order id): a hint list, checked against the order when read.
     kitchen: Mutex<BTreeSet<(u64, SessionId, String)>>,
+    /// Whether the kitchen index is kept (not for a store of copies: no kitchen reads
+    /// it, so its hints would only pile up).
+    kitchen_on: bool,
 }
 
 impl MemoryStore {
@@ -61,7 +95,22 @@ impl MemoryStore {
             hasher: RandomState::new(),
             sessions: AtomicUsize::new(0),
             kitchen: Mutex::new(BTreeSet::new()),
+            kitchen_on: true,
         }
+    }
+
+    /// An empty store for other waiters' sessions (a backup's copies): no kitchen index,
+    /// since the kitchen runs on a session's primary only.
+    pub fn for_copies(config: StoreConfig) -> MemoryStore {
+        MemoryStore {
+            kitchen_on: false,
+            ..MemoryStore::new(config)
+        }
+    }
+
+    /// The limits and TTLs this store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
     fn shard(&self, id: &SessionId) -> &Mutex<HashMap<SessionId, Session>> {
@@ -87,15 +136,119 @@ impl MemoryStore {
         }
     }
 
+    /// Runs `f` on a live session as a change: touches it and bumps its `seq` when `f`
+    /// succeeds.
+    fn change_session<T>(
+        &self,
+        id: SessionId,
+        now: u64,
+        f: impl FnOnce(&mut Session) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_session(id, now, |s| {
+            let out = f(s)?;
+            s.seq += 1;
+            Ok(out)
+        })
+    }
+
     fn fresh_session(&self, now: u64) -> Session {
         Session {
             expires_at: now + self.config.session_ttl_ms,
+            seq: 1,
             orders: Vec::new(),
             idempotency: Vec::new(),
         }
     }
 
+    /// The session as a copy, if it is held (live or awaiting the sweeper: a copy of an
+    /// expired session expires too).
+    pub fn snapshot(&self, session: SessionId) -> Option<SessionSnapshot> {
+        let shard = lock(self.shard(&session));
+        shard.get(&session).map(|s| SessionSnapshot {
+            session,
+            seq: s.seq,
+            expires_at: s.expires_at,
+            orders: s.orders.clone(),
+            idempotency: s.idempotency.clone(),
+        })
+    }
+
+    /// The session's change counter, if it is held.
+    pub fn seq(&self, session: SessionId) -> Option<u64> {
+        lock(self.shard(&session)).get(&session).map(|s| s.seq)
+    }
+
+    /// When the session expires unless touched, if it is held.
+    pub fn expires_at(&self, session: SessionId) -> Option<u64> {
+        lock(self.shard(&session))
+            .get(&session)
+            .map(|s| s.expires_at)
+    }
+
+    /// Installs a copy, replacing what is held of that session unless it holds a live
+    /// session with the same or a newer `seq` already (snapshots may arrive out of
+    /// order; an expired one is an earlier life of a reused id). `true` when installed.
+    ///
+    /// Not bounded by `max_sessions`: a copy is never refused for room, or a primary's
+    /// acknowledged change would have nowhere to go.
+    pub fn install(&self, snapshot: SessionSnapshot, now: u64) -> bool {
+        let session = snapshot.session;
+        {
+            let mut shard = lock(self.shard(&session));
+            let held = Session {
+                expires_at: snapshot.expires_at,
+                seq: snapshot.seq,
+                orders: snapshot.orders,
+                idempotency: snapshot.idempotency,
+            };
+            match shard.entry(session) {
+                Entry::Occupied(mut e) => {
+                    if e.get().expires_at > now && e.get().seq >= held.seq {
+                        return false;
+                    }
+                    e.insert(held);
+                }
+                Entry::Vacant(e) => {
+                    self.sessions.fetch_add(1, Ordering::AcqRel);
+                    e.insert(held);
+                }
+            }
+        }
+        let orders = lock(self.shard(&session))
+            .get(&session)
+            .map(|s| s.orders.clone())
+            .unwrap_or_default();
+        for order in &orders {
+            self.index_kitchen(session, order);
+        }
+        true
+    }
+
+    /// Moves a session's expiry to `expires_at` if that is later (a copy kept alive by
+    /// its primary's reads). `false` when the session is not held.
+    pub fn extend(&self, session: SessionId, expires_at: u64) -> bool {
+        match lock(self.shard(&session)).get_mut(&session) {
+            Some(s) => {
+                s.expires_at = s.expires_at.max(expires_at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a session (it moved to another waiter). `true` when it was held.
+    pub fn remove(&self, session: SessionId) -> bool {
+        let removed = lock(self.shard(&session)).remove(&session).is_some();
+        if removed {
+            self.sessions.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed
+    }
+
     fn index_kitchen(&self, session: SessionId, order: &Order) {
+        if !self.kitchen_on {
+            return;
+        }
         if let Some(due) = order.kitchen_due_ms {
             lock(&self.kitchen).insert((due, session, order.id.clone()));
         }
@@ -183,7 +336,7 @@ impl OrderStore for MemoryStore {
         now: u64,
     ) -> Result<(), StoreError> {
         let limit = self.config.max_orders_per_session;
-        self.with_session(session, now, |s| {
+        self.change_session(session, now, |s| {
             if s.orders.iter().any(|o| o.id == order.id) {
                 return Err(StoreError::DuplicateOrder);
             }
@@ -207,7 +360,7 @@ impl OrderStore for MemoryStore {
         expected: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.with_session(session, now, |s| {
+        self.change_session(session, now, |s| {
             let stored = s
                 .orders
                 .iter_mut()
@@ -257,6 +410,7 @@ impl OrderStore for MemoryStore {
                 }
                 e.fingerprint = fingerprint.to_string();
                 e.state = IdemState::Pending { since: now };
+                s.seq += 1;
                 return Ok(IdempotencyBegin::Proceed);
             }
             if s.idempotency.len() >= limit {
@@ -270,6 +424,7 @@ impl OrderStore for MemoryStore {
                 fingerprint: fingerprint.to_string(),
                 state: IdemState::Pending { since: now },
             });
+            s.seq += 1;
             Ok(IdempotencyBegin::Proceed)
         })
     }
@@ -281,7 +436,7 @@ impl OrderStore for MemoryStore {
         response: &StoredResponse,
         now: u64,
     ) -> Result<(), StoreError> {
-        self.with_session(session, now, |s| {
+        self.change_session(session, now, |s| {
             if let Some(e) = s.idempotency.iter_mut().find(|e| e.key == key) {
                 e.state = IdemState::Done {
                     response: response.clone(),
@@ -295,8 +450,12 @@ impl OrderStore for MemoryStore {
     async fn idempotency_abort(&self, session: SessionId, key: &str) -> Result<(), StoreError> {
         let mut shard = lock(self.shard(&session));
         if let Some(s) = shard.get_mut(&session) {
+            let before = s.idempotency.len();
             s.idempotency
                 .retain(|e| !(e.key == key && matches!(e.state, IdemState::Pending { .. })));
+            if s.idempotency.len() != before {
+                s.seq += 1;
+            }
         }
         Ok(())
     }
