@@ -1,13 +1,17 @@
 //! Affinity tokens: the signed cookie that pins a diner to one waiter.
 //!
-//! A token names a backend by its **id** (never its address) and carries the unix second
-//! it was issued, signed with HMAC-SHA256 under a key every balancer replica shares, so
-//! any replica can verify a token another issued and a diner cannot forge one to pick a
-//! waiter. Layout before base64url (no padding):
+//! A token names a backend by its **id** (never its address), for a replicated waiter
+//! also the **backup** that keeps the session's copy (from the waiter's `Bistro-Backup`),
+//! and carries the unix second it was issued, signed with HMAC-SHA256 under a key every
+//! balancer replica shares, so any replica can verify a token another issued and a diner
+//! cannot forge one to pick a waiter. Layout before base64url (no padding):
 //!
 //! ```text
-//! version (1) | issued_at (u64, big endian) | id length (1) | id | tag (16)
+//! version (2) | issued_at (u64, big endian) | id length (1) | id | backup length (1) | backup | tag (16)
 //! ```
+//!
+//! Version 1 tokens (no backup fields) are still accepted, so cookies issued before an
+//! upgrade keep their diners where they were.
 //!
 //! The tag is the HMAC truncated to its first 128 bits (RFC 2104 §5 allows truncation
 //! to half the output; 128 bits is far beyond guessing), which keeps the cookie short on
@@ -29,10 +33,12 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Tokens without a backup, issued before version 2.
+const VERSION_1: u8 = 1;
 const TAG_LEN: usize = 16;
 const MAX_ID: usize = crate::spec::MAX_ID_LEN;
-const MAX_RAW: usize = 1 + 8 + 1 + MAX_ID + TAG_LEN;
+const MAX_RAW: usize = 1 + 8 + 1 + MAX_ID + 1 + MAX_ID + TAG_LEN;
 /// Tokens issued up to this far in the future (clock skew between replicas) are accepted.
 const MAX_SKEW_SECS: u64 = 300;
 
@@ -63,7 +69,12 @@ pub(crate) enum Verdict {
     /// No cookie.
     Absent,
     /// A genuine, fresh token.
-    Valid { backend: TokenId, issued_at: u64 },
+    Valid {
+        backend: TokenId,
+        /// The backup a replicated waiter named for the session.
+        backup: Option<TokenId>,
+        issued_at: u64,
+    },
     /// Malformed, bad signature or wrong key.
     Forged,
     /// Genuine but older than the maximum age.
@@ -115,14 +126,24 @@ impl Affinity {
     }
 
     /// A token naming `backend`, issued at `issued_at` (unix seconds).
+    #[cfg(test)]
     pub(crate) fn issue(&self, backend: &str, issued_at: u64) -> String {
+        self.issue_pair(backend, None, issued_at)
+    }
+
+    /// A token naming `backend` and the `backup` keeping its sessions' copies.
+    pub(crate) fn issue_pair(&self, backend: &str, backup: Option<&str>, issued_at: u64) -> String {
         let id = &backend.as_bytes()[..backend.len().min(MAX_ID)];
+        let backup = backup.map_or(&[][..], |b| &b.as_bytes()[..b.len().min(MAX_ID)]);
         let mut raw = [0u8; MAX_RAW];
         raw[0] = VERSION;
         raw[1..9].copy_from_slice(&issued_at.to_be_bytes());
         raw[9] = id.len() as u8;
         raw[10..10 + id.len()].copy_from_slice(id);
-        let body = 10 + id.len();
+        let at = 10 + id.len();
+        raw[at] = backup.len() as u8;
+        raw[at + 1..at + 1 + backup.len()].copy_from_slice(backup);
+        let body = at + 1 + backup.len();
         let mut mac = self.mac.clone();
         mac.update(&raw[..body]);
         raw[body..body + TAG_LEN].copy_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
@@ -138,12 +159,21 @@ impl Affinity {
         let Ok(len) = URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut raw) else {
             return Verdict::Forged;
         };
-        if len < 10 + 1 + TAG_LEN || raw[0] != VERSION {
+        if len < 10 + 1 + TAG_LEN || !matches!(raw[0], VERSION | VERSION_1) {
             return Verdict::Forged;
         }
         let id_len = usize::from(raw[9]);
-        let body = 10 + id_len;
-        if id_len == 0 || id_len > MAX_ID || len != body + TAG_LEN {
+        if id_len == 0 || id_len > MAX_ID || len < 10 + id_len + TAG_LEN {
+            return Verdict::Forged;
+        }
+        let (backup_at, backup_len) = if raw[0] == VERSION {
+            let at = 10 + id_len + 1;
+            (at, usize::from(raw[at - 1]))
+        } else {
+            (10 + id_len, 0)
+        };
+        let body = backup_at + backup_len;
+        if backup_len > MAX_ID || len != body + TAG_LEN {
             return Verdict::Forged;
         }
         let mut mac = self.mac.clone();
@@ -158,12 +188,19 @@ impl Affinity {
         if now.saturating_sub(issued_at) > self.max_age {
             return Verdict::Expired;
         }
-        let mut backend = TokenId {
-            buf: [0; MAX_ID],
-            len: id_len as u8,
+        let id = |bytes: &[u8]| {
+            let mut id = TokenId {
+                buf: [0; MAX_ID],
+                len: bytes.len() as u8,
+            };
+            id.buf[..bytes.len()].copy_from_slice(bytes);
+            id
         };
-        backend.buf[..id_len].copy_from_slice(&raw[10..body]);
-        Verdict::Valid { backend, issued_at }
+        Verdict::Valid {
+            backend: id(&raw[10..10 + id_len]),
+            backup: (backup_len > 0).then(|| id(&raw[backup_at..body])),
+            issued_at,
+        }
     }
 
     /// Reads and checks the request's affinity cookie.
@@ -191,8 +228,19 @@ impl Affinity {
     }
 
     /// `Set-Cookie` pinning the diner to `backend`.
+    #[cfg(test)]
     pub(crate) fn set_cookie(&self, backend: &str, now: u64) -> HeaderValue {
-        let token = self.issue(backend, now);
+        self.set_cookie_pair(backend, None, now)
+    }
+
+    /// `Set-Cookie` pinning the diner to `backend`, with `backup` to fall back to.
+    pub(crate) fn set_cookie_pair(
+        &self,
+        backend: &str,
+        backup: Option<&str>,
+        now: u64,
+    ) -> HeaderValue {
+        let token = self.issue_pair(backend, backup, now);
         let mut value =
             String::with_capacity(self.cookie.len() + 1 + token.len() + self.attributes.len());
         value.push_str(&self.cookie);
@@ -350,6 +398,51 @@ mod tests {
     }
 
     const KEY: &[u8] = b"0123456789abcdef-test-key";
+
+    #[test]
+    fn a_token_carries_the_backup_and_version_1_tokens_still_verify() {
+        let a = affinity(KEY);
+        match a.verify(&a.issue_pair("w1", Some("w3"), NOW), NOW) {
+            Verdict::Valid {
+                backend, backup, ..
+            } => {
+                assert_eq!(backend.as_str(), "w1");
+                assert_eq!(
+                    backup.map(|b| b.as_str().to_string()).as_deref(),
+                    Some("w3")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A token from before backups: version 1, no backup fields, same key.
+        let mut raw = vec![VERSION_1];
+        raw.extend_from_slice(&NOW.to_be_bytes());
+        raw.push(2);
+        raw.extend_from_slice(b"w2");
+        let mut mac = a.mac.clone();
+        mac.update(&raw);
+        raw.extend_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        match a.verify(&URL_SAFE_NO_PAD.encode(&raw), NOW) {
+            Verdict::Valid {
+                backend, backup, ..
+            } => {
+                assert_eq!(backend.as_str(), "w2");
+                assert!(backup.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        // The backup is signed too: changing it breaks the tag.
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(a.issue_pair("w1", Some("w3"), NOW))
+            .unwrap();
+        let at = 10 + 2 + 1;
+        raw[at] = b'w';
+        raw[at + 1] = b'9';
+        assert!(matches!(
+            a.verify(&URL_SAFE_NO_PAD.encode(&raw), NOW),
+            Verdict::Forged
+        ));
+    }
     const NOW: u64 = 1_700_000_000;
 
     #[test]
@@ -358,7 +451,9 @@ mod tests {
         let token = a.issue("w1", NOW);
         assert!(token.len() < 64, "{token}");
         match a.verify(&token, NOW + 10) {
-            Verdict::Valid { backend, issued_at } => {
+            Verdict::Valid {
+                backend, issued_at, ..
+            } => {
                 assert_eq!(backend.as_str(), "w1");
                 assert_eq!(issued_at, NOW);
             }

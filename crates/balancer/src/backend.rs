@@ -57,6 +57,7 @@ impl Core {
             .or(match self.learned_mode.load(Relaxed) {
                 1 => Some(Mode::Stateful),
                 2 => Some(Mode::Stateless),
+                3 => Some(Mode::Replicated),
                 _ => None,
             })
     }
@@ -66,6 +67,7 @@ impl Core {
         let code = match mode {
             Mode::Stateful => 1,
             Mode::Stateless => 2,
+            Mode::Replicated => 3,
         };
         if self.learned_mode.load(Relaxed) != code {
             self.learned_mode.store(code, Relaxed);

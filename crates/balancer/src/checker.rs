@@ -279,6 +279,10 @@ mod tests {
             mode_from_json(br#"{"id":"w1","mode":"stateless"}"#),
             Some(Mode::Stateless)
         );
+        assert_eq!(
+            mode_from_json(br#"{"id":"w1","mode":"replicated"}"#),
+            Some(Mode::Replicated)
+        );
         assert_eq!(mode_from_json(br#"{"id":"w1"}"#), None);
         assert_eq!(mode_from_json(b"not json"), None);
     }

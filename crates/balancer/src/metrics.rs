@@ -14,7 +14,7 @@
 //! | `bistro_balancer_backend_up` | backend | 1 when available |
 //! | `bistro_balancer_backend_ejections_total` | backend | passive ejections |
 //! | `bistro_balancer_backend_sessions_pinned` | backend | approximate pinned diners |
-//! | `bistro_balancer_affinity_total` | outcome | hit, miss, issued, forged, expired, unknown, rerouted, lost, unavailable |
+//! | `bistro_balancer_affinity_total` | outcome | hit, miss, issued, forged, expired, unknown, rerouted, lost, unavailable, failover |
 //! | `bistro_balancer_retries_total` | | requests sent again |
 //! | `bistro_balancer_retry_budget_exhausted_total` | | retries refused by the budget |
 //! | `bistro_balancer_requests_total` | | requests received from clients |
@@ -56,9 +56,12 @@ pub(crate) enum AffinityOutcome {
     Lost,
     /// The pinned backend was alive but unavailable; the diner was asked to retry.
     Unavailable,
+    /// The pinned (replicated) backend was unavailable and the diner went to the
+    /// backup its token names, which holds the session's copy.
+    Failover,
 }
 
-const OUTCOMES: [(AffinityOutcome, &str); 9] = [
+const OUTCOMES: [(AffinityOutcome, &str); 10] = [
     (AffinityOutcome::Hit, "hit"),
     (AffinityOutcome::Miss, "miss"),
     (AffinityOutcome::Issued, "issued"),
@@ -68,6 +71,7 @@ const OUTCOMES: [(AffinityOutcome, &str); 9] = [
     (AffinityOutcome::Rerouted, "rerouted"),
     (AffinityOutcome::Lost, "lost"),
     (AffinityOutcome::Unavailable, "unavailable"),
+    (AffinityOutcome::Failover, "failover"),
 ];
 
 /// A timeout, by what timed out.
@@ -129,7 +133,7 @@ const REFUSALS: [(Refusal, &str); 5] = [
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
-    affinity: [AtomicU64; 9],
+    affinity: [AtomicU64; 10],
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     requests: AtomicU64,

@@ -30,7 +30,7 @@ use crate::retry::may_resend;
 use crate::route::Route;
 use crate::spec::Mode;
 use crate::state::{Settings, Worker};
-use crate::target::{Sticky, Target, choose, pick, unavailable};
+use crate::target::{Sticky, Target, choose, failover_to, pick, unavailable};
 use bistro_http_io::Exchanges;
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
@@ -42,6 +42,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 static REROUTED: HeaderName = HeaderName::from_static("bistro-rerouted");
+/// A replicated waiter names the peer keeping its copy of the diner's session.
+static BISTRO_BACKUP: HeaderName = HeaderName::from_static("bistro-backup");
+/// A replicated waiter that no longer leads the session names the one that does (with
+/// `421 session-moved`; nothing of the request was kept).
+static BISTRO_LEADER: HeaderName = HeaderName::from_static("bistro-leader");
 static BISTRO_MODE: HeaderName = HeaderName::from_static("bistro-mode");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The waiter's session credentials (cookie and header): a request without either
@@ -206,6 +211,27 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     loop {
         let error = match forward::attempt(worker, &target.local, &mut out, started).await {
             Ok((response, lease)) => {
+                // A replicated waiter that was taken over kept nothing of the request and
+                // names the waiter that leads the session now: send it there.
+                if response.status() == http::StatusCode::MISDIRECTED_REQUEST
+                    && out.available()
+                    && let Some(leader) = response
+                        .headers()
+                        .get(&BISTRO_LEADER)
+                        .and_then(|v| v.to_str().ok())
+                    && let Some(local) = follow(worker, leader, &tried, now_ms)
+                    && may_retry(worker, &mut retries, now_ms)
+                {
+                    let from = target.local.core.id.clone();
+                    tried.push(target.local.core.clone());
+                    drop(lease);
+                    tracing::debug!(backend = %from, leader, "following a moved session");
+                    target = Target {
+                        local,
+                        sticky: Sticky::rerouted(from),
+                    };
+                    continue;
+                }
                 return respond(worker, route, &target, response, lease, now_ms, unix_now);
             }
             Err(error) => error,
@@ -224,6 +250,17 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
         };
         match error.retry_safety() {
             RetrySafety::NotSent if out.available() && target.pinned() => {
+                // A replicated diner's waiter cannot be reached: its backup holds the
+                // session's copy and takes it over.
+                if let Some(local) = failover_to(worker, &target.sticky, now_ms)
+                    .filter(|l| !tried.iter().any(|t| Arc::ptr_eq(t, &l.core)))
+                {
+                    target = Target {
+                        local,
+                        sticky: Sticky::rerouted(core.id.clone()),
+                    };
+                    continue;
+                }
                 // The diner's waiter cannot be reached: gone means the session is lost
                 // (or redispatched), alive means "retry" (see `target`).
                 if let Err(response) = unavailable(worker, route, &core, now_ms, error.is_refused())
@@ -235,11 +272,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                 };
                 target = Target {
                     local,
-                    sticky: Sticky {
-                        issued_at: None,
-                        replace: true,
-                        rerouted_from: Some(core.id.clone()),
-                    },
+                    sticky: Sticky::rerouted(core.id.clone()),
                 };
             }
             RetrySafety::NotSent if out.available() => {
@@ -267,11 +300,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                         // say so and re-issue the cookie (regression: a pooled
                         // connection closed by a dying stateless waiter used to reroute
                         // silently, without `Bistro-Rerouted`).
-                        target.sticky = Sticky {
-                            issued_at: None,
-                            replace: true,
-                            rerouted_from: Some(core.id.clone()),
-                        };
+                        target.sticky = Sticky::rerouted(core.id.clone());
                     }
                     target.local = local;
                 }
@@ -338,6 +367,15 @@ fn fail_backend(
     } else {
         tracing::debug!(backend = %core.id, error = what, "request to backend failed");
     }
+}
+
+/// The backend named `leader` when it can take a request that another just refused,
+/// and was not tried already.
+fn follow(worker: &Worker, leader: &str, tried: &[Arc<Core>], now_ms: u64) -> Option<Arc<Local>> {
+    let table = worker.shared.registry.load();
+    let b = table.find(leader)?;
+    let fresh = !tried.iter().any(|t| Arc::ptr_eq(t, &b.core));
+    (fresh && b.core.health.is_available(now_ms)).then(|| b.local(worker.index).clone())
 }
 
 /// Takes a retry from the per-request limit and the budget.
@@ -442,14 +480,25 @@ fn respond(
     if route.is_sticky() {
         let sticky = &target.sticky;
         if route.pins(core.mode()) {
+            // A replicated waiter names its session's backup; the token carries it, and
+            // is issued again when the backup changed.
+            let backup = parts
+                .headers
+                .get(&BISTRO_BACKUP)
+                .and_then(|v| v.to_str().ok())
+                .filter(|b| crate::spec::validate_id(b).is_ok());
             let issue = match sticky.issued_at {
-                Some(issued_at) => shared.affinity.needs_refresh(issued_at, unix_now),
+                Some(issued_at) => {
+                    shared.affinity.needs_refresh(issued_at, unix_now)
+                        || (backup.is_some() && backup != sticky.backup.as_deref())
+                }
                 None => true,
             };
             if issue {
-                parts
-                    .headers
-                    .append(SET_COOKIE, shared.affinity.set_cookie(&core.id, unix_now));
+                parts.headers.append(
+                    SET_COOKIE,
+                    shared.affinity.set_cookie_pair(&core.id, backup, unix_now),
+                );
                 if sticky.issued_at.is_none() {
                     core.pin();
                     worker.counters().affinity(AffinityOutcome::Issued);

@@ -19,7 +19,8 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_ID_LEN: usize = 64;
 
 /// Where a waiter keeps its diners' notes, which decides how the balancer treats its
-/// sessions: sticky and `strict` for stateful waiters, free to move for stateless ones.
+/// sessions: sticky and `strict` for stateful waiters, free to move for stateless ones,
+/// sticky with a fallback to the named backup for replicated ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -27,6 +28,10 @@ pub enum Mode {
     Stateful,
     /// Notes in a central store: any waiter can serve any session.
     Stateless,
+    /// Notes in the waiter's memory with a copy on a peer (named in `Bistro-Backup`,
+    /// carried in the affinity token): the peer serves the session when its waiter is
+    /// gone.
+    Replicated,
 }
 
 impl Mode {
@@ -35,6 +40,7 @@ impl Mode {
         match self {
             Mode::Stateful => "stateful",
             Mode::Stateless => "stateless",
+            Mode::Replicated => "replicated",
         }
     }
 
@@ -44,6 +50,8 @@ impl Mode {
             Some(Mode::Stateful)
         } else if s.eq_ignore_ascii_case(b"stateless") {
             Some(Mode::Stateless)
+        } else if s.eq_ignore_ascii_case(b"replicated") {
+            Some(Mode::Replicated)
         } else {
             None
         }
@@ -61,7 +69,10 @@ impl FromStr for Mode {
 
     fn from_str(s: &str) -> Result<Mode, ConfigError> {
         Mode::from_wire(s.trim().as_bytes()).ok_or_else(|| {
-            ConfigError::invalid("mode", format!("{s:?} is neither stateful nor stateless"))
+            ConfigError::invalid(
+                "mode",
+                format!("{s:?} is not stateful, stateless or replicated"),
+            )
         })
     }
 }
@@ -244,7 +255,10 @@ mod tests {
             ("w1=127.0.0.1:7001,weight=0", "outside"),
             ("w1=127.0.0.1:7001,colour=red", "unknown option"),
             ("w 1=127.0.0.1:7001", "letters, digits"),
-            ("w1=127.0.0.1:7001,mode=replicated", "neither"),
+            (
+                "w1=127.0.0.1:7001,mode=sharded",
+                "not stateful, stateless or replicated",
+            ),
         ] {
             let err = parse_backend_flag(flag).unwrap_err().to_string();
             assert!(err.contains(needle), "{flag}: {err}");
@@ -261,6 +275,7 @@ mod tests {
     fn mode_wire_names_ignore_case() {
         assert_eq!(Mode::from_wire(b"Stateful"), Some(Mode::Stateful));
         assert_eq!(Mode::from_wire(b"stateless"), Some(Mode::Stateless));
-        assert_eq!(Mode::from_wire(b"replicated"), None);
+        assert_eq!(Mode::from_wire(b"REPLICATED"), Some(Mode::Replicated));
+        assert_eq!(Mode::from_wire(b"sharded"), None);
     }
 }

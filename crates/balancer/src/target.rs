@@ -18,7 +18,7 @@
 //! mode* and treats every backend that is not known to be gone as available (see
 //! `health.panic_threshold_percent`).
 
-use crate::affinity::Verdict;
+use crate::affinity::{TokenId, Verdict};
 use crate::backend::{Core, Local};
 use crate::body::ResponseBody;
 use crate::error::ProxyError;
@@ -49,6 +49,9 @@ pub(crate) struct Sticky {
     pub(crate) replace: bool,
     /// The backend the diner was pinned to, when the request was sent elsewhere.
     pub(crate) rerouted_from: Option<Arc<str>>,
+    /// The backup the token named (replicated waiters), where the diner goes when its
+    /// waiter is unavailable.
+    pub(crate) backup: Option<Arc<str>>,
 }
 
 /// Where the request goes.
@@ -56,6 +59,19 @@ pub(crate) struct Sticky {
 pub(crate) struct Target {
     pub(crate) local: Arc<Local>,
     pub(crate) sticky: Sticky,
+}
+
+impl Sticky {
+    /// A request moved off the backend `from` it was pinned to: the cookie is issued
+    /// again for wherever it lands, which the response names in `Bistro-Rerouted`.
+    pub(crate) fn rerouted(from: Arc<str>) -> Sticky {
+        Sticky {
+            issued_at: None,
+            replace: true,
+            rerouted_from: Some(from),
+            backup: None,
+        }
+    }
 }
 
 impl Target {
@@ -85,44 +101,67 @@ pub(crate) fn choose(
     let mut lost_core: Option<&Core> = None;
     if route.is_sticky() {
         match verdict {
-            Verdict::Valid { backend, issued_at } => match table.find(backend.as_str()) {
-                Some(b) if b.core.health.is_available(now_ms) => {
-                    counters.affinity(AffinityOutcome::Hit);
-                    sticky.issued_at = Some(issued_at);
-                    return Ok(Target {
-                        local: b.local(worker.index).clone(),
-                        sticky,
-                    });
-                }
-                Some(b) if worker.shared.in_panic(table, now_ms) && !b.core.health.is_gone() => {
-                    // Too few backends are healthy to trust the verdicts: the diner's
-                    // own waiter is as good a guess as any, and the only one with notes.
-                    counters.affinity(AffinityOutcome::Hit);
-                    counters.panic_routed();
-                    sticky.issued_at = Some(issued_at);
-                    return Ok(Target {
-                        local: b.local(worker.index).clone(),
-                        sticky,
-                    });
-                }
-                Some(b) => {
-                    unavailable(worker, route, &b.core, now_ms, false)?;
-                    lost_core = Some(&b.core);
-                    sticky.rerouted_from = Some(b.core.id.clone());
-                    sticky.replace = true;
-                }
-                None => match table.tombstone(backend.as_str()) {
-                    Some(t) => {
-                        lose(worker, route, &t.id, t.mode, None)?;
-                        sticky.rerouted_from = Some(t.id.clone());
+            Verdict::Valid {
+                backend,
+                backup,
+                issued_at,
+            } => {
+                sticky.backup = backup.map(|b| Arc::from(b.as_str()));
+                match table.find(backend.as_str()) {
+                    Some(b) if b.core.health.is_available(now_ms) => {
+                        counters.affinity(AffinityOutcome::Hit);
+                        sticky.issued_at = Some(issued_at);
+                        return Ok(Target {
+                            local: b.local(worker.index).clone(),
+                            sticky,
+                        });
+                    }
+                    Some(b)
+                        if worker.shared.in_panic(table, now_ms) && !b.core.health.is_gone() =>
+                    {
+                        // Too few backends are healthy to trust the verdicts: the diner's
+                        // own waiter is as good a guess as any, and the only one with notes.
+                        counters.affinity(AffinityOutcome::Hit);
+                        counters.panic_routed();
+                        sticky.issued_at = Some(issued_at);
+                        return Ok(Target {
+                            local: b.local(worker.index).clone(),
+                            sticky,
+                        });
+                    }
+                    Some(b) => {
+                        if let Some(local) =
+                            failover(worker, table, backup.as_ref().map(TokenId::as_str), now_ms)
+                        {
+                            sticky.rerouted_from = Some(b.core.id.clone());
+                            sticky.replace = true;
+                            return Ok(Target { local, sticky });
+                        }
+                        unavailable(worker, route, &b.core, now_ms, false)?;
+                        lost_core = Some(&b.core);
+                        sticky.rerouted_from = Some(b.core.id.clone());
                         sticky.replace = true;
                     }
-                    None => {
-                        counters.affinity(AffinityOutcome::Unknown);
+                    None if let Some(local) =
+                        failover(worker, table, backup.as_ref().map(TokenId::as_str), now_ms) =>
+                    {
+                        sticky.rerouted_from = Some(Arc::from(backend.as_str()));
                         sticky.replace = true;
+                        return Ok(Target { local, sticky });
                     }
-                },
-            },
+                    None => match table.tombstone(backend.as_str()) {
+                        Some(t) => {
+                            lose(worker, route, &t.id, t.mode, None)?;
+                            sticky.rerouted_from = Some(t.id.clone());
+                            sticky.replace = true;
+                        }
+                        None => {
+                            counters.affinity(AffinityOutcome::Unknown);
+                            sticky.replace = true;
+                        }
+                    },
+                }
+            }
             Verdict::Forged => {
                 counters.affinity(AffinityOutcome::Forged);
                 sticky.replace = true;
@@ -142,6 +181,32 @@ pub(crate) fn choose(
             &request_id(),
         ))),
     }
+}
+
+/// The backup a replicated diner's token names, when it can take the request: it holds
+/// the session's copy and takes the session over.
+fn failover(
+    worker: &Worker,
+    table: &Table,
+    backup: Option<&str>,
+    now_ms: u64,
+) -> Option<Arc<Local>> {
+    let b = table.find(backup?)?;
+    let panic = worker.shared.in_panic(table, now_ms);
+    usable(&b.core, now_ms, panic).then(|| {
+        worker.counters().affinity(AffinityOutcome::Failover);
+        b.local(worker.index).clone()
+    })
+}
+
+/// The backup named in `sticky`, for a request whose pinned backend just failed.
+pub(crate) fn failover_to(worker: &Worker, sticky: &Sticky, now_ms: u64) -> Option<Arc<Local>> {
+    failover(
+        worker,
+        &worker.shared.registry.load(),
+        sticky.backup.as_deref(),
+        now_ms,
+    )
 }
 
 /// The diner's pinned backend `core` cannot take its request now (`refused`: a connect
