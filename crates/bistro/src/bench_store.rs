@@ -4,13 +4,16 @@
 //! update) on each backend, sequentially from one client and from several at once.
 //! Part 2 runs one real waiter per architecture on a loopback port and drives it with
 //! the same HTTP load (read and write requests from concurrent keep-alive clients), so
-//! the request rate of stateless-sqlite, -postgres and -redis can be read as a ratio to
-//! stateful. Every figure printed is measured in this run; nothing is cached.
+//! the request rate of stateless-sqlite, -postgres and -redis, and of replicated (the
+//! loaded waiter copying every change to a second waiter before answering), can be read
+//! as a ratio to stateful. Every figure printed is measured in this run; nothing is
+//! cached.
 
 use anyhow::Context;
 use bistro_client::Client;
 use bistro_orders::{Change, ItemInput, Menu, NewOrder, Order};
 use bistro_store::{OrderStore, SessionId, StoreConfig, StoreUrl, new_order_id};
+use bistro_waiter::replication::{Peer, ReplicationConfig};
 use bistro_waiter::{Mode, Waiter, WaiterConfig};
 use clap::Args;
 use serde_json::json;
@@ -293,24 +296,29 @@ pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
         "ratio"
     );
     // Every round runs each architecture once, in turn; a cell is its median round.
+    let cells: Vec<Cell<'_>> = backends
+        .iter()
+        .map(Cell::Store)
+        .chain([Cell::Replicated])
+        .collect();
     let mut measured: Vec<(Vec<Stats>, Vec<Stats>)> =
-        backends.iter().map(|_| (Vec::new(), Vec::new())).collect();
+        cells.iter().map(|_| (Vec::new(), Vec::new())).collect();
     for _ in 0..opts.rounds {
-        for (b, cells) in backends.iter().zip(&mut measured) {
-            let (reads, writes) = http_load(b, &opts)
+        for (cell, stats) in cells.iter().zip(&mut measured) {
+            let (reads, writes) = http_load(cell, &opts)
                 .await
-                .with_context(|| format!("HTTP load on {}", architecture(b)))?;
-            cells.0.push(reads);
-            cells.1.push(writes);
+                .with_context(|| format!("HTTP load on {}", cell.label()))?;
+            stats.0.push(reads);
+            stats.1.push(writes);
         }
     }
     let mut baseline: Option<(f64, f64)> = None;
-    for (b, (reads, writes)) in backends.iter().zip(measured) {
+    for (cell, (reads, writes)) in cells.iter().zip(measured) {
         let (reads, writes) = (median(reads), median(writes));
         let (r0, w0) = *baseline.get_or_insert((reads.rate(), writes.rate()));
         println!(
             "{:<20} | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x | {:>9.0} {:>8.3} {:>8.3} {:>6.2}x",
-            architecture(b),
+            cell.label(),
             reads.rate(),
             reads.pct(0.5),
             reads.pct(0.99),
@@ -326,11 +334,95 @@ pub async fn run(opts: BenchStoreOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn architecture(b: &Backend) -> String {
-    if b.name == "memory" {
-        "stateful".to_string()
-    } else {
-        format!("stateless-{}", b.name)
+/// One architecture of part 2: a waiter over one of part 1's stores, or a replicated
+/// pair (two waiters in memory, each the other's peer).
+enum Cell<'a> {
+    Store(&'a Backend),
+    Replicated,
+}
+
+impl Cell<'_> {
+    fn label(&self) -> String {
+        match self {
+            Cell::Store(b) if b.name == "memory" => "stateful".to_string(),
+            Cell::Store(b) => format!("stateless-{}", b.name),
+            Cell::Replicated => "replicated".to_string(),
+        }
+    }
+}
+
+/// A waiter served on loopback until `stop` is sent.
+struct Served {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(listener: tokio::net::TcpListener, waiter: Waiter) -> anyhow::Result<Served> {
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bistro_waiter::run(listener, waiter, async {
+            let _sent_or_dropped = stopped.await;
+        }));
+        Ok(Served { addr, stop, task })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// The waiters of a cell, the first one the loaded one.
+async fn serve_cell(cell: &Cell<'_>) -> anyhow::Result<Vec<Served>> {
+    match cell {
+        Cell::Store(b) => {
+            let mode = if b.name == "memory" {
+                Mode::Stateful
+            } else {
+                Mode::Stateless
+            };
+            let config = WaiterConfig {
+                id: "bench".into(),
+                mode,
+                store_url: b.url.clone(),
+                ..WaiterConfig::default()
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            Ok(vec![
+                Served::start(listener, Waiter::new(config, b.store.clone())).await?,
+            ])
+        }
+        Cell::Replicated => {
+            let listeners = [
+                tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+                tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            ];
+            let addrs = [listeners[0].local_addr()?, listeners[1].local_addr()?];
+            let secret = crate::secret::random_hex();
+            let mut served = Vec::new();
+            for (i, listener) in listeners.into_iter().enumerate() {
+                let other = 1 - i;
+                let peers = vec![Peer {
+                    id: format!("w{}", other + 1),
+                    addr: addrs[other],
+                }];
+                let config = WaiterConfig {
+                    id: format!("w{}", i + 1),
+                    ..WaiterConfig::default()
+                };
+                let store = Arc::new(bistro_store::MemoryStore::new(StoreConfig::default()));
+                let waiter = Waiter::replicated(
+                    config,
+                    store,
+                    ReplicationConfig::new(peers, secret.clone()),
+                );
+                served.push(Served::start(listener, waiter).await?);
+            }
+            Ok(served)
+        }
     }
 }
 
@@ -340,25 +432,9 @@ fn median(mut rounds: Vec<Stats>) -> Stats {
     rounds.swap_remove(rounds.len() / 2)
 }
 
-async fn http_load(b: &Backend, opts: &BenchStoreOpts) -> anyhow::Result<(Stats, Stats)> {
-    let mode = if b.name == "memory" {
-        Mode::Stateful
-    } else {
-        Mode::Stateless
-    };
-    let config = WaiterConfig {
-        id: "bench".into(),
-        mode,
-        store_url: b.url.clone(),
-        ..WaiterConfig::default()
-    };
-    let waiter = Waiter::new(config, b.store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bistro_waiter::run(listener, waiter, async {
-        let _sent_or_dropped = stopped.await;
-    }));
+async fn http_load(cell: &Cell<'_>, opts: &BenchStoreOpts) -> anyhow::Result<(Stats, Stats)> {
+    let served = serve_cell(cell).await?;
+    let addr = served[0].addr;
     // Each client is one diner with one order.
     let mut diners = Vec::new();
     for _ in 0..opts.concurrency {
@@ -391,8 +467,9 @@ async fn http_load(b: &Backend, opts: &BenchStoreOpts) -> anyhow::Result<(Stats,
         Ok(())
     })
     .await?;
-    let _ = stop.send(());
-    server.await??;
+    for s in served {
+        s.stop().await?;
+    }
     Ok((reads, writes))
 }
 

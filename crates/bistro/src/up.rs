@@ -21,7 +21,7 @@ pub struct UpOpts {
     /// How many waiters
     #[arg(long, default_value_t = 3)]
     pub waiters: usize,
-    /// stateful (notes in each waiter's memory, sticky balancer) or stateless (shared store)
+    /// stateful (notes in each waiter's memory, sticky balancer), stateless (shared store) or replicated (memory plus a copy on a peer waiter)
     #[arg(long, default_value = "stateful")]
     pub mode: bistro_waiter::Mode,
     /// Store for stateless mode [default: sqlite://bistro.db]
@@ -160,9 +160,18 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         SocketAddr::from(([127, 0, 0, 1], port))
     });
     let tcp_strategy = match opts.mode {
-        bistro_waiter::Mode::Stateful => "consistent-hash",
+        bistro_waiter::Mode::Stateful | bistro_waiter::Mode::Replicated => "consistent-hash",
         bistro_waiter::Mode::Stateless => "least-connections",
     };
+    // A replicated group's waiters name each other (--peer), so their HTTP ports are
+    // chosen before any starts, and they share a generated secret.
+    let replicated = opts.mode == bistro_waiter::Mode::Replicated;
+    let ports = if replicated {
+        bistro_lab::free_ports(opts.waiters)?
+    } else {
+        vec![0; opts.waiters]
+    };
+    let peer_secret = crate::secret::random_hex();
     // The admin API can add backends and drain waiters: even on loopback, every local
     // process (and every web page a browser opens) could reach it, so it gets a token.
     let admin_token = match &opts.admin_token {
@@ -173,17 +182,25 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     let result = async {
         for i in 1..=opts.waiters {
             let id = format!("w{i}");
-            let mut args: Vec<String> = ["waiter", "--id", &id, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--mode", &mode]
+            let listen = format!("127.0.0.1:{}", ports[i - 1]);
+            let mut args: Vec<String> = ["waiter", "--id", &id, "--listen", &listen, "--tcp-listen", "127.0.0.1:0", "--mode", &mode]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+            let mut envs: Vec<(&str, &str)> = Vec::new();
+            if replicated {
+                for (j, port) in ports.iter().enumerate().filter(|(j, _)| j + 1 != i) {
+                    args.extend(["--peer".into(), format!("w{}=127.0.0.1:{port}", j + 1)]);
+                }
+                envs.push(("BISTRO_PEER_SECRET", peer_secret.as_str()));
+            }
             args.extend(["--kitchen-seconds".into(), opts.kitchen_seconds.to_string()]);
             if opts.mode == bistro_waiter::Mode::Stateless {
                 args.extend(["--store".into(), opts.store.clone().unwrap_or_else(|| "sqlite://bistro.db".into())]);
             } else if opts.store.is_some() {
-                bail!("--store is for --mode stateless; stateful waiters keep notes in their own memory");
+                bail!("--store is for --mode stateless; stateful and replicated waiters keep notes in their own memory");
             }
-            members.push(spawn_member(&id, &args, &[]).await?);
+            members.push(spawn_member(&id, &args, &envs).await?);
         }
         let mut args: Vec<String> = vec![
             "balancer".into(),

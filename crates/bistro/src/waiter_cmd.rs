@@ -8,6 +8,7 @@ use crate::config_file::ConfigFile;
 use anyhow::{Context, bail};
 use bistro_orders::{KitchenTimings, Menu};
 use bistro_store::{StoreConfig, StoreUrl};
+use bistro_waiter::replication::{Peer, ReplicationConfig};
 use bistro_waiter::{HttpLimits, Mode, TcpConfig, Waiter, WaiterConfig};
 use clap::Args;
 use serde::Deserialize;
@@ -26,7 +27,7 @@ pub struct WaiterOpts {
     /// Address to serve HTTP on [default: 127.0.0.1:7001]
     #[arg(long, env = "BISTRO_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// stateful (notes in this process's memory) or stateless (notes in a central store) [default: stateful]
+    /// stateful (notes in this process's memory), stateless (notes in a central store) or replicated (in memory, with a copy on a --peer) [default: stateful]
     #[arg(long, env = "BISTRO_MODE")]
     pub mode: Option<Mode>,
     /// Central store for stateless mode: sqlite://PATH, postgres://..., redis://... [default: sqlite://bistro.db]
@@ -94,6 +95,16 @@ pub struct WaiterOpts {
     /// Most TCP connections from one address; more are refused with ERR too-many-connections [default: 64]
     #[arg(long, env = "BISTRO_TCP_MAX_CONNECTIONS_PER_IP")]
     pub tcp_max_connections_per_ip: Option<usize>,
+    /// Replicated mode: another waiter of the group, as ID=HOST:PORT (its --id and --listen); repeat for each, or comma-separate in BISTRO_PEERS
+    #[arg(long = "peer", env = "BISTRO_PEERS", value_delimiter = ',')]
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Replicated mode: the group's shared secret (16+ characters), which peers must present
+    #[arg(long, env = "BISTRO_PEER_SECRET", hide_env_values = true)]
+    pub peer_secret: Option<String>,
+    /// Replicated mode: milliseconds a peer may take to acknowledge a copy before it counts as down and another peer is used [default: 500]
+    #[arg(long, env = "BISTRO_REPLICATION_TIMEOUT_MS")]
+    pub replication_timeout_ms: Option<u64>,
 }
 
 /// The `[waiter]` table of the config file: the same options.
@@ -132,6 +143,13 @@ impl WaiterOpts {
             tcp_max_connections_per_ip: self
                 .tcp_max_connections_per_ip
                 .or(f.tcp_max_connections_per_ip),
+            peers: if self.peers.is_empty() {
+                f.peers
+            } else {
+                self.peers
+            },
+            peer_secret: self.peer_secret.or(f.peer_secret),
+            replication_timeout_ms: self.replication_timeout_ms.or(f.replication_timeout_ms),
         }
     }
 
@@ -203,15 +221,66 @@ impl WaiterOpts {
         })
     }
 
+    /// The group of a replicated waiter: `None` in the other modes.
+    ///
+    /// # Errors
+    /// Peers given outside replicated mode, no peer or no secret in it, a malformed
+    /// peer, a peer that is this waiter, or a timeout out of range.
+    pub fn replication(&self) -> anyhow::Result<Option<ReplicationConfig>> {
+        let mode = self.mode.unwrap_or(Mode::Stateful);
+        if mode != Mode::Replicated {
+            if !self.peers.is_empty() || self.peer_secret.is_some() {
+                bail!("--peer and --peer-secret are for --mode replicated");
+            }
+            return Ok(None);
+        }
+        let me = self.id.clone().unwrap_or_else(|| "w1".into());
+        let mut peers: Vec<Peer> = Vec::new();
+        for text in &self.peers {
+            let peer: Peer = text.parse()?;
+            if peer.id == me {
+                bail!("--peer {text} names this waiter itself (--id {me}); list the others");
+            }
+            if peers.iter().any(|p| p.id == peer.id) {
+                bail!("--peer {} is given twice", peer.id);
+            }
+            peers.push(peer);
+        }
+        if peers.is_empty() {
+            bail!(
+                "replicated mode needs its group: --peer ID=HOST:PORT for each other waiter (e.g. --peer w2=127.0.0.1:7002)"
+            );
+        }
+        let Some(secret) = self.peer_secret.clone() else {
+            bail!(
+                "replicated mode needs --peer-secret (or BISTRO_PEER_SECRET): the same secret on every waiter of the group"
+            );
+        };
+        if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("--peer-secret must be at least 16 visible ASCII characters");
+        }
+        let timeout = self.replication_timeout_ms.unwrap_or(500);
+        if !(1..=60_000).contains(&timeout) {
+            bail!("--replication-timeout-ms must be 1 to 60000, got {timeout}");
+        }
+        let mut config = ReplicationConfig::new(peers, secret);
+        config.timeout = Duration::from_millis(timeout);
+        Ok(Some(config))
+    }
+
     /// Resolves defaults and validates into the waiter's and store's configs.
     pub fn resolve(&self) -> anyhow::Result<(WaiterConfig, StoreUrl, StoreConfig)> {
         let mode = self.mode.unwrap_or(Mode::Stateful);
         let store_url = match (&self.store, mode) {
             (Some(url), _) => StoreUrl::parse(url)?,
-            (None, Mode::Stateful) => StoreUrl::Memory,
+            (None, Mode::Stateful | Mode::Replicated) => StoreUrl::Memory,
             (None, Mode::Stateless) => StoreUrl::parse("sqlite://bistro.db")?,
         };
         match (mode, &store_url) {
+            (Mode::Replicated, StoreUrl::Memory) => {}
+            (Mode::Replicated, other) => bail!(
+                "replicated mode keeps notes in the waiter's own memory and a copy on a peer; drop --store {other}"
+            ),
             (Mode::Stateful, StoreUrl::Memory)
             | (Mode::Stateless, StoreUrl::Sqlite { .. })
             | (Mode::Stateless, StoreUrl::Postgres { .. })
@@ -319,13 +388,21 @@ impl WaiterOpts {
 /// Runs a waiter until SIGINT/SIGTERM.
 pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
+    let replication = opts.replication()?;
     crate::fd_limit::raise("waiter");
     let tcp_config = opts.tcp_config()?;
     let shutdown = crate::signal::shutdown_signal();
     let addr = opts.listen_addr();
-    let store = bistro_store::open(&store_url, store_config)
-        .await
-        .with_context(|| format!("cannot open store {store_url}"))?;
+    // A replicated waiter needs its memory store as such, to copy sessions from it.
+    let memory = replication
+        .is_some()
+        .then(|| Arc::new(bistro_store::MemoryStore::new(store_config.clone())));
+    let store = match &memory {
+        Some(memory) => Arc::clone(memory) as Arc<dyn bistro_store::OrderStore>,
+        None => bistro_store::open(&store_url, store_config)
+            .await
+            .with_context(|| format!("cannot open store {store_url}"))?,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -344,7 +421,17 @@ pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
         tracing::info!(id = %config.id, "tcp protocol on tcp://{}", tcp.local_addr()?);
     }
     tracing::info!(id = %config.id, mode = %config.mode, store = %store_url, "waiter listening on http://{local}");
-    let waiter = Waiter::new(config, store);
+    let waiter = match (memory, replication) {
+        (Some(memory), Some(replication)) => {
+            tracing::info!(
+                peers = %replication.peers.iter().map(|p| format!("{}={}", p.id, p.addr)).collect::<Vec<_>>().join(","),
+                "replicating to peers"
+            );
+            drop(store);
+            Waiter::replicated(config, memory, replication)
+        }
+        _ => Waiter::new(config, store),
+    };
 
     // One signal, two servers: each waits on its own receiver.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

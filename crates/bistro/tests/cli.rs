@@ -49,6 +49,14 @@ fn secrets_in_the_environment_never_show_in_help() {
         assert!(help.contains("BISTRO_ADMIN_TOKEN"), "{command}: {help}");
         assert!(!help.contains("secret-value"), "{command}: {help}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_bistro"))
+        .args(["waiter", "--help"])
+        .env("BISTRO_PEER_SECRET", "peer-secret-value")
+        .output()
+        .expect("the bistro binary runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("BISTRO_PEER_SECRET"), "{help}");
+    assert!(!help.contains("secret-value"), "{help}");
 }
 
 #[test]
@@ -69,6 +77,40 @@ fn bad_input_is_a_clear_message_and_a_nonzero_exit() {
             "unsupported store URL",
         ),
         (&["waiter", "--kitchen-seconds=-1"], "kitchen-seconds"),
+        (
+            &["waiter", "--mode", "replicated"],
+            "replicated mode needs its group",
+        ),
+        (
+            &[
+                "waiter",
+                "--mode",
+                "replicated",
+                "--peer",
+                "w2=127.0.0.1:7002",
+            ],
+            "needs --peer-secret",
+        ),
+        (
+            &["waiter", "--mode", "replicated", "--peer", "w2"],
+            "a peer is ID=HOST:PORT",
+        ),
+        (
+            &[
+                "waiter",
+                "--mode",
+                "replicated",
+                "--id",
+                "w1",
+                "--peer",
+                "w1=127.0.0.1:7001",
+            ],
+            "names this waiter itself",
+        ),
+        (
+            &["waiter", "--peer", "w2=127.0.0.1:7002"],
+            "are for --mode replicated",
+        ),
         (&["waiter", "--max-body-bytes", "0"], "max-body-bytes"),
         (
             &["--config", "/nonexistent/bistro.toml", "waiter"],

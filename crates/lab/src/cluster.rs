@@ -11,7 +11,7 @@
 
 use crate::error::LabError;
 use crate::process::{Proc, Ready};
-use crate::scenario::{Architecture, ClusterSpec};
+use crate::scenario::{Architecture, ClusterSpec, Mode};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ pub struct Cluster {
     waiters: Vec<Waiter>,
     balancer: Option<(Proc, SocketAddr)>,
     started: Vec<u32>,
+    /// A replicated group's shared secret (generated per cluster).
+    peer_secret: String,
 }
 
 impl Cluster {
@@ -53,6 +55,7 @@ impl Cluster {
                 .collect(),
             balancer: None,
             started: Vec::new(),
+            peer_secret: format!("lab-{}", rand::random::<u128>()),
         }
     }
 
@@ -65,6 +68,14 @@ impl Cluster {
         self.store =
             Store::provide(&self.arch.store, &self.arch.name, self.spec.ready_timeout).await?;
         self.started.extend(self.store.pid());
+        if self.arch.mode == Mode::Replicated {
+            // The waiters of a replicated group name each other, so their ports are
+            // chosen before any of them starts.
+            let ports = crate::process::free_ports(self.waiters.len())?;
+            for (w, port) in self.waiters.iter_mut().zip(ports) {
+                w.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
         for i in 0..self.waiters.len() {
             self.start_waiter(i).await?;
         }
@@ -141,6 +152,14 @@ impl Cluster {
         if let Some(ms) = self.spec.waiter_request_timeout_ms {
             args.extend(["--request-timeout-ms".to_string(), ms.to_string()]);
         }
+        if self.arch.mode == Mode::Replicated {
+            for peer in self.waiters.iter().filter(|w| w.id != id) {
+                let addr = peer
+                    .addr
+                    .expect("a replicated group's ports are chosen first");
+                args.extend(["--peer".to_string(), format!("{}={addr}", peer.id)]);
+            }
+        }
         args.extend(self.spec.waiter_args.iter().cloned());
         args
     }
@@ -153,10 +172,17 @@ impl Cluster {
             .unwrap_or_else(|| "127.0.0.1:0".into());
         let args = self.waiter_args(&id, &listen);
         let name = format!("{} waiter {id}", self.arch.name);
-        let (proc, addr) = Proc::start(
+        let envs = [("BISTRO_PEER_SECRET", self.peer_secret.as_str())];
+        let envs = if self.arch.mode == Mode::Replicated {
+            &envs[..]
+        } else {
+            &[]
+        };
+        let (proc, addr) = Proc::start_with_env(
             &name,
             &self.bin,
             &args,
+            envs,
             Ready::ListeningLine,
             self.spec.ready_timeout,
         )

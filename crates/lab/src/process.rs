@@ -72,8 +72,25 @@ impl Proc {
         ready: Ready,
         timeout: Duration,
     ) -> Result<(Proc, Option<SocketAddr>), LabError> {
+        Proc::start_with_env(name, program, args, &[], ready, timeout).await
+    }
+
+    /// [`Proc::start`] with extra environment variables (secrets, which a command line
+    /// would show every local user).
+    ///
+    /// # Errors
+    /// As [`Proc::start`].
+    pub async fn start_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        ready: Ready,
+        timeout: Duration,
+    ) -> Result<(Proc, Option<SocketAddr>), LabError> {
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(if matches!(ready, Ready::StdoutLine(_)) {
                 Stdio::piped()
@@ -311,13 +328,29 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
 /// # Errors
 /// [`LabError::Io`] when no port can be bound at all.
 pub fn free_port() -> Result<u16, LabError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| LabError::Io {
-            path: "127.0.0.1:0".into(),
-            source,
-        })
+    Ok(free_ports(1)?[0])
+}
+
+/// `n` distinct loopback ports that were free a moment ago, for processes that must
+/// know each other's addresses before they start (a replicated group's `--peer`s). All
+/// are held while the next is taken, so none is handed out twice.
+///
+/// # Errors
+/// [`LabError::Io`] when a port cannot be bound.
+pub fn free_ports(n: usize) -> Result<Vec<u16>, LabError> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>();
+    held.and_then(|listeners| {
+        listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect()
+    })
+    .map_err(|source| LabError::Io {
+        path: "127.0.0.1:0".into(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -179,6 +179,9 @@ pub enum Mode {
     Stateful,
     /// In a central store: any waiter serves any request.
     Stateless,
+    /// In its own memory with a copy on a peer: the balancer pins each diner to one
+    /// waiter and falls back to the peer named in its token.
+    Replicated,
 }
 
 impl Mode {
@@ -187,6 +190,7 @@ impl Mode {
         match self {
             Mode::Stateful => "stateful",
             Mode::Stateless => "stateless",
+            Mode::Replicated => "replicated",
         }
     }
 }
@@ -232,9 +236,9 @@ impl StoreSpec {
 pub struct Architecture {
     /// Unique name (letters, digits, dashes), used in the report and file names.
     pub name: String,
-    /// Stateful or stateless.
+    /// Stateful, stateless or replicated.
     pub mode: Mode,
-    /// The central store (always [`StoreSpec::Memory`] for stateful).
+    /// The central store (always [`StoreSpec::Memory`] for stateful and replicated).
     pub store: StoreSpec,
 }
 
@@ -244,6 +248,7 @@ impl Architecture {
         match self.mode {
             Mode::Stateful => "stateful, sticky sessions".to_string(),
             Mode::Stateless => format!("stateless on {}", self.store.kind()),
+            Mode::Replicated => "replicated, a copy on a peer".to_string(),
         }
     }
 }

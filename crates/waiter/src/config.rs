@@ -23,6 +23,9 @@ pub enum Mode {
     Stateful,
     /// In a central store: any waiter can serve any session.
     Stateless,
+    /// In this process's memory, with a copy on a peer waiter: the peer carries on when
+    /// this waiter dies.
+    Replicated,
 }
 
 impl Mode {
@@ -31,6 +34,7 @@ impl Mode {
         match self {
             Mode::Stateful => "stateful",
             Mode::Stateless => "stateless",
+            Mode::Replicated => "replicated",
         }
     }
 }
@@ -41,10 +45,10 @@ impl fmt::Display for Mode {
     }
 }
 
-/// A mode name that is neither `stateful` nor `stateless`.
+/// A mode name that is not `stateful`, `stateless` or `replicated`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown mode {0:?}; use stateful (notes in the waiter's memory) or stateless (notes in a central store)"
+    "unknown mode {0:?}; use stateful (notes in the waiter's memory), stateless (notes in a central store) or replicated (in memory, with a copy on a peer)"
 )]
 pub struct ParseModeError(pub String);
 
@@ -55,6 +59,7 @@ impl FromStr for Mode {
         match s.trim().to_ascii_lowercase().as_str() {
             "stateful" => Ok(Mode::Stateful),
             "stateless" => Ok(Mode::Stateless),
+            "replicated" => Ok(Mode::Replicated),
             _ => Err(ParseModeError(s.to_string())),
         }
     }

@@ -62,6 +62,12 @@ pub async fn cook(waiter: &Waiter) -> usize {
             let id = order.id.clone();
             match waiter.orders().kitchen_step(session, order).await {
                 Ok(Some(order)) => {
+                    // Replicated mode: the step goes to the backup too, so a takeover
+                    // continues from it rather than doing it again.
+                    if let Err(e) = waiter.orders().settle(session).await {
+                        tracing::info!(error = %e, "kitchen: the session moved after its step");
+                        continue;
+                    }
                     waiter.metrics().kitchen_transition();
                     stored += 1;
                     tracing::debug!(order = %order.id, status = %order.status, "kitchen step");

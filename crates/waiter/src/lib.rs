@@ -1,6 +1,6 @@
 //! # bistro-waiter: the order service
 //!
-//! A *waiter* takes diners' orders over HTTP. It runs in one of two modes, and the
+//! A *waiter* takes diners' orders over HTTP. It runs in one of three modes, and the
 //! difference is the point of bistro:
 //!
 //! - **stateful**: the diners' notes (sessions and orders) live in this process's memory.
@@ -10,6 +10,9 @@
 //! - **stateless**: the notes live in a central store (SQLite, PostgreSQL, Redis) and any
 //!   waiter can serve any request. Each request costs a store round trip; the metrics
 //!   count them.
+//! - **replicated**: in this process's memory, and copied to a peer waiter before a
+//!   change is acknowledged ([`replication`]): reads cost what stateful reads cost, and a
+//!   waiter's death loses nothing.
 //!
 //! Both modes run the same code over the [`OrderStore`](bistro_store::OrderStore) trait.
 //! A request reads the session from a cookie, reads or compare-and-sets the order in one
@@ -51,6 +54,7 @@ mod middleware;
 mod openapi;
 mod precondition;
 mod problem;
+pub mod replication;
 mod reply;
 mod server;
 pub mod service;

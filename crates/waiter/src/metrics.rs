@@ -7,6 +7,7 @@
 //! write. The session and order gauges come from counts cached by the sweeper's tick, so
 //! scraping never puts load on a central store.
 
+use crate::replication::Replication;
 use bistro_metrics::{Encoder, Histogram, LATENCY_BUCKETS};
 use bistro_store::{Counts, Instrumented};
 use http::Method;
@@ -130,7 +131,7 @@ impl Metrics {
     }
 
     /// Renders every family as Prometheus text.
-    pub fn render(&self, store: &Instrumented) -> String {
+    pub fn render(&self, store: &Instrumented, replication: Option<&Replication>) -> String {
         let mut enc = Encoder::new();
 
         let requests: Vec<((String, &'static str, String), u64)> = lock(&self.requests)
@@ -234,6 +235,9 @@ impl Metrics {
             &one(&self.kitchen_transitions),
         );
         self.render_tcp(&mut enc);
+        if let Some(r) = replication {
+            r.render(&mut enc);
+        }
         enc.finish()
     }
 
@@ -319,7 +323,7 @@ mod tests {
             Arc::new(MemoryStore::new(StoreConfig::default())),
             Duration::from_secs(1),
         );
-        let text = m.render(&store);
+        let text = m.render(&store, None);
         for needle in [
             "bistro_http_requests_total{route=\"/v1/orders/{id}\",method=\"GET\",status=\"200\"} 2\n",
             "bistro_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 1\n",

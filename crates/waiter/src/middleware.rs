@@ -1,5 +1,5 @@
 //! What happens around every request, whatever its route: naming the waiter, counting,
-//! and bounding the time.
+//! bounding the time, and (replicated mode) making a change safe before it is answered.
 //!
 //! These are plain `axum::middleware::from_fn` functions rather than tower-http layers:
 //! each is a few lines, and owning them means a timeout or a rejection is answered as a
@@ -8,10 +8,14 @@
 use crate::Waiter;
 use crate::metrics::UNMATCHED_ROUTE;
 use crate::problem::Problem;
+use crate::replication::Settled;
+use crate::service::ServiceError;
+use crate::session::{SESSION_HEADER, SessionRef};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderName, HeaderValue};
+use bistro_store::SessionId;
+use http::{HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 
 /// The header naming the waiter that answered.
@@ -64,4 +68,74 @@ pub async fn timeout(State(waiter): State<Waiter>, req: Request, next: Next) -> 
             Problem::timeout(limit).into_response()
         }
     }
+}
+
+/// The header naming the waiter that keeps the copy of the session (replicated mode), so
+/// a balancer can send the diner there when this waiter is gone.
+pub const BACKUP_HEADER: HeaderName = HeaderName::from_static("bistro-backup");
+/// The header naming the waiter that leads a session now, on `421 session-moved`.
+pub const LEADER_HEADER: HeaderName = HeaderName::from_static("bistro-leader");
+/// The header saying a change was acknowledged with no copy anywhere (replicated mode,
+/// no peer up): `alone`.
+pub const REPLICATION_HEADER: HeaderName = HeaderName::from_static("bistro-replication");
+
+/// In replicated mode: before the request, takes over a session this waiter holds only
+/// a copy of; after a request that may have changed it, waits until a backup holds the
+/// change (the acknowledgement is the response), and names the backup in
+/// `Bistro-Backup`. Peer requests and the other modes pass through.
+pub async fn replicate(State(waiter): State<Waiter>, req: Request, next: Next) -> Response {
+    if waiter.replication().is_none() || req.uri().path() == crate::replication::link::PEER_PATH {
+        return next.run(req).await;
+    }
+    let named = match SessionRef::from_headers(req.headers()) {
+        SessionRef::Named(s) => Some(s),
+        SessionRef::Absent | SessionRef::Malformed => None,
+    };
+    if let Some(session) = named
+        && let Err(e) = waiter.orders().locate(session).await
+    {
+        return moved(&waiter, &e);
+    }
+    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut resp = next.run(req).await;
+    // The session is the one the request named, or the one it started.
+    let session = named.or_else(|| {
+        resp.headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(SessionId::parse)
+    });
+    let Some(session) = session else {
+        return resp;
+    };
+    let backup = if writes {
+        match waiter.orders().settle(session).await {
+            Ok(Settled::Copied { backup }) => Some(backup),
+            Ok(Settled::Alone) => {
+                resp.headers_mut()
+                    .insert(REPLICATION_HEADER, HeaderValue::from_static("alone"));
+                None
+            }
+            Ok(Settled::Gone) => None,
+            Err(e) => return moved(&waiter, &e),
+        }
+    } else {
+        waiter.replication().and_then(|r| r.backup_of(session))
+    };
+    if let Some(backup) = backup.and_then(|b| HeaderValue::from_str(&b).ok()) {
+        resp.headers_mut().insert(BACKUP_HEADER, backup);
+    }
+    resp
+}
+
+/// The problem answering a failed locate or settle; `421 session-moved` names the waiter
+/// that leads the session in `Bistro-Leader`, which a balancer follows.
+fn moved(waiter: &Waiter, e: &ServiceError) -> Response {
+    let mut resp = waiter.problem(e).into_response();
+    if let ServiceError::SessionMoved { to: Some(to) } = e
+        && let Ok(value) = HeaderValue::from_str(to)
+    {
+        resp.headers_mut().insert(LEADER_HEADER, value);
+    }
+    resp
 }

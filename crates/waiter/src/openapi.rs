@@ -44,6 +44,8 @@ use utoipa::OpenApi;
         crate::view::Health,
         crate::view::ProblemDoc,
         crate::config::Mode,
+        crate::replication::ReplicationStatus,
+        crate::replication::PeerStatus,
         bistro_orders::NewOrder,
         bistro_orders::OrderPatch,
         bistro_orders::ItemInput,

@@ -174,6 +174,21 @@ impl Problem {
                 ),
             )
             .with("limit", *limit),
+            ServiceError::SessionMoved { to } => {
+                let leader = to.as_deref().unwrap_or("another waiter");
+                let mut p = Problem::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "session-moved",
+                    "The session is led by another waiter",
+                    format!(
+                        "another waiter ({leader}) took your session over while this one was unreachable; nothing this request changed was kept here. Send the request again: a balancer does so itself"
+                    ),
+                );
+                if let Some(to) = to {
+                    p = p.with("leader", to.as_str());
+                }
+                p
+            }
             ServiceError::Store { error, .. } if error.is_outage() => {
                 tracing::warn!(error = %error, may_have_applied = err.may_have_applied(), "store outage; answering 503 store-unavailable");
                 Problem::store_unavailable(&error.to_string(), err.may_have_applied())
@@ -203,6 +218,9 @@ impl Problem {
             Mode::Stateless => {
                 "your session expired or never existed; start a new order".to_string()
             }
+            Mode::Replicated => format!(
+                "this waiter ({waiter}) holds neither your session nor a copy of it: it expired, or both the waiter that led it and the colleague keeping its copy are gone. Start a new order"
+            ),
         };
         let mut p = Problem::new(
             StatusCode::NOT_FOUND,

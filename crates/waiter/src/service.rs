@@ -22,6 +22,7 @@
 
 use crate::Waiter;
 use crate::precondition::IfMatch;
+use crate::replication::{Moved, Settled};
 use bistro_orders::{Change, Order, OrderError};
 use bistro_store::{OrderStore, SessionCreated, SessionId, StoreError, StoreUrl};
 use std::sync::Mutex;
@@ -80,6 +81,13 @@ pub enum ServiceError {
         /// The configured limit.
         limit: usize,
     },
+    /// Another waiter of the replicated group leads the session now (it took it over
+    /// from this one); nothing this request changed was acknowledged.
+    #[error("the session is led by {} now", to.as_deref().unwrap_or("another waiter"))]
+    SessionMoved {
+        /// The waiter that leads it, when known.
+        to: Option<String>,
+    },
     /// The store failed. `write` says whether the operation was a write, for which the
     /// store's error tells whether it may have been applied.
     #[error("{error}")]
@@ -93,6 +101,10 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    pub(crate) fn moved(moved: Moved) -> ServiceError {
+        ServiceError::SessionMoved { to: moved.to }
+    }
+
     /// A store failure of a read.
     pub(crate) fn read(error: StoreError) -> ServiceError {
         ServiceError::from_store(error, false)
@@ -128,6 +140,7 @@ impl ServiceError {
             ServiceError::SessionRate { .. } => "too-many-new-sessions",
             ServiceError::OrderLimit { .. } => "too-many-orders",
             ServiceError::IdempotencyLimit { .. } => "too-many-idempotency-keys",
+            ServiceError::SessionMoved { .. } => "session-moved",
             ServiceError::Store { error, .. } if error.is_outage() => "store-unavailable",
             ServiceError::Store { .. } => "internal",
         }
@@ -140,7 +153,8 @@ impl ServiceError {
             ServiceError::Store { error, .. } => error.is_outage(),
             ServiceError::SessionLimit { .. }
             | ServiceError::SessionRate { .. }
-            | ServiceError::Conflict { .. } => true,
+            | ServiceError::Conflict { .. }
+            | ServiceError::SessionMoved { .. } => true,
             _ => false,
         }
     }
@@ -212,6 +226,39 @@ pub struct Orders<'a> {
 impl<'a> Orders<'a> {
     pub(crate) fn new(waiter: &'a Waiter) -> Orders<'a> {
         Orders { waiter }
+    }
+
+    /// Before a request for `session` is served: in replicated mode, takes the session
+    /// over if this waiter holds only a copy of it (its primary is gone). Other modes
+    /// have nothing to do.
+    ///
+    /// # Errors
+    /// `session-moved` when another waiter leads the session.
+    pub async fn locate(&self, session: SessionId) -> Result<(), ServiceError> {
+        match self.waiter.replication() {
+            Some(r) => r
+                .locate(session, self.now())
+                .await
+                .map_err(ServiceError::moved),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a change to `session` is acknowledged: in replicated mode, waits until a
+    /// backup holds it. `Settled::Gone` in the other modes, where the store made the
+    /// change durable already (or, in stateful mode, never will).
+    ///
+    /// # Errors
+    /// `session-moved` when this waiter turned out not to lead the session any more:
+    /// the change was not acknowledged anywhere.
+    pub async fn settle(&self, session: SessionId) -> Result<Settled, ServiceError> {
+        match self.waiter.replication() {
+            Some(r) => r
+                .settle(session, self.now())
+                .await
+                .map_err(ServiceError::moved),
+            None => Ok(Settled::Gone),
+        }
     }
 
     fn now(&self) -> u64 {

@@ -161,7 +161,7 @@ pub struct StoreInfo {
 pub struct WaiterInfo {
     /// The waiter's name.
     pub id: String,
-    /// Stateful or stateless.
+    /// Stateful, stateless or replicated.
     pub mode: Mode,
     /// Where the notes are kept.
     pub store: StoreInfo,
@@ -173,6 +173,10 @@ pub struct WaiterInfo {
     pub uptime_seconds: u64,
     /// The waiter's software version.
     pub version: String,
+    /// Replicated mode: the peers, whether this waiter is alone, and what it leads and
+    /// keeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::ReplicationStatus>,
 }
 
 /// Liveness.

@@ -7,14 +7,15 @@
 
 use crate::clock::Clock;
 use crate::config::WaiterConfig;
-use crate::handlers::{actions, ops, orders};
+use crate::handlers::{actions, ops, orders, peer};
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::problem::Problem;
+use crate::replication::{Replication, ReplicationConfig};
 use crate::service::{Orders, ServiceError, SessionRate};
 use axum::Router;
 use axum::routing::{get, post};
-use bistro_store::{Instrumented, OrderStore, StoreError};
+use bistro_store::{Instrumented, MemoryStore, OrderStore, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,6 +31,7 @@ struct Inner {
     clock: Clock,
     metrics: Metrics,
     session_rate: Option<SessionRate>,
+    replication: Option<Arc<Replication>>,
     shutting_down: AtomicBool,
 }
 
@@ -47,18 +49,54 @@ impl Waiter {
     /// A waiter over `store`, which it wraps in [`Instrumented`] with
     /// [`WaiterConfig::store_timeout`].
     pub fn new(config: WaiterConfig, store: Arc<dyn OrderStore>) -> Waiter {
+        Waiter::build(config, store, None, Clock::new())
+    }
+
+    /// A replicated waiter (`config.mode` is set to [`Mode::Replicated`](crate::Mode)):
+    /// its sessions live in `store`, and each is copied to a peer of `replication`
+    /// before a change is acknowledged (see [`replication`](crate::replication)).
+    pub fn replicated(
+        mut config: WaiterConfig,
+        store: Arc<MemoryStore>,
+        replication: ReplicationConfig,
+    ) -> Waiter {
+        config.mode = crate::Mode::Replicated;
+        let clock = Clock::new();
+        let store_config = store.config().clone();
+        let replication = Replication::start(
+            &config.id,
+            replication,
+            Arc::clone(&store),
+            &store_config,
+            clock.clone(),
+        );
+        Waiter::build(config, store, Some(replication), clock)
+    }
+
+    fn build(
+        config: WaiterConfig,
+        store: Arc<dyn OrderStore>,
+        replication: Option<Arc<Replication>>,
+        clock: Clock,
+    ) -> Waiter {
         let store = Instrumented::new(store, config.store_timeout);
         let session_rate = SessionRate::new(config.session_rate_per_sec, config.session_burst);
         Waiter {
             inner: Arc::new(Inner {
                 config,
                 store,
-                clock: Clock::new(),
+                clock,
                 metrics: Metrics::default(),
                 session_rate,
+                replication,
                 shutting_down: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The replication, in replicated mode.
+    pub fn replication(&self) -> Option<&Replication> {
+        self.inner.replication.as_deref()
     }
 
     /// The whole HTTP application; [`run`](crate::run) serves it, tests call it with
@@ -73,13 +111,20 @@ impl Waiter {
             .route("/v1/orders/{id}/serve", post(actions::serve))
             .route("/v1/orders/{id}/pay", post(actions::pay))
             .route("/v1/waiter", get(ops::waiter_info))
+            .route(crate::replication::link::PEER_PATH, post(peer::batch))
             .route("/healthz", get(ops::healthz))
             .route("/readyz", get(ops::readyz))
             .route("/metrics", get(ops::metrics))
             .route("/openapi.json", get(ops::openapi))
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::method_not_allowed)
-            // Outermost last: identify every answer, then count it, then bound its time.
+            // Outermost last: identify every answer, then count it, then bound its time;
+            // inside the time bound, a replicated session is located before the request
+            // and made safe before the answer.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                middleware::replicate,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 middleware::timeout,

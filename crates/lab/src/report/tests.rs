@@ -427,3 +427,66 @@ fn an_open_loop_timeline_draws_the_offered_diners_on_their_own_axis() {
         "a closed loop has no offered rate"
     );
 }
+
+/// Replicated mode's headline is "0 diverged", so the report must be able to say
+/// otherwise: one order read back different from what was acknowledged shows as
+/// diverged in the summary, in report.json, in the table and in the verdict line.
+#[test]
+fn a_diverged_order_shows_as_diverged_everywhere() {
+    let mut ledger = Ledger::new(0);
+    let s = ledger.new_session();
+    let acked = |i: usize, spice: u8| OrderSnapshot {
+        id: format!("o{i}"),
+        status: "open".into(),
+        version: 3,
+        contents: Contents::new(vec![("fries".into(), 1)], spice, vec![], String::new()),
+    };
+    for i in 0..3 {
+        ledger.created(s, acked(i, 2), Some("w1".into()), Some("c".into()));
+    }
+    // o2 comes back at the acknowledged version but with other contents: a stale copy
+    // that a second leader changed on its own.
+    let back = ReadBack {
+        orders: vec![
+            Observation::Found(acked(0, 2)),
+            Observation::Found(acked(1, 2)),
+            Observation::Found(acked(2, 4)),
+        ],
+        sessions: vec![Listing::Listed(ledger.sessions[0].created.clone())],
+    };
+    let summary = verify::summarize(&[(ledger, back)]);
+    assert_eq!((summary.intact, summary.lost, summary.diverged), (2, 0, 1));
+
+    let replicated = arch("replicated", Mode::Replicated, StoreSpec::Memory);
+    let mut r = report();
+    r.architectures.push(ArchReport::build(ArchRun {
+        arch: &replicated,
+        waiters: 3,
+        duration_s: 10.0,
+        samples: &samples(2, 0, 0, ErrorKind::Other5xx),
+        failures: BTreeMap::new(),
+        arrivals_us: &[],
+        diners: 20,
+        shed: 0,
+        faults: vec![kill_w2(4.0)],
+        verification: summary,
+        notes: Vec::new(),
+    }));
+
+    let json: serde_json::Value = serde_json::from_str(&json::render(&r)).unwrap();
+    assert_eq!(json["architectures"][2]["verification"]["diverged"], 1);
+
+    let table = r.table();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("diverged / duplicated"))
+        .expect("a diverged row");
+    assert!(row.trim_end().ends_with("1 / 0"), "{row}");
+
+    let verdict = &r.verdicts()[2];
+    assert!(verdict.starts_with("replicated:"), "{verdict}");
+    assert!(
+        verdict.contains("lost none of its 3 orders, but 1 diverged"),
+        "{verdict}"
+    );
+}

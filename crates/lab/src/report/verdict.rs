@@ -121,7 +121,8 @@ fn losses(a: &ArchReport) -> (String, bool) {
         s
     };
     if v.diverged > 0 {
-        out.push_str(&format!(", {} diverged", v.diverged));
+        let joint = if v.lost == 0 { ", but" } else { "," };
+        out.push_str(&format!("{joint} {} diverged", v.diverged));
     }
     if v.duplicated > 0 {
         out.push_str(&format!(", {} duplicated", v.duplicated));

@@ -302,17 +302,19 @@ fn architectures(raw: Vec<RawArchitecture>) -> Result<Vec<Architecture>, LabErro
         let mode = match a.mode.as_str() {
             "stateful" => Mode::Stateful,
             "stateless" => Mode::Stateless,
+            "replicated" => Mode::Replicated,
             other => {
                 return Err(bad(format!(
-                    "{at}: mode = {other:?} is unknown; use \"stateful\" or \"stateless\""
+                    "{at}: mode = {other:?} is unknown; use \"stateful\", \"stateless\" or \"replicated\""
                 )));
             }
         };
         let store = match (mode, a.store.as_deref()) {
-            (Mode::Stateful, None) => StoreSpec::Memory,
-            (Mode::Stateful, Some(_)) => {
+            (Mode::Stateful | Mode::Replicated, None) => StoreSpec::Memory,
+            (Mode::Stateful | Mode::Replicated, Some(_)) => {
                 return Err(bad(format!(
-                    "{at}: a stateful waiter keeps notes in its own memory; remove store, or use mode = \"stateless\""
+                    "{at}: a {} waiter keeps notes in its own memory; remove store, or use mode = \"stateless\"",
+                    mode.as_str()
                 )));
             }
             (Mode::Stateless, None | Some("sqlite")) => StoreSpec::Sqlite,

@@ -1,6 +1,7 @@
 //! The HTTP handlers, one module per resource: [`orders`] (the session's orders),
 //! [`actions`] (moving an order through its life) and [`ops`] (menu, health, metrics,
-//! API description, and the answers for unknown routes).
+//! API description, and the answers for unknown routes); [`peer`] is replicated mode's
+//! waiter-to-waiter endpoint.
 //!
 //! Handlers are thin: they read the request into plain values, call the one write path
 //! ([`Waiter::orders`], see [`service`](crate::service)), and turn every failure into a
@@ -9,6 +10,7 @@
 pub mod actions;
 pub mod ops;
 pub mod orders;
+pub mod peer;
 
 use crate::Waiter;
 use crate::body::RawBody;

@@ -84,6 +84,7 @@ pub async fn waiter_info(State(waiter): State<Waiter>) -> Response {
         orders: counts.orders,
         uptime_seconds: waiter.clock().uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        replication: waiter.replication().map(|r| r.status()),
     };
     Reply::json(StatusCode::OK, &info).into_response()
 }
@@ -91,7 +92,9 @@ pub async fn waiter_info(State(waiter): State<Waiter>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(waiter): State<Waiter>) -> Response {
-    let text = waiter.metrics().render(waiter.store());
+    let text = waiter
+        .metrics()
+        .render(waiter.store(), waiter.replication());
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         CONTENT_TYPE,

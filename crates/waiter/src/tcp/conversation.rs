@@ -65,7 +65,7 @@ impl Conversation {
         Ok((session, true))
     }
 
-    /// Starts a new order: a draft in stateful mode, a stored order in stateless mode.
+    /// Starts a new order: a draft in stateful mode, a stored order otherwise.
     ///
     /// # Errors
     /// `draft-pending`, or the store's refusal.
@@ -84,7 +84,7 @@ impl Conversation {
         .map_err(|e| Refusal::order(&e))?;
         match waiter.config().mode {
             Mode::Stateful => self.current = Current::Draft(order.clone()),
-            Mode::Stateless => {
+            Mode::Stateless | Mode::Replicated => {
                 waiter
                     .orders()
                     .create(session, &order)

@@ -66,7 +66,15 @@ impl Refusal {
                 Mode::Stateless => {
                     "your session expired or never existed; HELLO starts a new session".into()
                 }
+                Mode::Replicated => format!(
+                    "this waiter ({}) holds neither your session nor a copy of it: it expired, or both the waiter that led it and the colleague keeping its copy are gone. HELLO starts a new session",
+                    config.id
+                ),
             },
+            ServiceError::SessionMoved { to } => format!(
+                "another waiter ({}) took your session over while this one was unreachable; nothing was changed here. Connect to it and HELLO <session-id>",
+                to.as_deref().unwrap_or("of the group")
+            ),
             ServiceError::OrderNotFound => "your session no longer holds this order; HELLO <session-id> shows the orders it holds, NEW starts one".into(),
             ServiceError::SessionLimit { .. } => "this waiter holds as many sessions as it may; retry later, or ask another waiter".into(),
             ServiceError::SessionRate { retry_after, .. } => format!(

@@ -46,6 +46,12 @@ impl Hello {
             Some(None) => return Err(Refusal::service(waiter, &ServiceError::UnknownSession)),
             Some(Some(session)) => session,
         };
+        // Replicated mode: this waiter may hold only a copy (its primary is gone).
+        waiter
+            .orders()
+            .locate(session)
+            .await
+            .map_err(|e| Refusal::service(waiter, &e))?;
         let orders = conversation.resume(waiter, session).await?;
         let current = conversation
             .stored_id()

@@ -34,6 +34,9 @@ impl Help {
             Mode::Stateless => {
                 "note stateless waiter: every command is saved in the central store at once; HELLO <session-id> resumes your open order on any waiter, over TCP or HTTP"
             }
+            Mode::Replicated => {
+                "note replicated waiter: every command is saved in this waiter's memory and copied to a colleague before the reply; if this waiter dies, HELLO <session-id> on that colleague resumes your order"
+            }
         };
         reply
             .line(mode)

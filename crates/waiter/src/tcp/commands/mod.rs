@@ -44,7 +44,7 @@ pub use status::Status;
 use crate::Waiter;
 use crate::tcp::codec::{ParseError, Words, split};
 use crate::tcp::conversation::Conversation;
-use crate::tcp::reply::{Reply, money};
+use crate::tcp::reply::{Refusal, Reply, money};
 use bistro_orders::{Change, Order};
 
 /// One parsed command.
@@ -205,8 +205,40 @@ impl Command {
         }
     }
 
-    /// Runs the command for the connection whose state is `conversation`.
+    /// Whether the command may change what the session holds (and so, in replicated
+    /// mode, must be copied to a backup before it is answered).
+    fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Menu(_)
+                | Command::Show(_)
+                | Command::Status(_)
+                | Command::Help(_)
+                | Command::Quit(_)
+        )
+    }
+
+    /// Runs the command for the connection whose state is `conversation`: in
+    /// replicated mode with the session located first (taken over if this waiter
+    /// holds only its copy) and a change made safe on a backup before the reply.
     pub(crate) async fn apply(self, waiter: &Waiter, conversation: &mut Conversation) -> Reply {
+        if let Some(session) = conversation.session
+            && let Err(e) = waiter.orders().locate(session).await
+        {
+            return Reply::err(Refusal::service(waiter, &e));
+        }
+        let writes = self.writes();
+        let reply = self.run(waiter, conversation).await;
+        if writes
+            && let Some(session) = conversation.session
+            && let Err(e) = waiter.orders().settle(session).await
+        {
+            return Reply::err(Refusal::service(waiter, &e));
+        }
+        reply
+    }
+
+    async fn run(self, waiter: &Waiter, conversation: &mut Conversation) -> Reply {
         match self {
             Command::Hello(c) => c.apply(waiter, conversation).await,
             Command::Menu(c) => c.apply(waiter),

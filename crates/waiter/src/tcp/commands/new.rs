@@ -34,6 +34,7 @@ async fn run(waiter: &Waiter, conversation: &mut Conversation) -> Result<Reply, 
     let where_kept = match waiter.config().mode {
         Mode::Stateful => "a draft on this connection until PLACE (lost if the connection drops)",
         Mode::Stateless => "stored in the central store; every change is saved",
+        Mode::Replicated => "stored here and copied to a colleague; every change is saved",
     };
     let mut reply = Reply::ok(format!("order {} open; {where_kept}", order.id));
     if !had_session && let Some(session) = conversation.session {
