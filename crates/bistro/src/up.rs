@@ -195,6 +195,9 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
                 envs.push(("BISTRO_PEER_SECRET", peer_secret.as_str()));
             }
             args.extend(["--kitchen-seconds".into(), opts.kitchen_seconds.to_string()]);
+            // Behind the TCP balancer every line-protocol client arrives from 127.0.0.1:
+            // the per-address cap would count them all as one client.
+            args.extend(["--tcp-max-connections-per-ip".into(), "1024".into()]);
             if opts.mode == bistro_waiter::Mode::Stateless {
                 args.extend(["--store".into(), opts.store.clone().unwrap_or_else(|| "sqlite://bistro.db".into())]);
             } else if opts.store.is_some() {

@@ -1,5 +1,5 @@
-//! The lab end to end with the real binary: a short scenario on both architectures
-//! with a stateful waiter killed mid-run. Stateful must lose orders, stateless none;
+//! The lab end to end with the real binary: a short scenario on the three architectures
+//! with a waiter killed mid-run. Stateful must lose orders, stateless and replicated none;
 //! the HTML report and its charts are written; a cancelled run cleans up; and no child
 //! process is left running afterwards.
 
@@ -34,5 +34,12 @@ async fn a_killed_stateful_waiter_loses_orders_and_a_stateless_one_does_not() {
         "stateful lost nothing when its waiter was killed"
     );
     assert_eq!(stateless.verification.lost, 0, "stateless lost orders");
+    let replicated = report
+        .architectures
+        .iter()
+        .find(|a| a.mode == "replicated")
+        .expect("a replicated architecture");
+    assert_eq!(replicated.verification.lost, 0, "replicated lost orders");
+    assert_eq!(replicated.verification.diverged, 0, "replicated diverged");
     std::fs::remove_dir_all(&out).expect("remove the report directory");
 }

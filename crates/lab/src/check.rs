@@ -2,7 +2,8 @@
 //! binary's path is known): run a short scenario on real processes and hold the
 //! numbers to what each architecture guarantees.
 //!
-//! - stateless waiters on one store lose nothing when a waiter is killed;
+//! - stateless waiters on one store, and replicated waiters, lose nothing when a waiter
+//!   is killed;
 //! - stateful waiters do lose orders then, and only the orders of the killed waiter;
 //! - neither architecture diverges or duplicates an acknowledged order;
 //! - every report file is written, and the page holds its charts;
@@ -19,7 +20,7 @@ use std::time::Duration;
 /// at 40 %.
 pub const SMOKE_TOML: &str = r#"
 name = "smoke"
-description = "A short end-to-end check: stateful vs stateless, w2 killed at 40%."
+description = "A short end-to-end check: stateful vs stateless vs replicated, w2 killed at 40%."
 seed = 3
 
 [cluster]
@@ -43,6 +44,10 @@ mode = "stateful"
 name = "stateless"
 mode = "stateless"
 store = "sqlite"
+
+[[architecture]]
+name = "replicated"
+mode = "replicated"
 
 [[fault]]
 kind = "kill"
@@ -78,8 +83,9 @@ pub async fn end_to_end_check(bin: &Path, out_dir: &Path) -> Result<Report, LabE
             .find(|a| a.name == name)
             .ok_or_else(|| fail(format!("no {name} architecture in the report")))
     };
-    let (stateful, stateless) = (arch("stateful")?, arch("stateless")?);
-    for a in [stateful, stateless] {
+    let (stateful, stateless, replicated) =
+        (arch("stateful")?, arch("stateless")?, arch("replicated")?);
+    for a in [stateful, stateless, replicated] {
         let v = &a.verification;
         if a.ok == 0 || v.orders == 0 {
             return Err(fail(format!(
@@ -104,6 +110,12 @@ pub async fn end_to_end_check(bin: &Path, out_dir: &Path) -> Result<Report, LabE
         return Err(fail(format!(
             "stateless lost {} orders when w2 was killed; a central store should lose none",
             stateless.verification.lost
+        )));
+    }
+    if replicated.verification.lost > 0 {
+        return Err(fail(format!(
+            "replicated lost {} orders when w2 was killed; its peers hold copies of every acknowledged change",
+            replicated.verification.lost
         )));
     }
     let lost = &stateful.verification.lost_by_waiter;

@@ -440,3 +440,66 @@ async fn a_primary_restarted_empty_takes_its_sessions_back_from_the_backup() {
     }
     stop_all(members).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_hello_on_the_backup_resumes_the_order() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut members = group(3).await;
+    let (diner, order, backup) = start(&members[0]).await;
+    let r = diner
+        .request(
+            &members[0],
+            Method::PATCH,
+            &order,
+            Some(&json!({"notes": {"spice": 3}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    members[0].halt().await;
+    // The line protocol on the backup waiter.
+    let b = member(&mut members, &backup);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let tcp = tokio::spawn(bistro_waiter::run_tcp_with(
+        listener,
+        b.waiter.clone(),
+        bistro_waiter::TcpConfig::default(),
+        async move {
+            let _signal = stopped.await;
+        },
+    ));
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut send = async |line: &str| -> Vec<String> {
+        if !line.is_empty() {
+            lines
+                .get_mut()
+                .write_all(format!("{line}\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            lines.read_line(&mut l).await.unwrap();
+            let l = l.trim_end().to_string();
+            let done = l.starts_with("OK") || l.starts_with("ERR");
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+    };
+    let greeting = send("").await;
+    assert!(greeting[0].contains("mode=replicated"), "{greeting:?}");
+    let hello = send(&format!("HELLO {}", diner.session)).await;
+    assert!(hello.last().unwrap().starts_with("OK session"), "{hello:?}");
+    let show = send("SHOW").await;
+    assert!(show.iter().any(|l| l == "spice 3"), "{show:?}");
+    let spice = send("SPICE 5").await;
+    assert!(spice.last().unwrap().starts_with("OK spice 5"), "{spice:?}");
+    let _ = stop.send(());
+    tcp.await.unwrap().unwrap();
+    stop_all(members).await;
+}
