@@ -99,7 +99,7 @@ pub struct WaiterOpts {
     #[arg(long = "peer", env = "BISTRO_PEERS", value_delimiter = ',')]
     #[serde(default)]
     pub peers: Vec<String>,
-    /// Replicated mode: the group's shared secret (16+ characters), which peers must present
+    /// The group's shared secret (16+ characters), which peers and the balancer present: replicated mode needs it; a stateful waiter given one can hand its sessions to others when a balancer drains it with handoff
     #[arg(long, env = "BISTRO_PEER_SECRET", hide_env_values = true)]
     pub peer_secret: Option<String>,
     /// Replicated mode: milliseconds a peer may take to acknowledge a copy before it counts as down and another peer is used [default: 500]
@@ -229,8 +229,13 @@ impl WaiterOpts {
     pub fn replication(&self) -> anyhow::Result<Option<ReplicationConfig>> {
         let mode = self.mode.unwrap_or(Mode::Stateful);
         if mode != Mode::Replicated {
-            if !self.peers.is_empty() || self.peer_secret.is_some() {
-                bail!("--peer and --peer-secret are for --mode replicated");
+            if !self.peers.is_empty() {
+                bail!("--peer is for --mode replicated");
+            }
+            if mode == Mode::Stateless && self.peer_secret.is_some() {
+                bail!(
+                    "--peer-secret is for --mode replicated (the group) and --mode stateful (handoff); a stateless waiter's sessions are in its store already"
+                );
             }
             return Ok(None);
         }
@@ -256,9 +261,7 @@ impl WaiterOpts {
                 "replicated mode needs --peer-secret (or BISTRO_PEER_SECRET): the same secret on every waiter of the group"
             );
         };
-        if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            bail!("--peer-secret must be at least 16 visible ASCII characters");
-        }
+        check_secret(&secret)?;
         let timeout = self.replication_timeout_ms.unwrap_or(500);
         if !(1..=60_000).contains(&timeout) {
             bail!("--replication-timeout-ms must be 1 to 60000, got {timeout}");
@@ -266,6 +269,20 @@ impl WaiterOpts {
         let mut config = ReplicationConfig::new(peers, secret);
         config.timeout = Duration::from_millis(timeout);
         Ok(Some(config))
+    }
+
+    /// A stateful waiter's secret for handoff, when one is given.
+    ///
+    /// # Errors
+    /// A secret that is too short.
+    pub fn handoff_secret(&self) -> anyhow::Result<Option<String>> {
+        if self.mode.unwrap_or(Mode::Stateful) != Mode::Stateful {
+            return Ok(None);
+        }
+        match &self.peer_secret {
+            Some(secret) => check_secret(secret).map(|()| Some(secret.clone())),
+            None => Ok(None),
+        }
     }
 
     /// Resolves defaults and validates into the waiter's and store's configs.
@@ -385,17 +402,24 @@ impl WaiterOpts {
     }
 }
 
+fn check_secret(secret: &str) -> anyhow::Result<()> {
+    if secret.len() < 16 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("--peer-secret must be at least 16 visible ASCII characters");
+    }
+    Ok(())
+}
+
 /// Runs a waiter until SIGINT/SIGTERM.
 pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
     let replication = opts.replication()?;
+    let handoff = opts.handoff_secret()?;
     crate::fd_limit::raise("waiter");
     let tcp_config = opts.tcp_config()?;
     let shutdown = crate::signal::shutdown_signal();
     let addr = opts.listen_addr();
     // A replicated waiter needs its memory store as such, to copy sessions from it.
-    let memory = replication
-        .is_some()
+    let memory = (replication.is_some() || handoff.is_some())
         .then(|| Arc::new(bistro_store::MemoryStore::new(store_config.clone())));
     let store = match &memory {
         Some(memory) => Arc::clone(memory) as Arc<dyn bistro_store::OrderStore>,
@@ -429,6 +453,11 @@ pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
             );
             drop(store);
             Waiter::replicated(config, memory, replication)
+        }
+        (Some(memory), None) if let Some(secret) = handoff => {
+            drop(store);
+            tracing::info!("sessions can be handed off to other waiters (--peer-secret given)");
+            Waiter::stateful_with_handoff(config, memory, secret)
         }
         _ => Waiter::new(config, store),
     };

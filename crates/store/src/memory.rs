@@ -245,6 +245,40 @@ impl MemoryStore {
         removed
     }
 
+    /// Forgets a session only if it is still at change `seq`: the last step of handing
+    /// it to another waiter, which must not drop a change made after the copy was
+    /// taken. `false` when it changed (or is not held): copy it again.
+    pub fn remove_if_seq(&self, session: SessionId, seq: u64) -> bool {
+        let mut shard = lock(self.shard(&session));
+        match shard.get(&session) {
+            Some(s) if s.seq == seq => {
+                shard.remove(&session);
+                drop(shard);
+                self.sessions.fetch_sub(1, Ordering::AcqRel);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many live sessions are held at `now`, and the ids of up to `limit` of them
+    /// (in no particular order). A scan of every shard, one lock at a time: for the
+    /// operator's drain, never on a diner's path.
+    pub fn live_sessions(&self, now: u64, limit: usize) -> (usize, Vec<SessionId>) {
+        let (mut count, mut ids) = (0, Vec::new());
+        for shard in &self.shards {
+            for (id, s) in lock(shard).iter() {
+                if s.expires_at > now {
+                    count += 1;
+                    if ids.len() < limit {
+                        ids.push(*id);
+                    }
+                }
+            }
+        }
+        (count, ids)
+    }
+
     fn index_kitchen(&self, session: SessionId, order: &Order) {
         if !self.kitchen_on {
             return;

@@ -115,6 +115,9 @@ pub struct WaiterConfig {
     /// a request head, how long an idle keep-alive connection stays open, and how many
     /// connections are served at once.
     pub http: HttpLimits,
+    /// Longest one exchange with another waiter may take when handing sessions to it
+    /// (see [`handoff`](crate::handoff)); then the move fails and the sessions stay.
+    pub handoff_timeout: Duration,
 }
 
 /// Limits that protect the HTTP server from clients that hold connections without
@@ -173,6 +176,7 @@ impl Default for WaiterConfig {
             session_rate_per_sec: 200,
             session_burst: 400,
             http: HttpLimits::default(),
+            handoff_timeout: Duration::from_secs(2),
         }
     }
 }

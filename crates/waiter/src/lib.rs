@@ -47,6 +47,7 @@ mod body;
 mod clock;
 mod config;
 mod handlers;
+pub mod handoff;
 mod idempotency;
 mod kitchen;
 mod metrics;

@@ -131,7 +131,12 @@ impl Metrics {
     }
 
     /// Renders every family as Prometheus text.
-    pub fn render(&self, store: &Instrumented, replication: Option<&Replication>) -> String {
+    pub fn render(
+        &self,
+        store: &Instrumented,
+        replication: Option<&Replication>,
+        handoff: Option<&crate::handoff::Handoff>,
+    ) -> String {
         let mut enc = Encoder::new();
 
         let requests: Vec<((String, &'static str, String), u64)> = lock(&self.requests)
@@ -238,6 +243,24 @@ impl Metrics {
         if let Some(r) = replication {
             r.render(&mut enc);
         }
+        if let Some(h) = handoff {
+            let s = h.status();
+            enc.counter(
+                "bistro_handoff_sessions_total",
+                "Sessions handed off: moved to another waiter (out), taken from one (in), left here because they kept changing (busy) or the target failed (failed).",
+                &[
+                    (&[("result", "out")][..], s.moved_out),
+                    (&[("result", "in")][..], s.moved_in),
+                    (&[("result", "busy")][..], s.busy),
+                    (&[("result", "failed")][..], s.failed),
+                ],
+            );
+            enc.gauge(
+                "bistro_handoff_forwarding",
+                "Sessions this waiter handed on and answers 421 session-moved for.",
+                &[(&[][..], s.forwarding as f64)],
+            );
+        }
         enc.finish()
     }
 
@@ -323,7 +346,7 @@ mod tests {
             Arc::new(MemoryStore::new(StoreConfig::default())),
             Duration::from_secs(1),
         );
-        let text = m.render(&store, None);
+        let text = m.render(&store, None, None);
         for needle in [
             "bistro_http_requests_total{route=\"/v1/orders/{id}\",method=\"GET\",status=\"200\"} 2\n",
             "bistro_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 1\n",

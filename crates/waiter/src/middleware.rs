@@ -84,6 +84,9 @@ pub const REPLICATION_HEADER: HeaderName = HeaderName::from_static("bistro-repli
 /// change (the acknowledgement is the response), and names the backup in
 /// `Bistro-Backup`. Peer requests and the other modes pass through.
 pub async fn replicate(State(waiter): State<Waiter>, req: Request, next: Next) -> Response {
+    if waiter.handoff().is_some() {
+        return forward(waiter, req, next).await;
+    }
     if waiter.replication().is_none() || req.uri().path() == crate::replication::link::PEER_PATH {
         return next.run(req).await;
     }
@@ -124,6 +127,39 @@ pub async fn replicate(State(waiter): State<Waiter>, req: Request, next: Next) -
     };
     if let Some(backup) = backup.and_then(|b| HeaderValue::from_str(&b).ok()) {
         resp.headers_mut().insert(BACKUP_HEADER, backup);
+    }
+    resp
+}
+
+/// A stateful waiter that hands sessions off: a request for a session it handed to
+/// another waiter is answered `421 session-moved` naming that waiter, also when the
+/// move happened while the request was being served (the store then no longer knew the
+/// session: nothing of the request was applied). The handoff endpoints pass through.
+async fn forward(waiter: Waiter, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/v1/peer/") || path == crate::handoff::HANDOFF_PATH {
+        return next.run(req).await;
+    }
+    let named = match SessionRef::from_headers(req.headers()) {
+        SessionRef::Named(s) => Some(s),
+        SessionRef::Absent | SessionRef::Malformed => None,
+    };
+    if let Some(session) = named
+        && let Err(e) = waiter.orders().locate(session).await
+    {
+        return moved(&waiter, &e);
+    }
+    let resp = next.run(req).await;
+    if resp.status() == http::StatusCode::NOT_FOUND
+        && let Some(session) = named
+        && let Some(to) = waiter
+            .handoff()
+            .and_then(|h| h.forwarded_to(session, waiter.clock().now()))
+    {
+        let e = ServiceError::SessionMoved {
+            to: Some(to.to_string()),
+        };
+        return moved(&waiter, &e);
     }
     resp
 }

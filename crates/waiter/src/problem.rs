@@ -181,7 +181,7 @@ impl Problem {
                     "session-moved",
                     "The session is led by another waiter",
                     format!(
-                        "another waiter ({leader}) took your session over while this one was unreachable; nothing this request changed was kept here. Send the request again: a balancer does so itself"
+                        "your session is served by another waiter now ({leader}): it took the session over while this one was unreachable, or this one handed it on; nothing this request changed was kept here. Send the request again: a balancer does so itself"
                     ),
                 );
                 if let Some(to) = to {

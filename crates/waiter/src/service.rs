@@ -229,8 +229,9 @@ impl<'a> Orders<'a> {
     }
 
     /// Before a request for `session` is served: in replicated mode, takes the session
-    /// over if this waiter holds only a copy of it (its primary is gone). Other modes
-    /// have nothing to do.
+    /// over if this waiter holds only a copy of it (its primary is gone); a stateful
+    /// waiter that handed the session to another says which (see
+    /// [`handoff`](crate::handoff)). Stateless waiters have nothing to do.
     ///
     /// # Errors
     /// `session-moved` when another waiter leads the session.
@@ -240,7 +241,10 @@ impl<'a> Orders<'a> {
                 .locate(session, self.now())
                 .await
                 .map_err(ServiceError::moved),
-            None => Ok(()),
+            None => match self.waiter.handoff() {
+                Some(h) => h.locate(session, self.now()).map_err(ServiceError::moved),
+                None => Ok(()),
+            },
         }
     }
 

@@ -32,6 +32,9 @@ pub async fn sweep(waiter: &Waiter) -> usize {
     let store = waiter.store();
     let batch = waiter.config().sweep_batch.max(1);
     let mut removed = 0;
+    if let Some(handoff) = waiter.handoff() {
+        handoff.sweep(waiter.clock().now()).await;
+    }
     loop {
         match store.sweep(waiter.clock().now(), batch).await {
             Ok(n) => {

@@ -177,6 +177,9 @@ pub struct WaiterInfo {
     /// keeps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<crate::replication::ReplicationStatus>,
+    /// A stateful waiter that can hand sessions off: what it moved and forwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<crate::handoff::HandoffStatus>,
 }
 
 /// Liveness.

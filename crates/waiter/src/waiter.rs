@@ -7,7 +7,8 @@
 
 use crate::clock::Clock;
 use crate::config::WaiterConfig;
-use crate::handlers::{actions, ops, orders, peer};
+use crate::handlers::{actions, handoff, ops, orders, peer};
+use crate::handoff::{HANDOFF_PATH, Handoff, PEER_HANDOFF_PATH};
 use crate::metrics::Metrics;
 use crate::middleware;
 use crate::problem::Problem;
@@ -32,6 +33,7 @@ struct Inner {
     metrics: Metrics,
     session_rate: Option<SessionRate>,
     replication: Option<Arc<Replication>>,
+    handoff: Option<Arc<Handoff>>,
     shutting_down: AtomicBool,
 }
 
@@ -49,7 +51,28 @@ impl Waiter {
     /// A waiter over `store`, which it wraps in [`Instrumented`] with
     /// [`WaiterConfig::store_timeout`].
     pub fn new(config: WaiterConfig, store: Arc<dyn OrderStore>) -> Waiter {
-        Waiter::build(config, store, None, Clock::new())
+        Waiter::build(config, store, None, None, Clock::new())
+    }
+
+    /// A stateful waiter over `store` (`config.mode` is set to
+    /// [`Mode::Stateful`](crate::Mode)) that can hand its sessions to other waiters of
+    /// a group sharing `secret`, when a balancer drains it with handoff (see
+    /// [`handoff`](crate::handoff)).
+    pub fn stateful_with_handoff(
+        mut config: WaiterConfig,
+        store: Arc<MemoryStore>,
+        secret: String,
+    ) -> Waiter {
+        config.mode = crate::Mode::Stateful;
+        let clock = Clock::new();
+        let handoff = Arc::new(Handoff::new(
+            &config.id,
+            secret,
+            Arc::clone(&store),
+            config.handoff_timeout,
+            clock.clone(),
+        ));
+        Waiter::build(config, store, None, Some(handoff), clock)
     }
 
     /// A replicated waiter (`config.mode` is set to [`Mode::Replicated`](crate::Mode)):
@@ -70,13 +93,14 @@ impl Waiter {
             &store_config,
             clock.clone(),
         );
-        Waiter::build(config, store, Some(replication), clock)
+        Waiter::build(config, store, Some(replication), None, clock)
     }
 
     fn build(
         config: WaiterConfig,
         store: Arc<dyn OrderStore>,
         replication: Option<Arc<Replication>>,
+        handoff: Option<Arc<Handoff>>,
         clock: Clock,
     ) -> Waiter {
         let store = Instrumented::new(store, config.store_timeout);
@@ -89,6 +113,7 @@ impl Waiter {
                 metrics: Metrics::default(),
                 session_rate,
                 replication,
+                handoff,
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -97,6 +122,11 @@ impl Waiter {
     /// The replication, in replicated mode.
     pub fn replication(&self) -> Option<&Replication> {
         self.inner.replication.as_deref()
+    }
+
+    /// The handoff, for a stateful waiter started with a group secret.
+    pub fn handoff(&self) -> Option<&Handoff> {
+        self.inner.handoff.as_deref()
     }
 
     /// The whole HTTP application; [`run`](crate::run) serves it, tests call it with
@@ -112,6 +142,8 @@ impl Waiter {
             .route("/v1/orders/{id}/pay", post(actions::pay))
             .route("/v1/waiter", get(ops::waiter_info))
             .route(crate::replication::link::PEER_PATH, post(peer::batch))
+            .route(HANDOFF_PATH, get(handoff::list).post(handoff::moves))
+            .route(PEER_HANDOFF_PATH, post(handoff::peer))
             .route("/healthz", get(ops::healthz))
             .route("/readyz", get(ops::readyz))
             .route("/metrics", get(ops::metrics))

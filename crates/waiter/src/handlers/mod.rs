@@ -1,13 +1,14 @@
 //! The HTTP handlers, one module per resource: [`orders`] (the session's orders),
 //! [`actions`] (moving an order through its life) and [`ops`] (menu, health, metrics,
 //! API description, and the answers for unknown routes); [`peer`] is replicated mode's
-//! waiter-to-waiter endpoint.
+//! waiter-to-waiter endpoint; [`handoff`] moves a stateful waiter's sessions to others.
 //!
 //! Handlers are thin: they read the request into plain values, call the one write path
 //! ([`Waiter::orders`], see [`service`](crate::service)), and turn every failure into a
 //! [`Problem`].
 
 pub mod actions;
+pub mod handoff;
 pub mod ops;
 pub mod orders;
 pub mod peer;

@@ -85,6 +85,7 @@ pub async fn waiter_info(State(waiter): State<Waiter>) -> Response {
         uptime_seconds: waiter.clock().uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         replication: waiter.replication().map(|r| r.status()),
+        handoff: waiter.handoff().map(|h| h.status()),
     };
     Reply::json(StatusCode::OK, &info).into_response()
 }
@@ -94,7 +95,7 @@ pub async fn waiter_info(State(waiter): State<Waiter>) -> Response {
 pub async fn metrics(State(waiter): State<Waiter>) -> Response {
     let text = waiter
         .metrics()
-        .render(waiter.store(), waiter.replication());
+        .render(waiter.store(), waiter.replication(), waiter.handoff());
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         CONTENT_TYPE,
