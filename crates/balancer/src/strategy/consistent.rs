@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(pairs.values().sum::<u128>(), 1u128 << 64);
         // Before-index 2 is w3; after-indices 0, 1, 2 are w1, w2, w4.
         let same = |from: u32, to: u32| four[from as usize].id() == three[to as usize].id();
-        for (&(from, to), _) in &pairs {
+        for &(from, to) in pairs.keys() {
             assert!(
                 same(from, to) || from == 2,
                 "only w3's keys move: {from}->{to}"
