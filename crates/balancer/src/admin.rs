@@ -10,6 +10,7 @@
 //! | `POST /backends/{id}/undrain` | takes new sessions again |
 //! | `GET /status` | backends available, panic mode, store outage, client connections and their cap |
 //! | `GET /metrics` | Prometheus text (see [`metrics`](crate::metrics)) |
+//! | `GET /plan?remove=ID&add=ID=HOST:PORT&weight=ID:N` | what those changes would move, computed without making them (see [`plan`](crate::plan)) |
 //! | `GET /tcp/backends` | the TCP proxy's backends: id, address, health and where it comes from, connections (404 without a TCP proxy) |
 //!
 //! Changes swap a new backend table in (see [`table`](crate::table)): no connection is
@@ -225,7 +226,7 @@ fn problem(
     Problem::other(status, kind, title, detail).into_response()
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(
         serde_json::to_vec(value).unwrap_or_default(),
     ));
@@ -254,7 +255,7 @@ fn table_error(error: &TableError) -> Response<ResponseBody> {
     }
 }
 
-fn invalid(detail: String) -> Response<ResponseBody> {
+pub(crate) fn invalid(detail: String) -> Response<ResponseBody> {
     problem(
         StatusCode::BAD_REQUEST,
         "invalid-request",
@@ -467,6 +468,7 @@ pub(crate) async fn handle(
                 view(shared, id)
             })
         }
+        (&Method::GET, ["plan"]) => return crate::plan::respond(shared, request.uri().query()),
         (&Method::GET, ["tcp", "backends"]) => {
             return match tcp {
                 Some(tcp) => {
@@ -514,7 +516,7 @@ pub(crate) async fn handle(
                 "not-found",
                 "No such admin endpoint",
                 format!(
-                    "/{path} is not an admin endpoint; see GET /backends, GET /status and GET /metrics"
+                    "/{path} is not an admin endpoint; see GET /backends, GET /status, GET /metrics and GET /plan"
                 ),
             );
         }

@@ -27,9 +27,10 @@
 //! `checker` (passive ejection, active checks), `table` (the live backend set),
 //! `framing` (ambiguous requests), `pool`, `body` and `forward` (upstream connections
 //! and one attempt), `retry` (when, and the budget), `proxy` (the request path),
-//! `admin`, `metrics`, `server` (thread-per-core workers, limits, graceful drain), and
-//! `tcp`: a layer-4 proxy to the waiters' line-protocol ports, one backend per
-//! connection, sharing the strategies and health state (run it with [`serve`]).
+//! `admin` (and `plan`: what an admin change would move), `metrics`, `server`
+//! (thread-per-core workers, limits, graceful drain), and `tcp`: a layer-4 proxy to
+//! the waiters' line-protocol ports, one backend per connection, sharing the
+//! strategies and health state (run it with [`serve`]).
 //!
 //! ## Running it
 //!
@@ -75,6 +76,7 @@ mod headers;
 mod health;
 mod metrics;
 mod per_ip;
+mod plan;
 mod pool;
 mod problem;
 mod proxy;

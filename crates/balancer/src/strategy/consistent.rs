@@ -6,9 +6,14 @@
 //! between its points and their predecessors (about 1/(N+1) of them), and removing one
 //! moves only its own keys (about 1/N): diners hashed to other backends stay where they
 //! are. A rejected backend's keys walk on to the next point of another backend.
+//!
+//! [`ring_points`] and [`owned_arcs`] describe a ring from ids and weights alone, so the
+//! admin API's plan (see [`plan`](crate::plan)) can compute exactly which keys a
+//! hypothetical backend set would move, from the same points the live ring uses.
 
 use super::{Pick, Selection, gcd, hash_bytes};
 use crate::backend::Backend;
+use std::collections::BTreeMap;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -20,26 +25,116 @@ pub(crate) struct ConsistentHash {
 
 impl ConsistentHash {
     pub(crate) fn new(backends: &[Backend], virtual_nodes: u32) -> ConsistentHash {
-        // Weights are relative: divide by their gcd so 100/200 costs what 1/2 costs.
-        let divisor = backends
-            .iter()
-            .map(|b| b.core.weight().max(1))
-            .fold(0, gcd)
-            .max(1);
-        let mut ring = Vec::new();
-        for (i, b) in backends.iter().enumerate() {
-            let points =
-                u64::from(virtual_nodes.max(1)) * u64::from(b.core.weight().max(1) / divisor);
-            for n in 0..points {
-                ring.push((hash_bytes(format!("{}#{n}", b.id()).as_bytes()), i as u32));
-            }
-        }
-        ring.sort_unstable();
+        let members: Vec<(&str, u32)> =
+            backends.iter().map(|b| (b.id(), b.core.weight())).collect();
         ConsistentHash {
-            ring: ring.into_boxed_slice(),
+            ring: ring_points(&members, virtual_nodes).into_boxed_slice(),
             backends: backends.len(),
         }
     }
+}
+
+/// The ring of `members` (id, weight), as (point, member index) sorted by point: each
+/// member has `virtual_nodes × weight / gcd` points, at the hash of `"<id>#<n>"`.
+///
+/// The gcd is over *all* members, whether they would be accepted or not, because that is
+/// how the live ring is built: a draining backend's weight still decides how many points
+/// the others get.
+pub(crate) fn ring_points(members: &[(&str, u32)], virtual_nodes: u32) -> Vec<(u64, u32)> {
+    // Weights are relative: divide by their gcd so 100/200 costs what 1/2 costs.
+    let divisor = members
+        .iter()
+        .map(|&(_, weight)| weight.max(1))
+        .fold(0, gcd)
+        .max(1);
+    let mut ring = Vec::new();
+    for (i, &(id, weight)) in members.iter().enumerate() {
+        let points = u64::from(virtual_nodes.max(1)) * u64::from(weight.max(1) / divisor);
+        for n in 0..points {
+            ring.push((hash_bytes(format!("{id}#{n}").as_bytes()), i as u32));
+        }
+    }
+    // Ties (two equal points) sort by member index, and `select` takes the first point
+    // at or after the key, so the lower index wins them; `owned_arcs` does the same.
+    ring.sort_unstable();
+    ring
+}
+
+/// A stretch of the key space and the member whose point owns it: the keys after the
+/// previous arc's `end` (from 0 for the first arc) up to and including `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RingArc {
+    pub(crate) end: u64,
+    pub(crate) owner: u32,
+}
+
+/// Who owns each key of the ring `points` (from [`ring_points`]) when only the members
+/// `accepted` allows take keys: the arcs in key order, covering `0..=u64::MAX`, or none
+/// when no member is accepted.
+///
+/// `select` walks past a rejected member's points to the next accepted one, which is
+/// the same as leaving those points out, so this is exactly where `select` sends each
+/// key with that `accept` filter. Adjacent arcs of one owner are merged.
+pub(crate) fn owned_arcs(points: &[(u64, u32)], accepted: impl Fn(u32) -> bool) -> Vec<RingArc> {
+    let mut arcs: Vec<RingArc> = Vec::new();
+    for &(point, owner) in points.iter().filter(|&&(_, owner)| accepted(owner)) {
+        match arcs.last_mut() {
+            // An equal point later in the sorted ring never gets a key.
+            Some(last) if last.end == point => {}
+            Some(last) if last.owner == owner => last.end = point,
+            _ => arcs.push(RingArc { end: point, owner }),
+        }
+    }
+    // Keys after the last point wrap around to the first point's owner.
+    let (Some(first), Some(last)) = (arcs.first().copied(), arcs.last_mut()) else {
+        return arcs;
+    };
+    if last.end != u64::MAX {
+        if last.owner == first.owner {
+            last.end = u64::MAX;
+        } else {
+            arcs.push(RingArc {
+                end: u64::MAX,
+                owner: first.owner,
+            });
+        }
+    }
+    arcs
+}
+
+/// How many keys (out of 2^64) each member owns in `arcs`, for `members` members.
+pub(crate) fn owned_keys(arcs: &[RingArc], members: usize) -> Vec<u128> {
+    let mut owned = vec![0u128; members];
+    let mut start = 0u128;
+    for arc in arcs {
+        let end = u128::from(arc.end) + 1;
+        owned[arc.owner as usize] += end - start;
+        start = end;
+    }
+    owned
+}
+
+/// How many keys each (owner in `before`, owner in `after`) pair shares, found by merging
+/// the two rings' arcs into the elementary intervals where neither owner changes.
+/// Owners index each ring's own members; pairs of the same backend are included (the
+/// caller knows which indices name the same id). Empty when either ring has no arcs.
+pub(crate) fn overlap(before: &[RingArc], after: &[RingArc]) -> BTreeMap<(u32, u32), u128> {
+    let mut pairs = BTreeMap::new();
+    let (mut i, mut j, mut start) = (0, 0, 0u128);
+    while i < before.len() && j < after.len() {
+        let (b, a) = (before[i], after[j]);
+        let end = b.end.min(a.end);
+        *pairs.entry((b.owner, a.owner)).or_insert(0) += u128::from(end) + 1 - start;
+        start = u128::from(end) + 1;
+        // Both lists end at u64::MAX, so they run out together.
+        if b.end == end {
+            i += 1;
+        }
+        if a.end == end {
+            j += 1;
+        }
+    }
+    pairs
 }
 
 impl Selection for ConsistentHash {
@@ -183,5 +278,92 @@ mod tests {
             }
         }
         assert_eq!(ring.select(&b, Pick::default(), &mut |_| false), None);
+    }
+
+    fn members(b: &[Backend]) -> Vec<(&str, u32)> {
+        b.iter().map(|b| (b.id(), b.core.weight())).collect()
+    }
+
+    /// The owner of `key` in `arcs`, found the way `select` finds a point.
+    fn arc_owner(arcs: &[RingArc], key: u64) -> u32 {
+        arcs[arcs.partition_point(|a| a.end < key)].owner
+    }
+
+    #[test]
+    fn arcs_own_exactly_the_keys_select_sends_there() {
+        let b = backends(&[1, 2, 1, 3]);
+        let ring = ConsistentHash::new(&b, 16);
+        let points = ring_points(&members(&b), 16);
+        assert_eq!(&*ring.ring, points.as_slice(), "one point hashing for both");
+        // With every backend, and with w2 rejected (draining or down).
+        for rejected in [None, Some(1u32)] {
+            let arcs = owned_arcs(&points, |i| Some(i) != rejected);
+            // Every point, its neighbours and the ends of the key space, plus random keys.
+            let mut keys = vec![0, 1, u64::MAX - 1, u64::MAX];
+            for &(p, _) in &points {
+                keys.extend([p.wrapping_sub(1), p, p.wrapping_add(1)]);
+            }
+            keys.extend((0..5_000).map(key));
+            for k in keys {
+                let i = ring
+                    .select(&b, Pick { worker: 0, key: k }, &mut |x| {
+                        rejected.is_none_or(|r| x.id() != b[r as usize].id())
+                    })
+                    .unwrap();
+                assert_eq!(arc_owner(&arcs, k), i as u32, "key {k:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn arcs_cover_the_whole_key_space() {
+        let b = backends(&[1, 1, 1]);
+        let points = ring_points(&members(&b), VNODES);
+        let arcs = owned_arcs(&points, |_| true);
+        assert_eq!(arcs.last().unwrap().end, u64::MAX);
+        assert!(
+            arcs.windows(2)
+                .all(|w| w[0].end < w[1].end && w[0].owner != w[1].owner)
+        );
+        let owned = owned_keys(&arcs, 3);
+        assert_eq!(owned.iter().sum::<u128>(), 1u128 << 64);
+        for o in owned {
+            let share = o as f64 / 2f64.powi(64);
+            assert!((0.28..0.39).contains(&share), "{share}");
+        }
+        assert!(owned_arcs(&points, |_| false).is_empty());
+        let only_w3 = owned_arcs(&points, |i| i == 2);
+        assert_eq!(
+            only_w3,
+            vec![RingArc {
+                end: u64::MAX,
+                owner: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn overlap_counts_every_key_once() {
+        let four = backends(&[1; 4]);
+        let three: Vec<Backend> = four.iter().filter(|b| b.id() != "w3").cloned().collect();
+        let before = owned_arcs(&ring_points(&members(&four), VNODES), |_| true);
+        let after = owned_arcs(&ring_points(&members(&three), VNODES), |_| true);
+        let pairs = overlap(&before, &after);
+        assert_eq!(pairs.values().sum::<u128>(), 1u128 << 64);
+        // Before-index 2 is w3; after-indices 0, 1, 2 are w1, w2, w4.
+        let same = |from: u32, to: u32| four[from as usize].id() == three[to as usize].id();
+        for &(from, to) in pairs.keys() {
+            assert!(
+                same(from, to) || from == 2,
+                "only w3's keys move: {from}->{to}"
+            );
+        }
+        let moved: u128 = pairs
+            .iter()
+            .filter(|&(&(from, to), _)| !same(from, to))
+            .map(|(_, &n)| n)
+            .sum();
+        assert_eq!(moved, owned_keys(&before, 4)[2], "w3's keys, all of them");
+        assert!(overlap(&before, &[]).is_empty());
     }
 }

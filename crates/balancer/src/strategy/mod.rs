@@ -26,7 +26,9 @@ mod p2c;
 mod round_robin;
 mod weighted;
 
-pub(crate) use consistent::ConsistentHash;
+pub(crate) use consistent::{
+    ConsistentHash, RingArc, overlap, owned_arcs, owned_keys, ring_points,
+};
 pub(crate) use hash::{KeySource, hash_bytes};
 pub(crate) use least_conn::LeastConnections;
 pub(crate) use p2c::PowerOfTwoChoices;
