@@ -36,6 +36,7 @@
 
 use crate::body::ResponseBody;
 use crate::config::ms;
+use crate::drain::{DrainRequest, DrainView};
 use crate::problem::Problem;
 use crate::server::signalled;
 use crate::spec::{BackendSpec, Mode};
@@ -194,6 +195,8 @@ struct BackendView {
     sessions_pinned: i64,
     requests: u64,
     errors: u64,
+    /// The backend's drain, when one was started (see [`drain`](crate::drain)).
+    drain: Option<DrainView>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,12 +300,12 @@ fn view(shared: &Shared, id: &str) -> Response<ResponseBody> {
     let table = shared.registry.load();
     let now_ms = shared.clock.now_ms();
     match table.find(id) {
-        Some(b) => json(StatusCode::OK, &view_of(b, now_ms)),
+        Some(b) => json(StatusCode::OK, &view_of(shared, b, now_ms)),
         None => table_error(&TableError::NotFound(id.to_string())),
     }
 }
 
-fn view_of(b: &crate::backend::Backend, now_ms: u64) -> BackendView {
+fn view_of(shared: &Shared, b: &crate::backend::Backend, now_ms: u64) -> BackendView {
     BackendView {
         id: b.id().to_string(),
         address: b.core.addr.to_string(),
@@ -318,6 +321,7 @@ fn view_of(b: &crate::backend::Backend, now_ms: u64) -> BackendView {
         sessions_pinned: b.core.pinned(),
         requests: b.requests(),
         errors: b.errors(),
+        drain: shared.drains.view(b.id()),
     }
 }
 
@@ -355,6 +359,56 @@ async fn add(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBo
     }
 }
 
+/// `POST /backends/{id}/drain` with an optional [`DrainRequest`] body.
+async fn drain(
+    shared: &Arc<Shared>,
+    id: &str,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let asked: DrainRequest = if request.body().is_end_stream() {
+        DrainRequest::default()
+    } else {
+        match read_json(request).await {
+            Ok(asked) => asked,
+            Err(response) => return response,
+        }
+    };
+    if let Err(detail) = asked.check() {
+        return invalid(detail);
+    }
+    let table = shared.registry.load();
+    let Some(backend) = table.find(id) else {
+        return table_error(&TableError::NotFound(id.to_string()));
+    };
+    if asked.handoff {
+        if shared.config.admin.peer_secret.is_none() {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "handoff-unavailable",
+                "Handoff needs the waiters' secret",
+                "start the balancer with --peer-secret (or admin.peer_secret, BISTRO_PEER_SECRET) set to the waiters' --peer-secret, or drain without handoff".into(),
+            );
+        }
+        if backend.core.mode() == Some(Mode::Replicated) {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "handoff-unsupported",
+                "Replicated waiters are drained without handoff",
+                format!(
+                    "{id} is replicated: each of its sessions has a copy on a peer, which takes it over when {id} is removed; drain it without handoff"
+                ),
+            );
+        }
+    }
+    drop(table);
+    if let Err(e) = shared.registry.set_draining(id, true) {
+        return table_error(&e);
+    }
+    shared.drains.start(shared, id, asked);
+    view(shared, id)
+}
+
 /// Whether a request carries a body that is not JSON (see the module docs).
 fn not_json(request: &Request<Incoming>) -> bool {
     use http_body::Body as _;
@@ -377,7 +431,7 @@ fn not_json(request: &Request<Incoming>) -> bool {
 
 /// Answers one admin request.
 pub(crate) async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     tcp: Option<&TcpProxy>,
     hosts: &AllowedHosts,
     request: Request<Incoming>,
@@ -421,7 +475,7 @@ pub(crate) async fn handle(
             let views: Vec<BackendView> = table
                 .backends()
                 .iter()
-                .map(|b| view_of(b, now_ms))
+                .map(|b| view_of(shared, b, now_ms))
                 .collect();
             return json(StatusCode::OK, &views);
         }
@@ -443,10 +497,12 @@ pub(crate) async fn handle(
                     "store_outage": shared.store_outage(),
                     "client_connections": gauges.client_connections,
                     "max_connections": gauges.max_connections,
+                    "sessions_handed_off": shared.moves.len(),
                 }),
             );
         }
         (&Method::DELETE, ["backends", id]) => shared.registry.remove(id).map(|()| {
+            shared.drains.stop(id);
             tracing::info!(backend = %id, "backend removed");
             let mut response = Response::new(ResponseBody::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
@@ -461,14 +517,16 @@ pub(crate) async fn handle(
                 Err(response) => return response,
             }
         }
-        (&Method::POST, ["backends", id, action @ ("drain" | "undrain")]) => {
-            let draining = *action == "drain";
-            shared.registry.set_draining(id, draining).map(|()| {
-                tracing::info!(backend = %id, draining, "backend drain flag changed");
+        (&Method::GET, ["plan"]) => return crate::plan::respond(shared, request.uri().query()),
+        (&Method::GET, ["backends", id]) => return view(shared, id),
+        (&Method::POST, ["backends", id, "drain"]) => return drain(shared, id, request).await,
+        (&Method::POST, ["backends", id, "undrain"]) => {
+            shared.drains.stop(id);
+            shared.registry.set_draining(id, false).map(|()| {
+                tracing::info!(backend = %id, "backend undrained");
                 view(shared, id)
             })
         }
-        (&Method::GET, ["plan"]) => return crate::plan::respond(shared, request.uri().query()),
         (&Method::GET, ["tcp", "backends"]) => {
             return match tcp {
                 Some(tcp) => {
@@ -502,7 +560,7 @@ pub(crate) async fn handle(
             );
             return response;
         }
-        (_, ["backends", ..] | ["metrics"] | ["status"] | ["tcp", "backends"]) => {
+        (_, ["backends", ..] | ["metrics"] | ["status"] | ["plan"] | ["tcp", "backends"]) => {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

@@ -86,7 +86,11 @@ impl Outgoing {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = if self.resend {
+        // Headers are kept for another attempt whenever one is possible: a resendable
+        // request, and any request whose body is still at hand (a `421 session-moved`
+        // is followed with the same request; regression: a followed PATCH went out
+        // without its headers, session cookie included).
+        *request.headers_mut() = if self.resend || !matches!(self.source, Source::Stream(_)) {
             self.headers.clone()
         } else {
             std::mem::take(&mut self.headers)

@@ -59,9 +59,12 @@ pub(crate) enum AffinityOutcome {
     /// The pinned (replicated) backend was unavailable and the diner went to the
     /// backup its token names, which holds the session's copy.
     Failover,
+    /// The diner's session was handed to another waiter (drain with handoff) and the
+    /// request went there.
+    Moved,
 }
 
-const OUTCOMES: [(AffinityOutcome, &str); 10] = [
+const OUTCOMES: [(AffinityOutcome, &str); 11] = [
     (AffinityOutcome::Hit, "hit"),
     (AffinityOutcome::Miss, "miss"),
     (AffinityOutcome::Issued, "issued"),
@@ -72,6 +75,7 @@ const OUTCOMES: [(AffinityOutcome, &str); 10] = [
     (AffinityOutcome::Lost, "lost"),
     (AffinityOutcome::Unavailable, "unavailable"),
     (AffinityOutcome::Failover, "failover"),
+    (AffinityOutcome::Moved, "moved"),
 ];
 
 /// A timeout, by what timed out.
@@ -133,7 +137,7 @@ const REFUSALS: [(Refusal, &str); 5] = [
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
-    affinity: [AtomicU64; 10],
+    affinity: [AtomicU64; 11],
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     requests: AtomicU64,

@@ -57,8 +57,9 @@ const KEY_SPACE: u128 = 1 << 64;
 
 /// Answers `GET /plan?…`.
 pub(crate) fn respond(shared: &Shared, query: Option<&str>) -> Response<ResponseBody> {
-    // The waiters' own session counts are not collected yet; `pinned` stands in.
-    answer(shared, query, &|_| None)
+    // A waiter being drained has said how many sessions it holds; elsewhere the
+    // affinity cookies the balancer issued stand in.
+    answer(shared, query, &|id| shared.drains.sessions_left(id))
 }
 
 /// Answers `GET /plan?…` with the sessions each backend holds taken from `held` (by id),

@@ -54,6 +54,17 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const SESSION_COOKIE: &str = "bistro_session";
 static SESSION_HEADER: HeaderName = HeaderName::from_static("bistro-session");
 
+/// Most `421 session-moved` answers one request follows.
+const MAX_FOLLOWS: u32 = 3;
+
+/// The waiter session a request names (header first, as the waiter reads it).
+fn session_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(&SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| find_cookie(headers, SESSION_COOKIE))
+}
+
 /// One client connection's context.
 #[derive(Debug)]
 pub(crate) struct Downstream {
@@ -175,7 +186,22 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     } else {
         Verdict::Absent
     };
-    let chosen = choose(worker, &table, route, verdict, key, now_ms, &request_id);
+    // A session handed off by a draining waiter: where it lives now.
+    let moved = if route.is_sticky() && !shared.moves.is_empty() {
+        session_of(&headers).and_then(|s| shared.moves.lookup(s, now_ms))
+    } else {
+        None
+    };
+    let chosen = choose(
+        worker,
+        &table,
+        route,
+        verdict,
+        key,
+        now_ms,
+        moved,
+        &request_id,
+    );
     drop(table);
     let mut target = match chosen {
         Ok(target) => target,
@@ -187,8 +213,11 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     let prepared = if http_body::Body::is_end_stream(&body) {
         Ok(Source::Empty)
     } else {
+        // A draining waiter may hand the session on while the request is under way
+        // and answer 421 with nothing applied: keep the body to send it on.
+        let keep = target.local.core.is_draining();
         Box::pin(prepare_body(
-            &method, &headers, declared, body, settings, started,
+            &method, &headers, declared, body, settings, started, keep,
         ))
         .await
     };
@@ -207,21 +236,25 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     let mut out = Outgoing::new(method, uri, headers, source, resend);
 
     let mut retries = 0;
+    let mut follows = 0;
     let mut tried: Vec<Arc<Core>> = Vec::new();
     loop {
         let error = match forward::attempt(worker, &target.local, &mut out, started).await {
             Ok((response, lease)) => {
-                // A replicated waiter that was taken over kept nothing of the request and
-                // names the waiter that leads the session now: send it there.
+                // A replicated waiter that was taken over, or a stateful one that handed
+                // the session on, kept nothing of the request and names the waiter that
+                // leads the session now: send it there. Not a retry of a failure (the
+                // budget is not spent), but bounded, and never back to a waiter tried.
                 if response.status() == http::StatusCode::MISDIRECTED_REQUEST
                     && out.available()
+                    && follows < MAX_FOLLOWS
                     && let Some(leader) = response
                         .headers()
                         .get(&BISTRO_LEADER)
                         .and_then(|v| v.to_str().ok())
                     && let Some(local) = follow(worker, leader, &tried, now_ms)
-                    && may_retry(worker, &mut retries, now_ms)
                 {
+                    follows += 1;
                     let from = target.local.core.id.clone();
                     tried.push(target.local.core.clone());
                     drop(lease);
@@ -402,6 +435,7 @@ async fn prepare_body(
     body: Incoming,
     settings: &Settings,
     started: Instant,
+    keep: bool,
 ) -> Result<Source, ProxyError> {
     use http_body::Body as _;
     if declared.is_some_and(|n| n > settings.max_body) {
@@ -417,7 +451,7 @@ async fn prepare_body(
         clock: Box::new(BodyClock::new(started.into(), settings.body)),
         limit: settings.max_body,
     };
-    if may_resend(settings.after_send, method, headers)
+    if (keep || may_resend(settings.after_send, method, headers))
         && declared.is_some_and(|n| n <= settings.max_buffered_body)
     {
         return match body.collect().await {

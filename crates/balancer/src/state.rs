@@ -12,8 +12,10 @@ use crate::body::BodyLimits;
 use crate::client_io::ClientTimeouts;
 use crate::clock::Clock;
 use crate::config::{BalancerConfig, ResendPolicy, ms};
+use crate::drain::Drains;
 use crate::health::Ejection;
 use crate::metrics::{Counters, Gauges, Metrics};
+use crate::moves::Moves;
 use crate::per_ip::{Connections, SessionRate};
 use crate::pool::PoolSettings;
 use crate::retry::RetryBudget;
@@ -71,6 +73,10 @@ pub(crate) struct Shared {
     /// a second): lowered with `max_connections` to fit the descriptor limit.
     pub(crate) max_lingering: AtomicUsize,
     store_outage: AtomicBool,
+    /// Sessions handed from one waiter to another, for re-pinning their diners.
+    pub(crate) moves: Moves,
+    /// Drains in progress (or ended and still shown).
+    pub(crate) drains: Drains,
     /// Whether the last health round found the balancer in panic mode (for logging
     /// the transitions; requests decide for themselves).
     panic_seen: AtomicBool,
@@ -131,6 +137,8 @@ impl Shared {
             max_connections: AtomicUsize::new(config.client.max_connections),
             max_lingering: AtomicUsize::new(1024),
             store_outage: AtomicBool::new(false),
+            moves: Moves::default(),
+            drains: Drains::default(),
             panic_seen: AtomicBool::new(false),
             request_id_prefix: rand::random(),
             config,

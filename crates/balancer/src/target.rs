@@ -24,6 +24,7 @@ use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::headers::add_via;
 use crate::metrics::AffinityOutcome;
+use crate::moves::Moved;
 use crate::problem::{Problem, error_response};
 use crate::route::{Policy, Route};
 use crate::spec::Mode;
@@ -87,6 +88,7 @@ fn usable(core: &Core, now_ms: u64, panic: bool) -> bool {
 }
 
 /// Resolves the request's affinity, or selects a backend for it.
+#[allow(clippy::too_many_arguments)] // each is one fact about the request; a struct would only rename them
 pub(crate) fn choose(
     worker: &Worker,
     table: &Table,
@@ -94,6 +96,7 @@ pub(crate) fn choose(
     verdict: Verdict,
     key: u64,
     now_ms: u64,
+    moved: Option<Moved>,
     request_id: &dyn Fn() -> HeaderValue,
 ) -> Result<Target, Early> {
     let counters = worker.counters();
@@ -106,6 +109,19 @@ pub(crate) fn choose(
                 backup,
                 issued_at,
             } => {
+                // The session was handed from the waiter the token names to another
+                // (drain with handoff): go there, and re-issue the cookie.
+                if let Some(moved) = moved
+                    && *moved.from == *backend.as_str()
+                    && let Some(b) = table.find(&moved.to)
+                    && usable(&b.core, now_ms, worker.shared.in_panic(table, now_ms))
+                {
+                    counters.affinity(AffinityOutcome::Moved);
+                    return Ok(Target {
+                        local: b.local(worker.index).clone(),
+                        sticky: Sticky::rerouted(moved.from),
+                    });
+                }
                 sticky.backup = backup.map(|b| Arc::from(b.as_str()));
                 match table.find(backend.as_str()) {
                     Some(b) if b.core.health.is_available(now_ms) => {
@@ -349,6 +365,7 @@ mod tests {
             verdict,
             0,
             now_ms,
+            None,
             &id,
         )
     }

@@ -89,6 +89,9 @@ pub struct BalancerOpts {
     /// Bearer token for the admin API (required when it binds a non-loopback address)
     #[arg(long, env = "BISTRO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The waiters' group secret (their --peer-secret), so a drain can hand their sessions off
+    #[arg(long, env = "BISTRO_PEER_SECRET", hide_env_values = true)]
+    pub peer_secret: Option<String>,
     /// A backend: ID=HOST:PORT, optionally followed by ,weight=N and ,mode=stateful|stateless; repeat for more
     #[arg(long = "backend", value_name = "ID=HOST:PORT")]
     pub backends: Vec<String>,
@@ -190,6 +193,9 @@ impl BalancerOpts {
         config.apply_env();
         if let Some(token) = &self.admin_token {
             config.admin.token = Some(token.clone());
+        }
+        if let Some(secret) = &self.peer_secret {
+            config.admin.peer_secret = Some(secret.clone());
         }
         if let Some(w) = self.workers {
             config.workers = w;

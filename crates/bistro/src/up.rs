@@ -192,6 +192,10 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
                 for (j, port) in ports.iter().enumerate().filter(|(j, _)| j + 1 != i) {
                     args.extend(["--peer".into(), format!("w{}=127.0.0.1:{port}", j + 1)]);
                 }
+            }
+            // Stateful waiters get the secret too: a drain with handoff moves their
+            // sessions to each other (`bistro admin drain w2 --handoff`).
+            if opts.mode != bistro_waiter::Mode::Stateless {
                 envs.push(("BISTRO_PEER_SECRET", peer_secret.as_str()));
             }
             args.extend(["--kitchen-seconds".into(), opts.kitchen_seconds.to_string()]);
@@ -225,7 +229,10 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         }
         // The token goes through the environment, not the command line, which any
         // local user can read in the process list.
-        let envs = [("BISTRO_ADMIN_TOKEN", admin_token.as_str())];
+        let envs = [
+            ("BISTRO_ADMIN_TOKEN", admin_token.as_str()),
+            ("BISTRO_PEER_SECRET", peer_secret.as_str()),
+        ];
         members.push(spawn_member("balancer", &args, &envs).await?);
         anyhow::Ok(())
     }

@@ -256,8 +256,11 @@ impl Handoff {
         }
     }
 
-    /// The waiter this one handed `session` to, if it did.
+    /// The waiter this one handed `session` to, if it did (and no longer holds it).
     pub fn forwarded_to(&self, session: SessionId, now: u64) -> Option<Arc<str>> {
+        if self.led.seq(session).is_some() {
+            return None;
+        }
         lock(&self.forwards)
             .get(&session)
             .filter(|(_, until)| *until > now)
@@ -398,8 +401,9 @@ impl Handoff {
                     done.push((session, MoveResult::Refused));
                     continue;
                 }
-                // Forget it only as offered: a change since then is offered again.
-                if self.led.remove_if_seq(session, seq) {
+                // The forwarding note goes first: a request that finds the session gone
+                // must find where it went (the note is read only once it is gone).
+                {
                     let mut forwards = lock(&self.forwards);
                     if forwards.len() >= 4 * MAX_MOVES {
                         let t = now();
@@ -409,10 +413,13 @@ impl Handoff {
                         session,
                         (Arc::clone(&target), expires_at.max(now()) + 60_000),
                     );
-                    drop(forwards);
+                }
+                // Forget it only as offered: a change since then is offered again.
+                if self.led.remove_if_seq(session, seq) {
                     committed.push(HandoffItem::Commit { session, seq });
                     done.push((session, MoveResult::Moved));
                 } else {
+                    lock(&self.forwards).remove(&session);
                     pending.push(session);
                 }
             }

@@ -193,6 +193,10 @@ pub struct AdminConfig {
     /// a web page open in an operator's browser must not reach the admin API (DNS
     /// rebinding, cross-site requests).
     pub allowed_hosts: Vec<String>,
+    /// The waiters' group secret (their `--peer-secret`): the balancer sends it to a
+    /// draining waiter's handoff endpoints, which require it. Without it a drain counts
+    /// sessions through `GET /v1/waiter` and cannot hand them off.
+    pub peer_secret: Option<String>,
 }
 
 /// Milliseconds as a [`Duration`].
