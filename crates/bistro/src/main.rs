@@ -4,6 +4,7 @@
 //! module per command. Exit codes: 0 on success, 1 on any error (printed to stderr), 2
 //! for command-line usage errors (clap's own).
 
+mod admin_cmd;
 mod balancer_cmd;
 mod bench_balancer;
 mod bench_memory;
@@ -58,6 +59,8 @@ enum Command {
     Balancer(balancer_cmd::BalancerOpts),
     /// Start N waiters and a balancer on loopback, as child processes, until Ctrl-C
     Up(up::UpOpts),
+    /// Operate a running balancer through its admin API: backends, drain, plan, status
+    Admin(admin_cmd::AdminOpts),
     /// Measure bistro against baselines taken in the same run
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -79,7 +82,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let quiet_default = matches!(
         cli.command,
-        Command::Demo(_) | Command::Tour | Command::Lab(_) | Command::Bench(_)
+        Command::Demo(_) | Command::Tour | Command::Lab(_) | Command::Bench(_) | Command::Admin(_)
     );
     logging::init(cli.log_format, if quiet_default { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -110,6 +113,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file)).await,
         Command::Balancer(opts) => balancer_cmd::run(opts, file.balancer.as_ref()).await,
         Command::Up(opts) => up::run(opts).await,
+        Command::Admin(opts) => {
+            let file_token = file.balancer.and_then(|b| b.admin.token);
+            admin_cmd::run(opts, file_token).await
+        }
         Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
         Command::Bench(BenchCommand::Memory(opts)) => bench_memory::run(opts).await,
         Command::Bench(BenchCommand::Balancer(opts)) => bench_balancer::run(opts).await,

@@ -26,6 +26,8 @@ fn help_is_available_everywhere() {
         &["lab", "run", "--help"],
         &["balancer", "--help"],
         &["up", "--help"],
+        &["admin", "--help"],
+        &["admin", "drain", "--help"],
     ] {
         let out = bistro(args);
         assert!(out.status.success(), "{args:?}");
@@ -38,7 +40,7 @@ fn help_is_available_everywhere() {
 
 #[test]
 fn secrets_in_the_environment_never_show_in_help() {
-    for command in ["balancer", "up"] {
+    for command in ["balancer", "up", "admin"] {
         let out = Command::new(env!("CARGO_BIN_EXE_bistro"))
             .args([command, "--help"])
             .env("BISTRO_ADMIN_TOKEN", "admin-secret-value")

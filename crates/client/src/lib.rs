@@ -111,6 +111,17 @@ impl Client {
         self
     }
 
+    /// Sends `host` as the `Host` header instead of the socket address: for servers
+    /// that check it (the balancer's admin API) reached by a name.
+    ///
+    /// # Errors
+    /// [`ClientError::Invalid`] when `host` is not a valid header value.
+    pub fn with_host(mut self, host: &str) -> Result<Client, ClientError> {
+        self.host = HeaderValue::from_str(host)
+            .map_err(|_| ClientError::Invalid(format!("{host:?} is not a valid Host")))?;
+        Ok(self)
+    }
+
     /// The server address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
