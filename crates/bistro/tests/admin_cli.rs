@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use support::{Proc, free_port, spawn_bistro, spawn_waiter};
 
+/// The waiters' group secret, which the balancer needs for handoff.
+const SECRET: &str = "admin-cli-test-group-secret";
 const TOKEN: &str = "admin-cli-test-token";
 
 /// Waiters `w1..wN` behind a balancer whose admin API wants [`TOKEN`].
@@ -20,7 +22,7 @@ struct Cluster {
 impl Cluster {
     fn start(n: usize) -> Cluster {
         let waiters: Vec<Proc> = (1..=n)
-            .map(|i| spawn_waiter(&format!("w{i}"), &[]))
+            .map(|i| spawn_waiter(&format!("w{i}"), &["--peer-secret", SECRET]))
             .collect();
         let mut args: Vec<String> = [
             "balancer",
@@ -30,6 +32,8 @@ impl Cluster {
             "127.0.0.1:0",
             "--admin-token",
             TOKEN,
+            "--peer-secret",
+            SECRET,
         ]
         .map(String::from)
         .to_vec();
@@ -251,7 +255,8 @@ fn drain_then_backends_shows_draining_and_undrain_clears_it() {
     assert_eq!(cluster.backend("w2").unwrap()["draining"], false);
     let table = cluster.ok(&["backends"]);
     let w1 = table.lines().find(|l| l.starts_with("w1 ")).unwrap();
-    assert!(w1.contains("draining"), "{table}");
+    // w1 holds no session: its drain is done as soon as it is counted.
+    assert!(w1.contains("draining") || w1.contains("done"), "{table}");
 
     let out = cluster.ok(&["undrain", "w1"]);
     assert!(out.contains("w1 takes new sessions again"), "{out}");
@@ -331,7 +336,6 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-#[ignore = "needs drain progress and /plan on the server (lands with issue 11)"]
 fn backend_shows_one_backend_in_full() {
     let cluster = Cluster::start(2);
     let view = cluster.json(&["backend", "w2"]);
@@ -347,7 +351,6 @@ fn backend_shows_one_backend_in_full() {
 }
 
 #[test]
-#[ignore = "needs drain progress and /plan on the server (lands with issue 11)"]
 fn drain_with_handoff_reports_its_progress() {
     let rt = runtime();
     let cluster = Cluster::start(2);
@@ -373,7 +376,6 @@ fn drain_with_handoff_reports_its_progress() {
 }
 
 #[test]
-#[ignore = "needs drain progress and /plan on the server (lands with issue 11)"]
 fn drain_wait_follows_a_handoff_until_done_and_remove_when_done_removes_it() {
     let rt = runtime();
     let cluster = Cluster::start(2);
@@ -403,7 +405,6 @@ fn drain_wait_follows_a_handoff_until_done_and_remove_when_done_removes_it() {
 }
 
 #[test]
-#[ignore = "needs drain progress and /plan on the server (lands with issue 11)"]
 fn drain_wait_exits_1_when_the_deadline_passes() {
     let rt = runtime();
     let cluster = Cluster::start(2);
@@ -418,7 +419,6 @@ fn drain_wait_exits_1_when_the_deadline_passes() {
 }
 
 #[test]
-#[ignore = "needs drain progress and /plan on the server (lands with issue 11)"]
 fn plan_prints_what_a_change_would_move() {
     let rt = runtime();
     let cluster = Cluster::start(3);
