@@ -2,12 +2,14 @@
 //!
 //! | request | effect |
 //! |---|---|
-//! | `GET /backends` | every backend: id, address, weight, health, mode, draining, connections, pinned sessions, counters |
+//! | `GET /backends` | every backend: id, address, weight, health, mode, draining and drain progress, connections, pinned sessions, counters |
+//! | `GET /backends/{id}` | one backend, as a row of `GET /backends` |
 //! | `POST /backends` `{"id","address","weight"?,"mode"?}` | adds a backend (201) |
 //! | `DELETE /backends/{id}` | removes it (204); its in-flight requests finish, its pinned diners count as lost |
 //! | `POST /backends/{id}/weight` `{"weight":3}` | changes its weight |
-//! | `POST /backends/{id}/drain` | no new sessions; its pinned diners are still served |
-//! | `POST /backends/{id}/undrain` | takes new sessions again |
+//! | `POST /backends/{id}/drain` `{"handoff"?,"deadline_seconds"?,"remove_when_done"?}` | no new sessions; its pinned diners are still served, or handed to other waiters (see [`drain`](crate::drain)) |
+//! | `POST /backends/{id}/undrain` | takes new sessions again (a drain in progress stops) |
+//! | `GET /drains` | every drain started, by backend, also of backends removed when done |
 //! | `GET /status` | backends available, panic mode, store outage, client connections and their cap |
 //! | `GET /metrics` | Prometheus text (see [`metrics`](crate::metrics)) |
 //! | `GET /plan?remove=ID&add=ID=HOST:PORT&weight=ID:N` | what those changes would move, computed without making them (see [`plan`](crate::plan)) |
@@ -519,6 +521,7 @@ pub(crate) async fn handle(
         }
         (&Method::GET, ["plan"]) => return crate::plan::respond(shared, request.uri().query()),
         (&Method::GET, ["backends", id]) => return view(shared, id),
+        (&Method::GET, ["drains"]) => return json(StatusCode::OK, &shared.drains.all()),
         (&Method::POST, ["backends", id, "drain"]) => return drain(shared, id, request).await,
         (&Method::POST, ["backends", id, "undrain"]) => {
             shared.drains.stop(id);
@@ -560,7 +563,15 @@ pub(crate) async fn handle(
             );
             return response;
         }
-        (_, ["backends", ..] | ["metrics"] | ["status"] | ["plan"] | ["tcp", "backends"]) => {
+        (
+            _,
+            ["backends", ..]
+            | ["metrics"]
+            | ["status"]
+            | ["plan"]
+            | ["drains"]
+            | ["tcp", "backends"],
+        ) => {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

@@ -223,6 +223,15 @@ impl Drains {
         lock(&self.drains).get(id).map(|d| d.view())
     }
 
+    /// Every drain started and not stopped, by backend id, also those whose backend was
+    /// removed when done (what they moved and lost stays readable).
+    pub(crate) fn all(&self) -> std::collections::BTreeMap<String, DrainView> {
+        lock(&self.drains)
+            .iter()
+            .map(|(id, d)| (id.to_string(), d.view()))
+            .collect()
+    }
+
     /// The sessions `id` was last seen to hold, when a drain counted them.
     pub(crate) fn sessions_left(&self, id: &str) -> Option<u64> {
         self.view(id).and_then(|v| v.sessions_left)
@@ -311,7 +320,12 @@ async fn run(shared: Arc<Shared>, drain: Arc<Drain>) {
             drain.finish(state);
             let moved = drain.moved.load(Relaxed);
             if drain.request.remove_when_done {
-                if state == DrainState::Expired && left != u64::MAX {
+                // A replicated waiter's sessions have copies on its peers, which take
+                // them over: removing it loses none of them.
+                if state == DrainState::Expired
+                    && left != u64::MAX
+                    && core.mode() != Some(Mode::Replicated)
+                {
                     drain.lost.store(left, Relaxed);
                 }
                 match shared.registry.remove(&drain.id) {

@@ -15,12 +15,55 @@ use crate::scenario::{Architecture, ClusterSpec, Mode};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// One waiter's slot: it keeps its id and port across restarts.
 struct Waiter {
     id: String,
     addr: Option<SocketAddr>,
     proc: Option<Proc>,
+}
+
+/// How a drain fault ended (see [`Cluster::drain_waiter`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainOutcome {
+    /// No session was left (else the deadline passed).
+    pub done: bool,
+    /// Whether sessions were handed off.
+    pub handoff: bool,
+    /// Sessions handed to other waiters.
+    pub moved: u64,
+    /// Sessions left on the waiter when it was removed.
+    pub lost: u64,
+    /// Sessions it still held at the end.
+    pub left: u64,
+    /// From the drain request to its end.
+    pub took: Duration,
+}
+
+impl DrainOutcome {
+    /// One line for the fault's record.
+    pub fn describe(&self) -> String {
+        let how = if self.done {
+            "drained"
+        } else {
+            "deadline passed"
+        };
+        if self.handoff {
+            format!(
+                "{how} in {:.1} s: {} sessions handed off, {} left behind",
+                self.took.as_secs_f64(),
+                self.moved,
+                self.left
+            )
+        } else {
+            format!(
+                "{how} in {:.1} s: {} sessions left behind",
+                self.took.as_secs_f64(),
+                self.left
+            )
+        }
+    }
 }
 
 /// The processes of one architecture.
@@ -31,6 +74,8 @@ pub struct Cluster {
     store: Store,
     waiters: Vec<Waiter>,
     balancer: Option<(Proc, SocketAddr)>,
+    /// The balancer's admin API (for drain faults).
+    admin: Option<SocketAddr>,
     started: Vec<u32>,
     /// A replicated group's shared secret (generated per cluster).
     peer_secret: String,
@@ -54,6 +99,7 @@ impl Cluster {
                 })
                 .collect(),
             balancer: None,
+            admin: None,
             started: Vec::new(),
             peer_secret: format!("lab-{}", rand::random::<u128>()),
         }
@@ -99,16 +145,27 @@ impl Cluster {
         }
         args.extend(self.spec.balancer_args.iter().cloned());
         let name = format!("{} balancer", self.arch.name);
-        let (proc, addr) = Proc::start(
+        // The waiters' secret lets a drain fault hand their sessions off.
+        let envs = [("BISTRO_PEER_SECRET", self.peer_secret.as_str())];
+        let (proc, addr) = Proc::start_with_env(
             &name,
             &self.bin,
             &args,
+            &envs,
             Ready::ListeningLine,
             self.spec.ready_timeout,
         )
         .await?;
         self.started.push(proc.pid());
         let addr = addr.expect("a listening line carries an address");
+        // The ready signal can come before its line is kept in the log: look a few times.
+        for _ in 0..100 {
+            self.admin = proc.logged_addr(" admin on http://");
+            if self.admin.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.balancer = Some((proc, addr));
         tracing::info!(arch = %self.arch.name, %addr, "cluster ready");
         Ok(())
@@ -172,8 +229,10 @@ impl Cluster {
             .unwrap_or_else(|| "127.0.0.1:0".into());
         let args = self.waiter_args(&id, &listen);
         let name = format!("{} waiter {id}", self.arch.name);
+        // A replicated group needs the secret; a stateful waiter given it can hand its
+        // sessions off when a drain fault asks.
         let envs = [("BISTRO_PEER_SECRET", self.peer_secret.as_str())];
-        let envs = if self.arch.mode == Mode::Replicated {
+        let envs = if self.arch.mode != Mode::Stateless {
             &envs[..]
         } else {
             &[]
@@ -223,6 +282,74 @@ impl Cluster {
         self.kill_waiter(id).await?;
         let i = self.index(id)?;
         self.start_waiter(i).await
+    }
+
+    /// Drains waiter `id` at the balancer (with `handoff` for a stateful waiter), waits
+    /// until the drain ends (no session left, or `deadline`), when the balancer removes
+    /// it, and stops its process: an operator taking a waiter out for an upgrade.
+    /// `None` if it is already down.
+    ///
+    /// # Errors
+    /// [`LabError::Scenario`] for an unknown id, or when the balancer refuses or does not
+    /// answer.
+    pub async fn drain_waiter(
+        &mut self,
+        id: &str,
+        handoff: bool,
+        deadline: Duration,
+    ) -> Result<Option<DrainOutcome>, LabError> {
+        let i = self.index(id)?;
+        if self.waiters[i].proc.is_none() {
+            return Ok(None);
+        }
+        let admin = self
+            .admin
+            .ok_or_else(|| LabError::scenario("the balancer did not report its admin address"))?;
+        let client = bistro_client::Client::new(admin).with_timeout(Duration::from_secs(10));
+        let fail = |what: String| LabError::scenario(format!("drain {id}: {what}"));
+        let handoff = handoff && self.arch.mode == Mode::Stateful;
+        let body = serde_json::json!({
+            "handoff": handoff,
+            "deadline_seconds": deadline.as_secs().max(1),
+            "remove_when_done": true,
+        });
+        let started = tokio::time::Instant::now();
+        let asked = client
+            .post_json(&format!("/backends/{id}/drain"), &body)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if asked.status != 200 {
+            return Err(fail(format!(
+                "the balancer answered {}: {}",
+                asked.status,
+                asked.text()
+            )));
+        }
+        let view = loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let drains = client
+                .get("/drains")
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let view = drains.value()[id].clone();
+            if view["state"] != "draining" {
+                break view;
+            }
+            if started.elapsed() > deadline + Duration::from_secs(10) {
+                return Err(fail(format!("still draining after its deadline: {view}")));
+            }
+        };
+        let took = started.elapsed();
+        self.kill_waiter(id).await?;
+        let count = |k: &str| view[k].as_u64().unwrap_or(0);
+        Ok(Some(DrainOutcome {
+            done: view["state"] == "done",
+            handoff,
+            moved: count("moved"),
+            lost: count("lost"),
+            left: count("sessions_left"),
+            took,
+        }))
     }
 
     /// SIGSTOPs waiter `id`; `false` if it is down.

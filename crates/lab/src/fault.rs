@@ -1,4 +1,4 @@
-//! Faults on a schedule: kill, restart or pause a waiter, stop the store.
+//! Faults on a schedule: kill, restart, pause or drain a waiter, stop the store.
 //!
 //! A fault with a duration has two actions (begin, end): pause/resume, kill/start for a
 //! restart, stop/start for the store. All actions are sorted on one timeline and carried
@@ -78,6 +78,24 @@ pub async fn run_schedule(
         let rec = &mut records[i];
         let now = || t0.elapsed().as_secs_f64();
         match action {
+            Action::Begin if matches!(fault.kind, FaultKind::Drain { .. }) => {
+                // A drain holds the schedule until it ends: what it measures is how
+                // long taking the waiter out takes.
+                rec.at_s = now();
+                let rest = (duration.as_secs_f64() - rec.at_s - 0.5).max(1.0);
+                let deadline = Duration::from_secs_f64(fault.for_seconds.unwrap_or(rest));
+                let waiter = fault.waiter.as_deref().unwrap_or_default();
+                let handoff = matches!(fault.kind, FaultKind::Drain { handoff: true });
+                match cluster.drain_waiter(waiter, handoff, deadline).await {
+                    Ok(Some(outcome)) => {
+                        rec.applied = true;
+                        rec.end_s = Some(now());
+                        rec.note = outcome.describe();
+                    }
+                    Ok(None) => rec.note = format!("not applied: {waiter} was already down"),
+                    Err(e) => rec.note = e.to_string(),
+                }
+            }
             Action::Begin => {
                 rec.at_s = now();
                 match begin(cluster, fault).await {
@@ -130,6 +148,7 @@ async fn begin(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?,
         FaultKind::StoreStop => cluster.stop_store().await,
+        FaultKind::Drain { .. } => unreachable!("a drain is carried out by run_schedule"),
     };
     if done {
         Ok(())
@@ -143,7 +162,7 @@ async fn begin(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
 async fn end(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
     let waiter = fault.waiter.as_deref().unwrap_or_default();
     match fault.kind {
-        FaultKind::Kill => Ok(()),
+        FaultKind::Kill | FaultKind::Drain { .. } => Ok(()),
         FaultKind::Restart => cluster
             .restart_waiter(waiter)
             .await

@@ -195,6 +195,12 @@ impl Proc {
         self.pid
     }
 
+    /// The first address after `mark` in the lines the process wrote (still kept).
+    pub fn logged_addr(&self, mark: &str) -> Option<SocketAddr> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter().find_map(|line| addr_after(line, mark))
+    }
+
     /// The last lines the process wrote.
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -314,8 +320,13 @@ fn drain(
 
 /// The address in a `... listening on http://ADDR ...` log line, in plain text or JSON.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    const MARK: &str = "listening on http://";
-    let rest = &line[line.find(MARK)? + MARK.len()..];
+    addr_after(line, "listening on http://")
+}
+
+/// The address right after `mark` in a log line (e.g. the balancer's
+/// `admin on http://ADDR`).
+pub fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(mark)? + mark.len()..];
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());

@@ -266,6 +266,16 @@ pub enum FaultKind {
     Pause,
     /// SIGKILL the store the lab started; start it again after `for_seconds` if given.
     StoreStop,
+    /// Take a waiter out the way an operator does before an upgrade: drain it at the
+    /// balancer (no new sessions), with `handoff` moving its sessions to the other
+    /// waiters (stateful waiters only: a replicated waiter's copies take over by
+    /// themselves, a stateless one holds none); when no session is left, or after
+    /// `for_seconds` (default: until the end of the run), the balancer removes it and
+    /// the lab stops its process.
+    Drain {
+        /// Whether the balancer hands the waiter's sessions to the others.
+        handoff: bool,
+    },
 }
 
 impl FaultKind {
@@ -276,6 +286,8 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::Pause => "pause",
             FaultKind::StoreStop => "store-stop",
+            FaultKind::Drain { handoff: false } => "drain",
+            FaultKind::Drain { handoff: true } => "drain-handoff",
         }
     }
 }
@@ -322,7 +334,7 @@ impl Fault {
     pub fn end_seconds(&self, duration: Duration) -> Option<f64> {
         let start = self.start_seconds(duration);
         match self.kind {
-            FaultKind::Kill => None,
+            FaultKind::Kill | FaultKind::Drain { .. } => None,
             FaultKind::Restart => Some(start + self.for_seconds.unwrap_or(0.0)),
             FaultKind::Pause | FaultKind::StoreStop => self.for_seconds.map(|d| start + d),
         }
@@ -344,6 +356,10 @@ impl Fault {
             (FaultKind::Pause, None) => format!("pause {target}"),
             (FaultKind::StoreStop, Some(d)) => format!("stop the store for {d} s"),
             (FaultKind::StoreStop, None) => "stop the store".to_string(),
+            (FaultKind::Drain { handoff: true }, _) => {
+                format!("drain {target} with handoff, then stop it")
+            }
+            (FaultKind::Drain { handoff: false }, _) => format!("drain {target}, then stop it"),
         }
     }
 }

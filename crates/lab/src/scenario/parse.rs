@@ -80,6 +80,8 @@ struct RawFault {
     at_fraction: Option<f64>,
     at_seconds: Option<f64>,
     for_seconds: Option<f64>,
+    /// Drain faults: move the waiter's sessions to the others first.
+    handoff: Option<bool>,
 }
 
 fn bad(msg: impl Into<String>) -> LabError {
@@ -361,12 +363,20 @@ fn fault(
         "restart" => FaultKind::Restart,
         "pause" => FaultKind::Pause,
         "store-stop" => FaultKind::StoreStop,
+        "drain" => FaultKind::Drain {
+            handoff: raw.handoff.unwrap_or(false),
+        },
         other => {
             return Err(bad(format!(
-                "fault #{n}: kind = {other:?} is unknown; use \"kill\", \"restart\", \"pause\" or \"store-stop\""
+                "fault #{n}: kind = {other:?} is unknown; use \"kill\", \"restart\", \"pause\", \"store-stop\" or \"drain\""
             )));
         }
     };
+    if raw.handoff.is_some() && !matches!(kind, FaultKind::Drain { .. }) {
+        return Err(bad(format!(
+            "{at}: handoff only applies to kind = \"drain\""
+        )));
+    }
     let waiter = match (kind, raw.waiter) {
         (FaultKind::StoreStop, Some(_)) => {
             return Err(bad(format!(

@@ -83,6 +83,7 @@ fn every_shipped_scenario_is_valid() {
         names,
         vec![
             "demo",
+            "drain",
             "open-loop",
             "paused",
             "postgres",
@@ -309,4 +310,22 @@ fn invalid_loads_and_architectures_are_refused() {
         assert!(msg.contains(expected), "for {archs:?}: {msg}");
     }
     assert!(err("not toml at all").starts_with("invalid scenario: "));
+}
+
+#[test]
+fn a_drain_fault_says_whether_it_hands_off() {
+    let s = with(
+        "[[fault]]\nkind = \"drain\"\nhandoff = true\nwaiter = \"w2\"\nat_fraction = 0.4\nfor_seconds = 3",
+    )
+    .unwrap();
+    assert_eq!(s.faults[0].kind, FaultKind::Drain { handoff: true });
+    assert_eq!(
+        s.faults[0].describe(),
+        "drain w2 with handoff, then stop it"
+    );
+    assert_eq!(s.faults[0].end_seconds(s.load.duration), None);
+    let s = with("[[fault]]\nkind = \"drain\"\nwaiter = \"w1\"\nat_seconds = 2").unwrap();
+    assert_eq!(s.faults[0].kind, FaultKind::Drain { handoff: false });
+    let e = err_with("[[fault]]\nkind = \"kill\"\nhandoff = true\nwaiter = \"w1\"\nat_seconds = 2");
+    assert!(e.contains("handoff only applies"), "{e}");
 }
