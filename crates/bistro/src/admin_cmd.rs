@@ -875,6 +875,15 @@ async fn follow_drain(api: &mut Api, id: &str, first: Value, json: bool) -> anyh
         }
     }
     progress.finish();
+    if removed {
+        // The backend is gone, and its view with it: the balancer keeps what the drain
+        // did under `GET /drains`.
+        if let Ok(drains) = api.get("/drains").await
+            && drains.value[id].is_object()
+        {
+            view = serde_json::json!({ "id": id, "drain": drains.value[id].clone() });
+        }
+    }
     if json {
         println!("{view}");
         return Ok(());

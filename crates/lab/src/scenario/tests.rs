@@ -84,6 +84,7 @@ fn every_shipped_scenario_is_valid() {
         vec![
             "demo",
             "drain",
+            "drain-1000",
             "open-loop",
             "paused",
             "postgres",
