@@ -393,6 +393,35 @@ mod tests {
     }
 
     #[test]
+    fn a_handed_off_session_goes_to_its_new_waiter_even_after_the_old_one_is_removed() {
+        let w = worker(LostPolicy::Auto);
+        let moved = |from: &str| {
+            Some(Moved {
+                from: Arc::from(from),
+                to: Arc::from("w3"),
+            })
+        };
+        let go = |w: &Worker, verdict, moved| {
+            let table = w.shared.registry.load();
+            let route = w.shared.routes.find("/v1/orders");
+            let id = || HeaderValue::from_static("test");
+            choose(w, &table, route, verdict, 0, 1, moved, &id)
+        };
+        w.shared.registry.set_draining("w2", true).unwrap();
+        let target = go(&w, token_for(&w, "w2"), moved("w2")).unwrap();
+        assert_eq!(&*target.local.core.id, "w3");
+        assert_eq!(target.sticky.rerouted_from.as_deref(), Some("w2"));
+        assert!(target.sticky.replace, "the cookie is issued again");
+        assert_eq!(count(&w, AffinityOutcome::Moved), 1);
+        // A token naming another waiter than the one the session left is not redirected.
+        let target = go(&w, token_for(&w, "w1"), moved("w2")).unwrap();
+        assert_eq!(&*target.local.core.id, "w1");
+        w.shared.registry.remove("w2").unwrap();
+        let target = go(&w, token_for(&w, "w2"), moved("w2")).unwrap();
+        assert_eq!(&*target.local.core.id, "w3", "not session-lost: it moved");
+    }
+
+    #[test]
     fn an_unknown_backend_is_treated_as_absent_and_replaced() {
         let w = worker(LostPolicy::Auto);
         let target = choose_with(&w, token_for(&w, "w9")).unwrap();
