@@ -142,16 +142,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The PostgreSQL URL for tests (CI sets it; the default is this machine's server).
-pub fn postgres_url() -> String {
-    std::env::var("BISTRO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// The Redis URL for tests.
-pub fn redis_url() -> String {
-    std::env::var("BISTRO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
+/// The PostgreSQL and Redis URLs for tests: CI sets them; without them, throwaway
+/// servers are started from the installed binaries (see `bistro-testsupport`).
+pub use bistro_testsupport::{postgres_url, redis_url};
 
 /// A unique temporary SQLite path, removed (with its WAL files) on drop.
 pub struct TempDb(pub String);

@@ -559,8 +559,13 @@ async fn lost_reply_may_have_applied(
 ) {
     let store = Instrumented::new(via_proxy, impatient().op_timeout);
     let session = new_session(&store, T0).await;
-    let v1 = open_order(T0);
-    store.insert_order(session, &v1, T0).await.unwrap();
+    let v0 = open_order(T0);
+    store.insert_order(session, &v0, T0).await.unwrap();
+    // One update first: a server that has not run the update yet (a fresh Redis has no
+    // script cached) would answer the first attempt "no such script", which the proxy
+    // then swallows, and the write would never be made.
+    let v1 = changed(&v0, Change::SetSpice(1), T0);
+    store.update_order(session, &v1, 1, T0).await.unwrap();
     // Every pooled connection is open before replies vanish, so the update is really
     // sent rather than stuck in a connection handshake.
     for _ in 0..32 {
@@ -569,7 +574,7 @@ async fn lost_reply_may_have_applied(
     proxy.swallow_replies(true);
     let v2 = changed(&v1, Change::SetSpice(2), T0 + 1);
     let started = Instant::now();
-    let update = store.update_order(session, &v2, 1, T0 + 1).await;
+    let update = store.update_order(session, &v2, 2, T0 + 1).await;
     let waited = started.elapsed();
     let error = update.expect_err("no reply came back");
     assert!(error.may_have_applied(), "{error:?}");

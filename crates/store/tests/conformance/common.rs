@@ -3,8 +3,9 @@
 //! building orders.
 //!
 //! PostgreSQL and Redis are found through `BISTRO_TEST_POSTGRES_URL` and
-//! `BISTRO_TEST_REDIS_URL` (defaults: the local servers). A server that cannot be
-//! reached fails the test with a message saying so; nothing is skipped.
+//! `BISTRO_TEST_REDIS_URL`; without them, throwaway servers are started from the
+//! installed binaries (see `bistro-testsupport`). A server that cannot be reached fails
+//! the test with a message saying so; nothing is skipped.
 
 use bistro_orders::{Change, ItemInput, KitchenTimings, Menu, NewOrder, Order};
 use bistro_store::{
@@ -41,14 +42,7 @@ pub fn config() -> StoreConfig {
     }
 }
 
-pub fn postgres_url() -> String {
-    std::env::var("BISTRO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("BISTRO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
+pub use bistro_testsupport::{postgres_url, redis_url};
 
 /// A name no other test (in this or another process) uses.
 pub fn unique(tag: &str) -> String {
