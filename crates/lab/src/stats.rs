@@ -222,13 +222,17 @@ pub fn phases(samples: &[Sample], fault_s: f64, during_until_s: f64, run_end_s: 
     }
 }
 
+/// The resolution of [`recovery`]: 100 ms.
+pub const RECOVERY_STEP_S: f64 = 0.1;
+
 /// How the service came back after a fault.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
     /// Whether any second from the fault to the recovery failed 1 % or more of its
     /// requests, or completed none.
     pub impacted: bool,
-    /// Start of the first healthy second after the fault ended; `None` if none was.
+    /// When the service recovered after the fault ended (to the 100 ms step, see
+    /// [`recovery`]); `None` if it did not.
     pub recovered_at_s: Option<f64>,
     /// Seconds from the fault's start to `recovered_at_s` (0 when never impacted).
     pub recovery_s: Option<f64>,
@@ -278,11 +282,14 @@ impl Ends {
 /// The recovery after a fault from `start_s` to `end_s` (equal for an instant fault),
 /// looking no further than `run_end_s`.
 ///
-/// The seconds are counted from the fault, not from the start of the run: the first
-/// second examined for recovery is `[end, end + 1)`, so the answer does not depend on
-/// where the fault fell within a wall-clock second. While a fault lasts, its whole
-/// seconds (and a last partial one of at least a quarter second) decide whether it had
-/// an impact at all.
+/// Time is counted from the fault, not from the start of the run, and in steps of
+/// [`RECOVERY_STEP_S`] (100 ms): the service has recovered at the first step `t` after
+/// the fault ended that is healthy itself and starts a healthy second, `[t, t + 1)`.
+/// So a reroute that takes 100 ms reads 0.1 s, one that takes 900 ms 0.9 s
+/// (whole-second windows used to round both to 1 s). At low request rates a step may
+/// see no request at all, which counts as not yet recovered: the figure is then late
+/// by up to the gap between requests. While a fault lasts, its whole seconds (and a last
+/// partial one of at least a quarter second) decide whether it had an impact at all.
 pub fn recovery(samples: &[Sample], start_s: f64, end_s: f64, run_end_s: f64) -> Recovery {
     let ends = Ends::new(samples);
     let end = end_s.max(start_s);
@@ -295,18 +302,27 @@ pub fn recovery(samples: &[Sample], start_s: f64, end_s: f64, run_end_s: f64) ->
         }
         t += 1.0;
     }
-    let mut t = end;
-    while t + 1.0 <= run_end_s + 1e-9 {
-        if healthy(ends.window(t, t + 1.0)) {
-            let recovery_s = if impacted { t - start_s } else { 0.0 };
+    let mut step = 0u32;
+    loop {
+        // Steps are counted, not summed, so 0.1 never drifts into 0.30000000000000004.
+        let t = end + f64::from(step) * RECOVERY_STEP_S;
+        if t + 1.0 > run_end_s + 1e-9 {
+            break;
+        }
+        // The step itself must be healthy too, not only the second it starts: a second
+        // that catches only the tail of a stall would otherwise pass for health.
+        if healthy(ends.window(t, t + RECOVERY_STEP_S)) && healthy(ends.window(t, t + 1.0)) {
+            // Whole milliseconds: the figures read back from report.json exactly.
+            let ms = |s: f64| (s * 1000.0).round() / 1000.0;
+            let recovery_s = if impacted { ms(t - start_s) } else { 0.0 };
             return Recovery {
                 impacted,
-                recovered_at_s: Some(t),
+                recovered_at_s: Some(ms(t)),
                 recovery_s: Some(recovery_s),
             };
         }
         impacted = true;
-        t += 1.0;
+        step += 1;
     }
     Recovery {
         impacted: true,

@@ -130,7 +130,7 @@ fn faults(h: &mut String, report: &Report) {
     put!(h, "<h2>Before, during and after each fault</h2>");
     put!(
         h,
-        "<p class=\"meta\">\"During\" lasts from the fault until it ended and the service recovered (the first second after its end with requests answered and under 1% errors), and at least one second.</p>"
+        "<p class=\"meta\">\"During\" lasts from the fault until it ended and the service recovered (the first 100 ms step after its end that, with the second it starts, has requests answered and under 1% errors), and at least one second.</p>"
     );
     for a in &report.architectures {
         for f in &a.faults {

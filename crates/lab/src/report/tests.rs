@@ -133,15 +133,15 @@ fn figures_are_computed_from_the_samples() {
     assert!(rec.impacted);
     assert_eq!(
         rec.recovered_at_s,
-        Some(6.0),
-        "second 5 still fails half its requests"
+        Some(5.5),
+        "second 5 fails its first half (recovery counts in 100 ms steps)"
     );
     let p = f.phases.unwrap();
     assert_eq!(
         (p.before.errors, p.during.errors, p.after.errors),
         (0, 30, 0)
     );
-    assert_eq!((p.during.from_s, p.during.to_s), (4.0, 6.0));
+    assert_eq!((p.during.from_s, p.during.to_s), (4.0, 5.5));
     assert_eq!(a.verification.lost, 12);
     assert!(a.generator.send_lag_p99_ms > 0.0);
 }
@@ -165,8 +165,8 @@ fn the_table_puts_the_architectures_side_by_side() {
     }
     assert!(t.contains("12 of 80") && t.contains("0 of 80"), "{t}");
     assert!(
-        t.contains("2.0 s"),
-        "stateful recovered 2 s after the kill:\n{t}"
+        t.contains("1.5 s"),
+        "stateful recovered 1.5 s after the kill:\n{t}"
     );
 }
 
@@ -184,7 +184,7 @@ fn verdicts_are_derived_from_the_figures() {
         "{}",
         v[0]
     );
-    assert!(v[0].contains("recovered 2.0 s after kill w2"), "{}", v[0]);
+    assert!(v[0].contains("recovered 1.5 s after kill w2"), "{}", v[0]);
     assert!(
         v[1].starts_with("stateless: slower (p50 3.0 ms vs 2.0 ms for stateful)"),
         "{}",
@@ -196,7 +196,7 @@ fn verdicts_are_derived_from_the_figures() {
         v[1]
     );
     assert!(
-        v[1].ends_with("recovered 1.0 s after kill w2, 4 errors (2.0%) in all"),
+        v[1].ends_with("recovered 0.2 s after kill w2, 4 errors (2.0%) in all"),
         "{}",
         v[1]
     );

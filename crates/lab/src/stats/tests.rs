@@ -128,14 +128,17 @@ fn run(seconds: u64, errors: impl Fn(u64) -> bool) -> Vec<Sample> {
 }
 
 #[test]
-fn recovery_is_the_first_healthy_second_counted_from_the_fault() {
+fn recovery_is_counted_in_tenths_of_a_second_from_the_fault() {
     // A kill at 2.3 s; requests fail from 2.3 s to 3.6 s.
     let samples = run(8, |tenth| (23..36).contains(&tenth));
     let r = recovery(&samples, 2.3, 2.3, 8.0);
     assert!(r.impacted);
-    // [2.3, 3.3) fails, [3.3, 4.3) has 3 failures in 100: still 1 % or more; [4.3, 5.3) is clean.
-    assert_eq!(r.recovered_at_s, Some(4.3));
-    assert!((r.recovery_s.unwrap() - 2.0).abs() < 1e-9, "{r:?}");
+    // Every step up to [3.5, 3.6) fails; from 3.6 the step and its second are clean.
+    assert_eq!(r.recovered_at_s, Some(3.6));
+    assert_eq!(r.recovery_s, Some(1.3), "{r:?}");
+    // A 100 ms outage reads 0.1 s, not a whole second.
+    let samples = run(8, |tenth| tenth == 23);
+    assert_eq!(recovery(&samples, 2.3, 2.3, 8.0).recovery_s, Some(0.1));
 }
 
 #[test]
@@ -160,6 +163,7 @@ fn a_stall_is_not_health() {
         .collect();
     let r = recovery(&samples, 1.0, 1.0, 6.0);
     assert!(r.impacted);
+    // [2.1, 3.1) holds only good requests, but its first step holds none: not health.
     assert_eq!(r.recovered_at_s, Some(3.0));
 }
 
@@ -174,7 +178,7 @@ fn a_fault_with_a_duration_recovers_from_its_end() {
         Some(4.01),
         "the first second after the end is already healthy"
     );
-    assert!((r.recovery_s.unwrap() - 2.01).abs() < 1e-9);
+    assert_eq!(r.recovery_s, Some(2.01));
     // The same pause without failures had no impact.
     let clean = run(8, |_| false);
     assert_eq!(recovery(&clean, 2.0, 4.01, 8.0).recovery_s, Some(0.0));
