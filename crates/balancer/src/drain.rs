@@ -451,7 +451,9 @@ async fn held(shared: &Shared, core: &Core, handoff: bool) -> Result<Held, Strin
                 ids: list.ids,
             });
         }
-        if handoff || status != StatusCode::NOT_FOUND {
+        // Without handoff, a waiter that cannot list (no secret, or another one) is
+        // still counted through `/v1/waiter`.
+        if handoff || !matches!(status, StatusCode::NOT_FOUND | StatusCode::UNAUTHORIZED) {
             return Err(format!(
                 "the waiter cannot list its sessions ({status}): {}",
                 String::from_utf8_lossy(&body)
