@@ -144,6 +144,7 @@ pub fn free_port() -> u16 {
 
 /// The PostgreSQL and Redis URLs for tests: CI sets them; without them, throwaway
 /// servers are started from the installed binaries (see `bistro-testsupport`).
+#[allow(unused_imports)] // not every test binary needs a store server
 pub use bistro_testsupport::{postgres_url, redis_url};
 
 /// A unique temporary SQLite path, removed (with its WAL files) on drop.
