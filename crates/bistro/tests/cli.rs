@@ -111,7 +111,21 @@ fn bad_input_is_a_clear_message_and_a_nonzero_exit() {
         ),
         (
             &["waiter", "--peer", "w2=127.0.0.1:7002"],
-            "are for --mode replicated",
+            "--peer is for --mode replicated",
+        ),
+        (
+            &[
+                "waiter",
+                "--mode",
+                "stateless",
+                "--peer-secret",
+                "a-long-enough-secret",
+            ],
+            "--peer-secret is for --mode replicated",
+        ),
+        (
+            &["waiter", "--peer-secret", "short"],
+            "at least 16 visible ASCII characters",
         ),
         (&["waiter", "--max-body-bytes", "0"], "max-body-bytes"),
         (

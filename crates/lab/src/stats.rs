@@ -232,7 +232,7 @@ pub struct Recovery {
     /// requests, or completed none.
     pub impacted: bool,
     /// When the service recovered after the fault ended (to the 100 ms step, see
-    /// [`recovery`]); `None` if it did not.
+    /// `recovery`); `None` if it did not.
     pub recovered_at_s: Option<f64>,
     /// Seconds from the fault's start to `recovered_at_s` (0 when never impacted).
     pub recovery_s: Option<f64>,
