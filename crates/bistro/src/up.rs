@@ -167,6 +167,9 @@ fn fragment_escape(token: &str) -> String {
         .collect()
 }
 
+/// How a waiter was started: its arguments and its extra environment.
+type Started<'a> = (Vec<String>, Vec<(&'a str, &'a str)>);
+
 /// Runs the cluster until SIGINT/SIGTERM.
 pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     if opts.waiters == 0 || opts.waiters > 64 {
@@ -201,7 +204,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     };
     let mut members = Vec::new();
     // How each waiter was started, for a restart from the dashboard.
-    let mut started: Vec<(Vec<String>, Vec<(&str, &str)>)> = Vec::new();
+    let mut started: Vec<Started<'_>> = Vec::new();
     // The process control (see `up_control`): bound before the balancer starts, which is
     // told where it is; served once every waiter is known.
     let control_listener = std::net::TcpListener::bind("127.0.0.1:0")
