@@ -179,6 +179,28 @@ impl Cdp {
         answer["result"].clone()
     }
 
+    /// A new tab, 1280×800, showing `url`.
+    async fn open(browser: &Chromium, url: &str) -> Cdp {
+        let mut cdp = Cdp::connect(&browser.devtools).await;
+        let target = cdp
+            .call("Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let session = cdp
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        cdp.call("Page.navigate", json!({ "url": url })).await;
+        cdp
+    }
+
     /// The value of a JavaScript expression in the page.
     async fn eval(&mut self, expression: &str) -> Value {
         let result = self
@@ -306,27 +328,7 @@ async fn the_dashboard_shows_live_rates_and_carries_out_a_drain_with_handoff() {
     let started = Instant::now();
     let deadline = started + BUDGET;
 
-    let mut cdp = Cdp::connect(&browser.devtools).await;
-    let target = cdp
-        .call("Target.createTarget", json!({"url": "about:blank"}))
-        .await;
-    let session = cdp
-        .call(
-            "Target.attachToTarget",
-            json!({"targetId": target["targetId"], "flatten": true}),
-        )
-        .await;
-    cdp.session = Some(session["sessionId"].as_str().unwrap().to_string());
-    cdp.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
-    )
-    .await;
-    cdp.call(
-        "Page.navigate",
-        json!({"url": format!("http://{admin}/#token={TOKEN}")}),
-    )
-    .await;
+    let mut cdp = Cdp::open(&browser, &format!("http://{admin}/#token={TOKEN}")).await;
 
     // The page lists the three waiters, and takes the token out of the address bar.
     cdp.wait_for(
@@ -478,4 +480,158 @@ async fn the_dashboard_shows_live_rates_and_carries_out_a_drain_with_handoff() {
     )
     .await;
     eprintln!("the browser part took {:?}", started.elapsed());
+}
+
+/// `bistro up` on ephemeral ports; stopped with SIGTERM on drop (so it stops its
+/// children: a SIGKILL would leave them running).
+struct Up {
+    child: Child,
+    /// The dashboard link it printed.
+    dashboard: String,
+}
+
+impl Up {
+    fn start() -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bistro"))
+            .args([
+                "up",
+                "--waiters",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                TOKEN,
+            ])
+            .env("RUST_LOG", "info")
+            .env_remove("BISTRO_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("BISTRO_TEST_VERBOSE").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("bistro up starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim_start().strip_prefix("dashboard")
+                    && let Some(url) = rest.split_whitespace().next()
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            dashboard: String::new(),
+        };
+        up.dashboard = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("bistro up prints its dashboard link within 30 s");
+        up
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_bistro_up_the_dashboard_kills_pauses_and_restarts_a_waiter() {
+    let browser = Chromium::launch();
+    let up = Up::start();
+    assert!(
+        up.dashboard.starts_with("http://127.0.0.1:")
+            && up.dashboard.ends_with(&format!("/#token={TOKEN}")),
+        "{}",
+        up.dashboard
+    );
+    let started = Instant::now();
+    let deadline = started + BUDGET;
+    let mut cdp = Cdp::open(&browser, &up.dashboard).await;
+    cdp.wait_for(
+        "three waiters listed",
+        "document.querySelectorAll('#rows tr[data-id]').length === 3",
+        deadline,
+    )
+    .await;
+    cdp.wait_for(
+        "fault buttons, since bistro up controls the processes",
+        "!document.querySelector(\"tr[data-id='w3'] button[data-action='kill']\").hidden",
+        deadline,
+    )
+    .await;
+    let health = "document.querySelector(\"tr[data-id='w3']\").dataset.health";
+
+    // Kill: a confirmation first, then the waiter is gone and the balancer sees it.
+    cdp.click("tr[data-id='w3'] button[data-action='kill']")
+        .await;
+    let intro = cdp
+        .eval("document.getElementById('modal-intro').textContent")
+        .await;
+    assert!(intro.as_str().unwrap().contains("SIGKILL"), "{intro}");
+    cdp.click("#confirm").await;
+    cdp.wait_for(
+        "w3 down after the kill",
+        &format!("{health} === 'down'"),
+        deadline,
+    )
+    .await;
+    let reason = cdp
+        .eval("document.querySelector(\"tr[data-id='w3'] [data-k=health]\").textContent")
+        .await;
+    assert!(reason.as_str().unwrap().contains("refused"), "{reason}");
+
+    // Restart: up again on the same address.
+    cdp.click("tr[data-id='w3'] button[data-action='restart']")
+        .await;
+    cdp.click("#confirm").await;
+    cdp.wait_for(
+        "w3 up after the restart",
+        &format!("{health} === 'up'"),
+        deadline,
+    )
+    .await;
+
+    // Pause: the process hangs, the checks time out; resume brings it back.
+    cdp.click("tr[data-id='w2'] button[data-action='pause']")
+        .await;
+    cdp.click("#confirm").await;
+    let w2 = "document.querySelector(\"tr[data-id='w2']\")";
+    cdp.wait_for(
+        "w2 down while paused",
+        &format!("{w2}.dataset.health === 'down' && {w2}.textContent.includes('timeout')"),
+        deadline,
+    )
+    .await;
+    cdp.click("tr[data-id='w2'] button[data-action='resume']")
+        .await;
+    cdp.wait_for(
+        "w2 up after resume",
+        &format!("{w2}.dataset.health === 'up'"),
+        deadline,
+    )
+    .await;
+    let errors = cdp.eval("document.getElementById('error').hidden").await;
+    assert_eq!(errors, json!(true), "no error shown");
+    eprintln!("faults from the page took {:?}", started.elapsed());
 }
