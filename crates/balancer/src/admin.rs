@@ -203,7 +203,7 @@ pub(crate) struct BackendView {
     requests: u64,
     errors: u64,
     /// The backend's drain, when one was started (see [`drain`](crate::drain)).
-    drain: Option<DrainView>,
+    pub(crate) drain: Option<DrainView>,
 }
 
 #[derive(Debug, Deserialize)]

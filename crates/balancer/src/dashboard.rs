@@ -26,7 +26,8 @@
 //! `sessions_held` is what the waiter itself says it holds (`GET /v1/waiter`: its live
 //! sessions; a replicated waiter's, those it leads), asked at most once a second for
 //! all streams together and `null` when the waiter did not answer lately or is stateless
-//! (whose sessions live in the shared store, not in it). `sessions_pinned` is the
+//! (whose sessions live in the shared store, not in it); while a drain counts them, its
+//! count. `sessions_pinned` is the
 //! balancer's own count of affinity cookies naming it.
 //!
 //! A browser cannot send headers with `EventSource`, so the page reads the stream with
@@ -360,13 +361,20 @@ fn snapshot(shared: &Shared, rates: &mut Rates, now: Instant) -> Snapshot {
                 b.core.latency.bounds(),
             );
             next.insert(Arc::clone(&b.core.id), sample);
+            let view = view_of(shared, b, now_ms);
+            // A drain counts the waiter's sessions four times a second, exactly: the
+            // same figure as its progress, and fresher than the shared count.
+            let sessions_held = if b.core.mode() == Some(Mode::Stateless) {
+                None
+            } else {
+                view.drain
+                    .as_ref()
+                    .and_then(|d| d.sessions_left)
+                    .or_else(|| shared.dashboard.held.get(b.id(), now))
+            };
             Row {
-                view: view_of(shared, b, now_ms),
-                sessions_held: if b.core.mode() == Some(Mode::Stateless) {
-                    None
-                } else {
-                    shared.dashboard.held.get(b.id(), now)
-                },
+                view,
+                sessions_held,
                 rate,
             }
         })
