@@ -14,10 +14,13 @@
 //! | `GET /metrics` | Prometheus text (see [`metrics`](crate::metrics)) |
 //! | `GET /plan?remove=ID&add=ID=HOST:PORT&weight=ID:N` | what those changes would move, computed without making them (see [`plan`](crate::plan)) |
 //! | `GET /tcp/backends` | the TCP proxy's backends: id, address, health and where it comes from, connections (404 without a TCP proxy) |
+//! | `GET /` | the live dashboard's page, **without** the token (it holds no data; see [`dashboard`](crate::dashboard)) |
+//! | `GET /events` | the dashboard's server-sent events: a snapshot of every backend and the status each second |
+//! | `POST /control/{id}/{kill\|pause\|resume\|restart}` | a fault on a waiter `bistro up` started, passed on to its control endpoint (404 without `admin.control_url`) |
 //!
 //! Changes swap a new backend table in (see [`table`](crate::table)): no connection is
-//! dropped. When an admin token is configured, every request needs
-//! `Authorization: Bearer <token>`; [`run`](crate::run) refuses to expose the API on a
+//! dropped. When an admin token is configured, every request but the dashboard's page
+//! needs `Authorization: Bearer <token>`; [`run`](crate::run) refuses to expose the API on a
 //! non-loopback address without one.
 //!
 //! ## Browsers
@@ -97,9 +100,13 @@ pub(crate) async fn serve(
             },
         };
         let (shared, tcp, hosts) = (shared.clone(), tcp.clone(), hosts.clone());
+        let stop = shutdown.clone();
         let service = service_fn(move |request| {
-            let (shared, tcp, hosts) = (shared.clone(), tcp.clone(), hosts.clone());
-            async move { Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), &hosts, request).await) }
+            let (shared, tcp, hosts, stop) =
+                (shared.clone(), tcp.clone(), hosts.clone(), stop.clone());
+            async move {
+                Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), &hosts, &stop, request).await)
+            }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = shutdown.clone();
@@ -178,7 +185,7 @@ impl AllowedHosts {
 
 /// One backend as the admin API shows it.
 #[derive(Debug, Serialize)]
-struct BackendView {
+pub(crate) struct BackendView {
     id: String,
     address: String,
     weight: u32,
@@ -198,7 +205,7 @@ struct BackendView {
     requests: u64,
     errors: u64,
     /// The backend's drain, when one was started (see [`drain`](crate::drain)).
-    drain: Option<DrainView>,
+    pub(crate) drain: Option<DrainView>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,7 +314,7 @@ fn view(shared: &Shared, id: &str) -> Response<ResponseBody> {
     }
 }
 
-fn view_of(shared: &Shared, b: &crate::backend::Backend, now_ms: u64) -> BackendView {
+pub(crate) fn view_of(shared: &Shared, b: &crate::backend::Backend, now_ms: u64) -> BackendView {
     BackendView {
         id: b.id().to_string(),
         address: b.core.addr.to_string(),
@@ -431,11 +438,35 @@ fn not_json(request: &Request<Incoming>) -> bool {
     }
 }
 
-/// Answers one admin request.
+/// `GET /status`: backends available, panic mode, store outage, connections, and
+/// whether faults can be put on the waiters (`control`).
+pub(crate) fn status(shared: &Shared) -> serde_json::Value {
+    let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
+    let gauges = shared.gauges(&table, now_ms);
+    let available = table
+        .backends()
+        .iter()
+        .filter(|b| b.core.health.is_available(now_ms))
+        .count();
+    serde_json::json!({
+        "backends": table.backends().len(),
+        "backends_available": available,
+        "panic_mode": gauges.panic,
+        "store_outage": shared.store_outage(),
+        "client_connections": gauges.client_connections,
+        "max_connections": gauges.max_connections,
+        "sessions_handed_off": shared.moves.len(),
+        "control": shared.config.admin.control_url.is_some(),
+    })
+}
+
+/// Answers one admin request; `stop` is the balancer's shutdown signal, which ends
+/// the dashboard's event streams.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     tcp: Option<&TcpProxy>,
     hosts: &AllowedHosts,
+    stop: &watch::Receiver<bool>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     if let Some(why) = hosts.refuse(&request) {
@@ -446,6 +477,15 @@ pub(crate) async fn handle(
             "Request from outside the admin API's address",
             why,
         );
+    }
+    // The dashboard's page needs no token: it is the same bytes for everyone (compiled
+    // in), holds no data, and sends the token itself with every request it makes for
+    // data or changes. Asking for the token here would only make a browser show its
+    // own login prompt, which cannot send a bearer token.
+    if matches!(*request.method(), Method::GET | Method::HEAD)
+        && matches!(request.uri().path(), "/" | "/index.html")
+    {
+        return crate::dashboard::page();
     }
     if !authorized(shared, &request) {
         let mut response = problem(
@@ -482,26 +522,10 @@ pub(crate) async fn handle(
             return json(StatusCode::OK, &views);
         }
         (&Method::POST, ["backends"]) => return add(shared, request).await,
-        (&Method::GET, ["status"]) => {
-            let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
-            let gauges = shared.gauges(&table, now_ms);
-            let available = table
-                .backends()
-                .iter()
-                .filter(|b| b.core.health.is_available(now_ms))
-                .count();
-            return json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "backends": table.backends().len(),
-                    "backends_available": available,
-                    "panic_mode": gauges.panic,
-                    "store_outage": shared.store_outage(),
-                    "client_connections": gauges.client_connections,
-                    "max_connections": gauges.max_connections,
-                    "sessions_handed_off": shared.moves.len(),
-                }),
-            );
+        (&Method::GET, ["status"]) => return json(StatusCode::OK, &status(shared)),
+        (&Method::GET, ["events"]) => return crate::dashboard::events(shared, stop),
+        (&Method::POST, ["control", id, action]) => {
+            return crate::dashboard::control(shared, id, action).await;
         }
         (&Method::DELETE, ["backends", id]) => shared.registry.remove(id).map(|()| {
             shared.drains.stop(id);
@@ -570,7 +594,9 @@ pub(crate) async fn handle(
             | ["status"]
             | ["plan"]
             | ["drains"]
-            | ["tcp", "backends"],
+            | ["tcp", "backends"]
+            | ["events"]
+            | ["control", _, _],
         ) => {
             return problem(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -585,7 +611,7 @@ pub(crate) async fn handle(
                 "not-found",
                 "No such admin endpoint",
                 format!(
-                    "/{path} is not an admin endpoint; see GET /backends, GET /status, GET /metrics and GET /plan"
+                    "/{path} is not an admin endpoint; see GET /backends, GET /status, GET /metrics and GET /plan, or open / in a browser"
                 ),
             );
         }

@@ -320,6 +320,9 @@ pub(crate) enum ResponseBody {
     Full(Option<Bytes>),
     /// Streamed from a backend.
     Upstream(UpstreamBody),
+    /// Written by the balancer as it goes (the dashboard's event stream): each chunk
+    /// sent on the channel is one frame; the body ends when the sender is dropped.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl ResponseBody {
@@ -344,6 +347,9 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(up) => {
                 let polled = match Pin::new(&mut up.inner).poll_frame(cx) {
                     Poll::Ready(polled) => polled,
@@ -375,6 +381,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Channel(rx) => rx.is_closed() && rx.is_empty(),
             ResponseBody::Upstream(up) => up.inner.is_end_stream(),
         }
     }
@@ -383,6 +390,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Channel(_) => SizeHint::default(),
             ResponseBody::Upstream(up) => up.inner.size_hint(),
         }
     }

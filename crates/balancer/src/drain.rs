@@ -474,8 +474,10 @@ async fn held(shared: &Shared, core: &Core, handoff: bool) -> Result<Held, Strin
     })
 }
 
-/// One request to a waiter on a fresh connection (a drain sends a few a second).
-async fn exchange(
+/// One request to a waiter on a fresh connection (a drain sends a few a second; the
+/// dashboard and the process control use it too), with `secret`, when not empty, as
+/// the bearer token.
+pub(crate) async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -27,7 +27,8 @@
 //! `checker` (passive ejection, active checks), `table` (the live backend set),
 //! `framing` (ambiguous requests), `pool`, `body` and `forward` (upstream connections
 //! and one attempt), `retry` (when, and the budget), `proxy` (the request path),
-//! `admin` (and `plan`: what an admin change would move), `metrics`, `server`
+//! `admin` (and `plan`: what an admin change would move; `dashboard`: the live page on the
+//! admin listener), `metrics`, `server`
 //! (thread-per-core workers, limits, graceful drain), and `tcp`: a layer-4 proxy to
 //! the waiters' line-protocol ports, one backend per connection, sharing the
 //! strategies and health state (run it with [`serve`]).
@@ -68,6 +69,7 @@ mod client_io;
 mod client_ip;
 mod clock;
 pub mod config;
+mod dashboard;
 mod drain;
 mod error;
 mod fd_limit;

@@ -255,6 +255,9 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                     && let Some(local) = follow(worker, leader, &tried, now_ms)
                 {
                     follows += 1;
+                    // The session lives on the leader now, which the re-issued cookie
+                    // names (and counts); the waiter that sent us on holds it no more.
+                    target.local.core.unpin();
                     let from = target.local.core.id.clone();
                     tried.push(target.local.core.clone());
                     drop(lease);

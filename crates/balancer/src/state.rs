@@ -12,6 +12,7 @@ use crate::body::BodyLimits;
 use crate::client_io::ClientTimeouts;
 use crate::clock::Clock;
 use crate::config::{BalancerConfig, ResendPolicy, ms};
+use crate::dashboard::Dashboard;
 use crate::drain::Drains;
 use crate::health::Ejection;
 use crate::metrics::{Counters, Gauges, Metrics};
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) moves: Moves,
     /// Drains in progress (or ended and still shown).
     pub(crate) drains: Drains,
+    /// The dashboard's open event streams and what the waiters said they hold.
+    pub(crate) dashboard: Dashboard,
     /// Whether the last health round found the balancer in panic mode (for logging
     /// the transitions; requests decide for themselves).
     panic_seen: AtomicBool,
@@ -139,6 +142,7 @@ impl Shared {
             store_outage: AtomicBool::new(false),
             moves: Moves::default(),
             drains: Drains::default(),
+            dashboard: Dashboard::default(),
             panic_seen: AtomicBool::new(false),
             request_id_prefix: rand::random(),
             config,

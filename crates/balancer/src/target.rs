@@ -117,6 +117,11 @@ pub(crate) fn choose(
                     && usable(&b.core, now_ms, worker.shared.in_panic(table, now_ms))
                 {
                     counters.affinity(AffinityOutcome::Moved);
+                    // The cookie is issued again naming the new waiter (which counts
+                    // it); the old one holds the session no more.
+                    if let Some(old) = table.find(backend.as_str()) {
+                        old.core.unpin();
+                    }
                     return Ok(Target {
                         local: b.local(worker.index).clone(),
                         sticky: Sticky::rerouted(moved.from),
@@ -419,6 +424,32 @@ mod tests {
         w.shared.registry.remove("w2").unwrap();
         let target = go(&w, token_for(&w, "w2"), moved("w2")).unwrap();
         assert_eq!(&*target.local.core.id, "w3", "not session-lost: it moved");
+    }
+
+    #[test]
+    fn a_moved_session_goes_to_its_new_waiter_and_leaves_the_old_ones_count() {
+        let w = worker(LostPolicy::Auto);
+        let table = w.shared.registry.load();
+        table.find("w2").unwrap().core.pin();
+        let id = || HeaderValue::from_static("test");
+        let moved = Moved {
+            from: Arc::from("w2"),
+            to: Arc::from("w3"),
+        };
+        let target = choose(
+            &w,
+            &table,
+            w.shared.routes.find("/v1/orders"),
+            token_for(&w, "w2"),
+            0,
+            1,
+            Some(moved),
+            &id,
+        )
+        .unwrap();
+        assert_eq!(&*target.local.core.id, "w3");
+        assert_eq!(target.sticky.rerouted_from.as_deref(), Some("w2"));
+        assert_eq!(table.find("w2").unwrap().core.pinned(), 0);
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct BalancerOpts {
     /// The waiters' group secret (their --peer-secret), so a drain can hand their sessions off
     #[arg(long, env = "BISTRO_PEER_SECRET", hide_env_values = true)]
     pub peer_secret: Option<String>,
+    /// `bistro up`'s process control (http://127.0.0.1:PORT), so the admin API and its dashboard can kill, pause, resume and restart the waiters
+    #[arg(long, env = "BISTRO_CONTROL_URL", value_name = "URL")]
+    pub control_url: Option<String>,
     /// A backend: ID=HOST:PORT, optionally followed by ,weight=N and ,mode=stateful|stateless; repeat for more
     #[arg(long = "backend", value_name = "ID=HOST:PORT")]
     pub backends: Vec<String>,
@@ -196,6 +199,9 @@ impl BalancerOpts {
         }
         if let Some(secret) = &self.peer_secret {
             config.admin.peer_secret = Some(secret.clone());
+        }
+        if let Some(url) = &self.control_url {
+            config.admin.control_url = Some(url.clone());
         }
         if let Some(w) = self.workers {
             config.workers = w;

@@ -17,6 +17,7 @@ mod secret;
 mod signal;
 mod tour;
 mod up;
+mod up_control;
 mod waiter_cmd;
 
 use clap::{Parser, Subcommand};

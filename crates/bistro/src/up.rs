@@ -6,11 +6,17 @@
 //! logs, and on Ctrl-C or SIGTERM stops them all: SIGTERM first so in-flight requests
 //! finish, SIGKILL after a grace period. Children are also killed if this process
 //! fails, so `up` never leaves orphans behind.
+//!
+//! It also runs a process control on 127.0.0.1 (see [`up_control`]) that the balancer
+//! reaches through its admin API, so the dashboard it prints a link to can kill, pause,
+//! resume and restart the waiters.
 
+use crate::up_control::{self, Control, Waiter};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -146,6 +152,24 @@ pub async fn stop_all(members: &mut [Member], grace: Duration) {
     }
 }
 
+/// `token` as it can stand in a URL fragment: unreserved characters as they are, the
+/// rest percent-encoded (the page decodes it).
+fn fragment_escape(token: &str) -> String {
+    token
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// How a waiter was started: its arguments and its extra environment.
+type Started<'a> = (Vec<String>, Vec<(&'a str, &'a str)>);
+
 /// Runs the cluster until SIGINT/SIGTERM.
 pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     if opts.waiters == 0 || opts.waiters > 64 {
@@ -179,6 +203,13 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         None => crate::secret::random_hex(),
     };
     let mut members = Vec::new();
+    // How each waiter was started, for a restart from the dashboard.
+    let mut started: Vec<Started<'_>> = Vec::new();
+    // The process control (see `up_control`): bound before the balancer starts, which is
+    // told where it is; served once every waiter is known.
+    let control_listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("binding the process control's port on 127.0.0.1")?;
+    let control_url = format!("http://{}", control_listener.local_addr()?);
     let result = async {
         for i in 1..=opts.waiters {
             let id = format!("w{i}");
@@ -208,6 +239,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
                 bail!("--store is for --mode stateless; stateful and replicated waiters keep notes in their own memory");
             }
             members.push(spawn_member(&id, &args, &envs).await?);
+            started.push((args, envs));
         }
         let mut args: Vec<String> = vec![
             "balancer".into(),
@@ -221,6 +253,8 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             // find the same waiter: hash on the client IP. Stateless: spread the load.
             "--tcp-strategy".into(),
             tcp_strategy.into(),
+            "--control-url".into(),
+            control_url.clone(),
         ];
         for m in &members {
             args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name, m.addr)]);
@@ -241,29 +275,46 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         stop_all(&mut members, Duration::from_secs(5)).await;
         return Err(e);
     }
-    let balancer = members.last().map(|m| m.addr).context("balancer")?;
-    let admin = members
-        .last()
-        .and_then(|m| m.admin)
-        .unwrap_or(opts.admin_listen);
+    let balancer_member = members.pop().context("balancer")?;
+    let balancer = balancer_member.addr;
+    let admin = balancer_member.admin.unwrap_or(opts.admin_listen);
+    let balancer_tcp = balancer_member.tcp;
+    let waiters: Vec<Waiter> = members
+        .into_iter()
+        .zip(started)
+        .map(|(member, (args, envs))| Waiter::new(member, args, &envs))
+        .collect();
+    let control = Arc::new(Control::new(admin_token.clone(), waiters));
+    control_listener.set_nonblocking(true)?;
+    let control_task = tokio::spawn(up_control::serve(
+        tokio::net::TcpListener::from_std(control_listener)?,
+        control.clone(),
+    ));
     println!(
         "bistro up: {} {mode} waiters behind a balancer",
         opts.waiters
     );
-    let waiters = &members[..members.len() - 1];
-    for m in waiters {
-        println!("  waiter {:<4} http://{}", m.name, m.addr);
+    let waiters = control.waiters.lock().await;
+    for w in waiters.iter() {
+        println!("  waiter {:<4} http://{}", w.member.name, w.member.addr);
     }
     println!("  balancer    http://{balancer}   (admin http://{admin})");
     println!(
         "  admin token {admin_token}   (curl -H 'authorization: Bearer {admin_token}' http://{admin}/backends)"
     );
-    for m in waiters {
-        if let Some(tcp) = m.tcp {
-            println!("  tcp {:<7} tcp://{tcp}", m.name);
+    // The fragment (after `#`) never leaves the browser: the page reads the token from
+    // it and keeps it in the tab.
+    println!(
+        "  dashboard   http://{admin}/#token={}   (live; drain, add, remove, and kill, pause or restart a waiter)",
+        fragment_escape(&admin_token)
+    );
+    for w in waiters.iter() {
+        if let Some(tcp) = w.member.tcp {
+            println!("  tcp {:<7} tcp://{tcp}", w.member.name);
         }
     }
-    let tcp = members.last().and_then(|m| m.tcp).unwrap_or(tcp_listen);
+    drop(waiters);
+    let tcp = balancer_tcp.unwrap_or(tcp_listen);
     println!(
         "  tcp         tcp://{tcp}   (balancer, {tcp_strategy} over the waiters' line protocol)"
     );
@@ -277,6 +328,18 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops everything.");
     shutdown.await;
+    control_task.abort();
+    let mut waiters = control.waiters.lock().await;
+    // A paused waiter would not see SIGTERM until it runs again.
+    for w in waiters.iter_mut().filter(|w| w.paused) {
+        if let Some(pid) = w.member.child.id()
+            && let Err(e) = bistro_lab::send_signal(&w.member.name, pid, "CONT").await
+        {
+            eprintln!("{e}");
+        }
+    }
+    let mut members: Vec<Member> = waiters.drain(..).map(|w| w.member).collect();
+    members.push(balancer_member);
     stop_all(&mut members, Duration::from_secs(15)).await;
     Ok(())
 }

@@ -259,8 +259,13 @@ impl Proc {
     }
 }
 
-/// Sends `SIG<signal>` with the system's `kill` command.
-async fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), LabError> {
+/// Sends `SIG<signal>` (`"STOP"`, `"CONT"`, `"TERM"`...) to process `pid`, named
+/// `name` in the error, with the system's `kill` command. `bistro up`'s process control
+/// uses it too, so the lab's faults and the dashboard's are the same signals.
+///
+/// # Errors
+/// [`LabError::Signal`] when the process has no pid or `kill` fails.
+pub async fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), LabError> {
     let fail = |detail: String| LabError::Signal {
         what: name.to_string(),
         signal,

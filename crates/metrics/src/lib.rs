@@ -66,6 +66,48 @@ impl Histogram {
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
+
+    /// The bucket bounds (seconds, ascending), as given to [`Histogram::new`].
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// The observations per bucket, not cumulative: one count per bound, then the
+    /// `+Inf` bucket's. Two of these taken a while apart give, subtracted, the
+    /// histogram of that while (a live view's latest second, say).
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// The `q` quantile (0 to 1) of non-cumulative `counts` over `bounds` (as
+/// [`Histogram::bucket_counts`] gives them), in seconds; `None` without observations.
+///
+/// As Prometheus' `histogram_quantile` does, it assumes the observations are spread
+/// evenly inside their bucket and interpolates linearly; a quantile that falls in the
+/// `+Inf` bucket is reported as the largest bound (the histogram knows no more).
+pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    for (i, &n) in counts.iter().enumerate() {
+        if n > 0 && (below + n) as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+            return Some(lower + (upper - lower) * within);
+        }
+        below += n;
+    }
+    bounds.last().copied()
 }
 
 /// Label pairs of one series.
@@ -175,6 +217,27 @@ mod tests {
         assert!(text.contains("x_bucket{a=\"b\",le=\"+Inf\"} 4\n"), "{text}");
         assert!(text.contains("x_count{a=\"b\"} 4\n"), "{text}");
         assert_eq!(h.count(), 4);
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_their_bucket() {
+        let bounds = &[0.1, 0.2, 0.4];
+        assert_eq!(quantile(bounds, &[0, 0, 0, 0], 0.99), None);
+        // 100 observations, all between 0.1 and 0.2: p50 is half-way through it.
+        let mid = quantile(bounds, &[0, 100, 0, 0], 0.5).unwrap();
+        assert!((mid - 0.15).abs() < 1e-9, "{mid}");
+        // 99 fast ones and one slow one: p99 is still in the fast bucket, p100 is not.
+        let p99 = quantile(bounds, &[99, 0, 1, 0], 0.99).unwrap();
+        assert!(p99 <= 0.1, "{p99}");
+        let p100 = quantile(bounds, &[99, 0, 1, 0], 1.0).unwrap();
+        assert!((p100 - 0.4).abs() < 1e-9, "{p100}");
+        // Past the largest bound, the largest bound is all that is known.
+        assert_eq!(quantile(bounds, &[0, 0, 0, 5], 0.99), Some(0.4));
+        let h = Histogram::new(bounds);
+        h.observe_secs(0.15);
+        h.observe_secs(9.0);
+        assert_eq!(h.bucket_counts(), [0, 1, 0, 1]);
+        assert_eq!(h.bounds(), bounds);
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl BalancerConfig {
         self.client.validate()?;
         self.upstream.validate()?;
         self.tcp.validate()?;
+        self.admin.control_addr()?;
         Ok(())
     }
 }
@@ -197,6 +198,34 @@ pub struct AdminConfig {
     /// draining waiter's handoff endpoints, which require it. Without it a drain counts
     /// sessions through `GET /v1/waiter` and cannot hand them off.
     pub peer_secret: Option<String>,
+    /// Where `bistro up`'s control endpoint listens (`http://127.0.0.1:PORT`): the
+    /// admin API's `POST /control/{id}/{kill|pause|resume|restart}` is passed on to it,
+    /// with the admin token, so the dashboard can put faults on the waiters `bistro up`
+    /// started. Unset (the default), those requests answer `404`.
+    pub control_url: Option<String>,
+}
+
+impl AdminConfig {
+    /// The control endpoint's address, from [`AdminConfig::control_url`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the URL is not `http://IP:PORT` (no name to resolve, no
+    /// TLS: the control endpoint is a loopback listener of the same machine).
+    pub fn control_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(url) = &self.control_url else {
+            return Ok(None);
+        };
+        url.strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .and_then(|addr| addr.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "admin.control_url",
+                    format!("{url:?} is not http://IP:PORT"),
+                )
+            })
+    }
 }
 
 /// Milliseconds as a [`Duration`].
@@ -272,10 +301,32 @@ mod tests {
             ("[[routes]]\nprefix = \"v1\"", "routes[0].prefix"),
             ("[client]\nmax_header_bytes = 10", "client.max_header_bytes"),
             ("[balancing]\nhash_key = \"ip\"", "hash_key"),
+            (
+                "[admin]\ncontrol_url = \"https://127.0.0.1:9\"",
+                "admin.control_url",
+            ),
         ] {
             let err = BalancerConfig::from_toml(doc).unwrap_err().to_string();
             assert!(err.contains(field), "{doc}: {err}");
         }
+    }
+
+    #[test]
+    fn the_control_url_is_a_plain_http_address() {
+        let c =
+            BalancerConfig::from_toml("[admin]\ncontrol_url = \"http://127.0.0.1:9/\"").unwrap();
+        assert_eq!(
+            c.admin.control_addr().unwrap(),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            BalancerConfig::default().admin.control_addr().unwrap(),
+            None
+        );
+        assert!(
+            BalancerConfig::from_toml("[admin]\ncontrol_url = \"http://localhost:9\"").is_err(),
+            "no name to resolve"
+        );
     }
 
     #[test]
