@@ -32,9 +32,11 @@ mod load;
 mod peers;
 mod procs;
 mod report;
+mod waiter;
 mod wrk;
 
 pub use connections::{BenchConnectionsOpts, run as run_connections};
+pub use waiter::{BaselineOpts, BenchWaiterOpts, baseline, run as run_waiter};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -481,6 +483,7 @@ fn measure(
                 addr: setup.addr,
                 path: opts.path.clone(),
                 sticky: setup.sticky,
+                cookie: None,
             };
             let s = load::run(&target, opts.connections, opts.threads, window)?;
             Round {

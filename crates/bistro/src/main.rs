@@ -77,6 +77,11 @@ enum BenchCommand {
     Balancer(bench_balancer::BenchBalancerOpts),
     /// 1k and 10k keep-alive clients through the balancer, nginx and HAProxy: errors and memory
     Connections(bench_balancer::BenchConnectionsOpts),
+    /// The waiter against a minimal axum server answering the same bytes: requests/s, p50/p99, CPU per request
+    Waiter(bench_balancer::BenchWaiterOpts),
+    /// The minimal axum server `bench waiter` measures against (started by it)
+    #[command(hide = true)]
+    Baseline(bench_balancer::BaselineOpts),
 }
 
 fn main() -> std::process::ExitCode {
@@ -124,5 +129,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Connections(opts)) => {
             bench_balancer::run_connections(opts).await
         }
+        Command::Bench(BenchCommand::Waiter(opts)) => bench_balancer::run_waiter(opts).await,
+        Command::Bench(BenchCommand::Baseline(opts)) => bench_balancer::baseline(opts).await,
     }
 }

@@ -11,9 +11,9 @@ use crate::replication::Replication;
 use bistro_metrics::{Encoder, Histogram, LATENCY_BUCKETS};
 use bistro_store::{Counts, Instrumented};
 use http::Method;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 /// The route label of requests that matched no route.
@@ -22,8 +22,10 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// The waiter's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
-    durations: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    /// Per route: found under a read lock by the route's `&str` (no allocation), so
+    /// requests on different routes, or on the same one, never queue behind a writer
+    /// except the first time a route is seen.
+    routes: RwLock<HashMap<Box<str>, Arc<RouteStats>>>,
     cas_conflicts: AtomicU64,
     sessions_refused: AtomicU64,
     idempotent_replays: AtomicU64,
@@ -33,6 +35,15 @@ pub struct Metrics {
     tcp_accepted: AtomicU64,
     tcp_refused: AtomicU64,
     tcp_commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+/// One route's requests: a latency histogram (lock-free) and the count per method and
+/// status. A route sees a handful of (method, status) pairs, so a short list scanned
+/// under an uncontended lock beats a map.
+#[derive(Debug)]
+struct RouteStats {
+    durations: Histogram,
+    counts: Mutex<Vec<(&'static str, u16, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,15 +67,44 @@ fn method_label(method: &Method) -> &'static str {
 impl Metrics {
     /// Records one answered request.
     pub fn record_request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        *lock(&self.requests)
-            .entry((route.to_string(), method_label(method), status))
-            .or_insert(0) += 1;
-        let histogram = Arc::clone(
-            lock(&self.durations)
-                .entry(route.to_string())
-                .or_insert_with(|| Arc::new(Histogram::new(LATENCY_BUCKETS))),
-        );
-        histogram.observe(elapsed);
+        let known = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+            .cloned();
+        let stats = known.unwrap_or_else(|| {
+            let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(routes.entry(route.into()).or_insert_with(|| {
+                Arc::new(RouteStats {
+                    durations: Histogram::new(LATENCY_BUCKETS),
+                    counts: Mutex::new(Vec::new()),
+                })
+            }))
+        });
+        stats.durations.observe(elapsed);
+        let method = method_label(method);
+        let mut counts = lock(&stats.counts);
+        match counts
+            .iter_mut()
+            .find(|(m, s, _)| *s == status && *m == method)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((method, status, 1)),
+        }
+    }
+
+    /// Every route's stats, sorted by route (a stable `/metrics`).
+    fn routes(&self) -> Vec<(String, Arc<RouteStats>)> {
+        let mut routes: Vec<(String, Arc<RouteStats>)> = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(r, s)| (r.to_string(), Arc::clone(s)))
+            .collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        routes
     }
 
     /// Counts a lost compare-and-set.
@@ -139,10 +179,17 @@ impl Metrics {
     ) -> String {
         let mut enc = Encoder::new();
 
-        let requests: Vec<((String, &'static str, String), u64)> = lock(&self.requests)
-            .iter()
-            .map(|((route, method, status), n)| ((route.clone(), *method, status.to_string()), *n))
-            .collect();
+        let routes = self.routes();
+        let mut requests: Vec<((String, &'static str, String), u64)> = Vec::new();
+        for (route, stats) in &routes {
+            let mut counts = lock(&stats.counts).clone();
+            counts.sort_unstable();
+            requests.extend(
+                counts
+                    .into_iter()
+                    .map(|(method, status, n)| ((route.clone(), method, status.to_string()), n)),
+            );
+        }
         let labels: Vec<[(&str, &str); 3]> = requests
             .iter()
             .map(|((route, method, status), _)| {
@@ -164,18 +211,14 @@ impl Metrics {
             &series,
         );
 
-        let durations: Vec<(String, Arc<Histogram>)> = lock(&self.durations)
-            .iter()
-            .map(|(r, h)| (r.clone(), Arc::clone(h)))
-            .collect();
-        let labels: Vec<[(&str, &str); 1]> = durations
+        let labels: Vec<[(&str, &str); 1]> = routes
             .iter()
             .map(|(r, _)| [("route", r.as_str())])
             .collect();
         let series: Vec<(&[(&str, &str)], &Histogram)> = labels
             .iter()
-            .zip(&durations)
-            .map(|(l, (_, h))| (&l[..], h.as_ref()))
+            .zip(&routes)
+            .map(|(l, (_, s))| (&l[..], &s.durations))
             .collect();
         enc.histogram(
             "bistro_http_request_duration_seconds",

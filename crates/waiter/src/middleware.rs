@@ -27,15 +27,14 @@ pub const MODE_HEADER: HeaderName = HeaderName::from_static("bistro-mode");
 /// waiter served them and watch stickiness at work.
 pub async fn identify(State(waiter): State<Waiter>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let config = waiter.config();
-    match HeaderValue::from_str(&config.id) {
-        Ok(id) => {
-            resp.headers_mut().insert(WAITER_HEADER, id);
-        }
-        Err(_) => tracing::warn!(id = %config.id, "the waiter id is not a valid header value"),
+    let headers = resp.headers_mut();
+    if let Some(id) = waiter.id_header() {
+        headers.insert(WAITER_HEADER, id.clone());
     }
-    resp.headers_mut()
-        .insert(MODE_HEADER, HeaderValue::from_static(config.mode.as_str()));
+    headers.insert(
+        MODE_HEADER,
+        HeaderValue::from_static(waiter.config().mode.as_str()),
+    );
     resp
 }
 
@@ -43,12 +42,10 @@ pub async fn identify(State(waiter): State<Waiter>, req: Request, next: Next) ->
 pub async fn track(State(waiter): State<Waiter>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+    // A clone of the matched path shares its string: nothing is allocated per request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
-    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     waiter
         .metrics()
         .record_request(route, &method, resp.status().as_u16(), started.elapsed());
@@ -60,10 +57,12 @@ pub async fn track(State(waiter): State<Waiter>, req: Request, next: Next) -> Re
 pub async fn timeout(State(waiter): State<Waiter>, req: Request, next: Next) -> Response {
     let limit = waiter.config().request_timeout;
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Kept for the log line of a timeout; a `Uri` clone shares its bytes.
+    let uri = req.uri().clone();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
+            let path = uri.path();
             tracing::warn!(%method, %path, ?limit, "request timed out");
             Problem::timeout(limit).into_response()
         }

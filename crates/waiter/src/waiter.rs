@@ -34,6 +34,8 @@ struct Inner {
     session_rate: Option<SessionRate>,
     replication: Option<Arc<Replication>>,
     handoff: Option<Arc<Handoff>>,
+    /// `Bistro-Waiter`'s value, made once (`None`: the id is not a valid header value).
+    id_header: Option<http::HeaderValue>,
     shutting_down: AtomicBool,
 }
 
@@ -105,6 +107,10 @@ impl Waiter {
     ) -> Waiter {
         let store = Instrumented::new(store, config.store_timeout);
         let session_rate = SessionRate::new(config.session_rate_per_sec, config.session_burst);
+        let id_header = http::HeaderValue::from_str(&config.id).ok();
+        if id_header.is_none() {
+            tracing::warn!(id = %config.id, "the waiter id is not a valid header value; answers will not name it");
+        }
         Waiter {
             inner: Arc::new(Inner {
                 config,
@@ -114,6 +120,7 @@ impl Waiter {
                 session_rate,
                 replication,
                 handoff,
+                id_header,
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -122,6 +129,11 @@ impl Waiter {
     /// The replication, in replicated mode.
     pub fn replication(&self) -> Option<&Replication> {
         self.inner.replication.as_deref()
+    }
+
+    /// `Bistro-Waiter`'s value.
+    pub(crate) fn id_header(&self) -> Option<&http::HeaderValue> {
+        self.inner.id_header.as_ref()
     }
 
     /// The handoff, for a stateful waiter started with a group secret.

@@ -242,6 +242,7 @@ impl Fleet<'_> {
                             addr,
                             path,
                             sticky: false,
+                            cookie: None,
                         };
                         let s = load::run(&target, connections, opts.threads, window)?;
                         let rps = s.requests as f64 / s.elapsed.as_secs_f64().max(1e-9);

@@ -43,6 +43,9 @@ pub(super) struct Target {
     pub(super) addr: SocketAddr,
     pub(super) path: String,
     pub(super) sticky: bool,
+    /// A `Cookie` header every request carries (a session made before the clock
+    /// starts); `sticky` connections use the one their first answer set instead.
+    pub(super) cookie: Option<String>,
 }
 
 /// One measurement.
@@ -74,6 +77,7 @@ struct Plan {
     uri: Uri,
     host: HeaderValue,
     sticky: bool,
+    cookie: Option<HeaderValue>,
 }
 
 impl Plan {
@@ -86,6 +90,12 @@ impl Plan {
                 .context("the path is not a valid URI path")?,
             host: HeaderValue::from_str(&target.addr.to_string())?,
             sticky: target.sticky,
+            cookie: target
+                .cookie
+                .as_deref()
+                .map(HeaderValue::from_str)
+                .transpose()
+                .context("the cookie is not a valid header value")?,
         })
     }
 
@@ -147,7 +157,7 @@ async fn open(plan: &Plan) -> anyhow::Result<(Conn, Option<HeaderValue>)> {
         }
     });
     if !plan.sticky {
-        return Ok((conn, None));
+        return Ok((conn, plan.cookie.clone()));
     }
     let (status, headers) =
         tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut conn, plan.request(None)))
@@ -389,6 +399,7 @@ pub(super) fn probe(addr: SocketAddr, path: &str) -> anyhow::Result<Probe> {
         addr,
         path: path.to_string(),
         sticky: false,
+        cookie: None,
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -462,6 +473,7 @@ mod tests {
             addr,
             path: "/healthz".into(),
             sticky: true,
+            cookie: None,
         };
         let sample = run(&target, 4, 2, Duration::from_millis(200)).unwrap();
         assert!(sample.requests > 0);
