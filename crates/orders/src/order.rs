@@ -112,6 +112,7 @@ pub struct ItemInput {
     pub dish: String,
     /// Portions, 1 to 20; defaults to 1.
     #[serde(default = "one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 20, default = 1))]
     pub quantity: u32,
 }
 
@@ -126,12 +127,18 @@ fn one() -> u32 {
 pub struct NotesInput {
     /// Spice level 0-5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 5))]
     pub spice: Option<u32>,
-    /// The full set of declared allergies (replaces the current set).
+    /// The full set of declared allergies (replaces the current set; repeats count once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allergies: Option<Vec<Allergen>>,
-    /// Free-text requests (replaces the current text).
+    /// Free-text requests (replaces the current text): at most 280 characters, no
+    /// control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 280, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
+    )]
     pub requests: Option<String>,
 }
 
@@ -140,8 +147,9 @@ pub struct NotesInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
-    /// Initial items; may be empty.
+    /// Initial items; may be empty; at most 32 different dishes.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub items: Vec<ItemInput>,
     /// Initial notes.
     #[serde(default)]
@@ -153,8 +161,9 @@ pub struct NewOrder {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrderPatch {
-    /// When present, replaces all items.
+    /// When present, replaces all items (at most 32 different dishes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub items: Option<Vec<ItemInput>>,
     /// When present, changes the given note fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,8 @@
 
 use crate::handlers::{actions, ops, orders};
 use std::sync::OnceLock;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 /// The OpenAPI document (`#[derive(OpenApi)]` over every handler).
 #[derive(OpenApi)]
@@ -54,6 +55,10 @@ use utoipa::OpenApi;
         bistro_orders::Status,
         bistro_orders::Allergen,
     )),
+    modifiers(&SessionSchemes),
+    // A session is optional (a request without one starts one, or lists nothing), and
+    // travels in the cookie or, for clients without cookies, the header.
+    security((), ("session_cookie" = []), ("session_header" = [])),
     tags(
         (name = "orders", description = "The session's orders"),
         (name = "actions", description = "Moving an order through its life"),
@@ -62,6 +67,30 @@ use utoipa::OpenApi;
     )
 )]
 pub struct ApiDoc;
+
+/// The session credentials as security schemes, so a client generated from the document
+/// knows to keep the cookie (or send the header) to read back what it created.
+struct SessionSchemes;
+
+impl Modify for SessionSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::session::COOKIE_NAME,
+                "The session the waiter set on the answer that started it (HttpOnly, SameSite=Lax).",
+            ))),
+        );
+        components.add_security_scheme(
+            "session_header",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Bistro-Session",
+                "The same session id, for clients without cookies: every answer about a session carries it in Bistro-Session.",
+            ))),
+        );
+    }
+}
 
 /// The document as JSON, built once.
 pub fn document_json() -> &'static str {

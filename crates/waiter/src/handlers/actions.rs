@@ -61,15 +61,18 @@ async fn act(waiter: Waiter, req: OrderRequest, change: Change) -> Response {
     params(
         ("id" = String, Path, description = "Order id"),
         ("If-Match" = Option<String>, Header, description = "Apply only if the order is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response", pattern = "^[!-~]{1,255}$"),
     ),
     responses(
-        (status = 200, description = "Placed; the kitchen takes it from here", body = OrderView),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Placed; the kitchen takes it from here", body = OrderView, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "malformed-json, invalid-idempotency-key, invalid-if-match", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "invalid-transition, conflict, idempotency-in-progress", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "version-mismatch", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "empty-order", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "empty-order, invalid-body (an action takes no body or {}), idempotency-key-reused", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn place(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
@@ -85,13 +88,18 @@ pub async fn place(State(waiter): State<Waiter>, req: OrderRequest) -> Response 
     params(
         ("id" = String, Path, description = "Order id"),
         ("If-Match" = Option<String>, Header, description = "Apply only if the order is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response", pattern = "^[!-~]{1,255}$"),
     ),
     responses(
-        (status = 200, description = "Cancelled", body = OrderView),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "invalid-transition", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Cancelled", body = OrderView, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "malformed-json, invalid-idempotency-key, invalid-if-match", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "invalid-transition, conflict, idempotency-in-progress", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "version-mismatch", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid-body (an action takes no body or {}), idempotency-key-reused", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
@@ -106,13 +114,18 @@ pub async fn cancel(State(waiter): State<Waiter>, req: OrderRequest) -> Response
     params(
         ("id" = String, Path, description = "Order id"),
         ("If-Match" = Option<String>, Header, description = "Apply only if the order is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response", pattern = "^[!-~]{1,255}$"),
     ),
     responses(
-        (status = 200, description = "Served", body = OrderView),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "invalid-transition (not ready yet)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Served", body = OrderView, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "malformed-json, invalid-idempotency-key, invalid-if-match", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "invalid-transition, conflict, idempotency-in-progress", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "version-mismatch", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid-body (an action takes no body or {}), idempotency-key-reused", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn serve(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
@@ -127,13 +140,18 @@ pub async fn serve(State(waiter): State<Waiter>, req: OrderRequest) -> Response 
     params(
         ("id" = String, Path, description = "Order id"),
         ("If-Match" = Option<String>, Header, description = "Apply only if the order is at this version"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeats replay the first response"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response", pattern = "^[!-~]{1,255}$"),
     ),
     responses(
-        (status = 200, description = "Paid", body = OrderView),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "invalid-transition (not served yet)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 200, description = "Paid", body = OrderView, headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "malformed-json, invalid-idempotency-key, invalid-if-match", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "invalid-transition, conflict, idempotency-in-progress", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "version-mismatch", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid-body (an action takes no body or {}), idempotency-key-reused", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn pay(State(waiter): State<Waiter>, req: OrderRequest) -> Response {

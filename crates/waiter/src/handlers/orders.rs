@@ -31,7 +31,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
     responses(
         (status = 200, description = "The session's orders, oldest first (none without a session)", body = OrderList),
         (status = 404, description = "unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(State(waiter): State<Waiter>, session: SessionRef) -> Response {
@@ -63,8 +64,9 @@ pub async fn list(State(waiter): State<Waiter>, session: SessionRef) -> Response
     params(("id" = String, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = OrderView, headers(("ETag" = String, description = "The order's version, quoted"))),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "store-unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
@@ -86,7 +88,7 @@ pub async fn get(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
     path = "/v1/orders",
     tag = "orders",
     request_body(content = NewOrder, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; repeats replay the first response (16 or more, without a session: the key names the session a retry finds)", pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "Created", body = OrderView, headers(
             ("Location" = String, description = "/v1/orders/{id}"),
@@ -97,6 +99,7 @@ pub async fn get(State(waiter): State<Waiter>, req: OrderRequest) -> Response {
         (status = 404, description = "unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "idempotency-in-progress, too-many-orders, too-many-idempotency-keys", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "invalid-body, unknown-dish, dish-contains-allergen, idempotency-key-reused, ...", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "store-unavailable, too-many-sessions, too-many-new-sessions, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )
@@ -178,9 +181,11 @@ pub async fn create(
     responses(
         (status = 200, description = "Changed", body = OrderView, headers(("ETag" = String, description = "The new version, quoted"))),
         (status = 400, description = "malformed-json, invalid-if-match", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "order-not-found or unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "order-not-found, unknown-session", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "kitchen-started, invalid-transition, conflict", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "version-mismatch", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "body-too-large", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 421, description = "session-moved: another waiter leads the session now (Bistro-Leader names it); nothing was applied", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "invalid-body, unknown-dish, dish-contains-allergen, ...", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "store-unavailable, timeout", body = ProblemDoc, content_type = "application/problem+json"),
     )

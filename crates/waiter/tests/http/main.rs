@@ -10,3 +10,4 @@ mod faulty;
 mod harness;
 mod journey;
 mod limits;
+mod openapi;
