@@ -209,7 +209,14 @@ fn stateless_waiters(db: &TempDb) -> Vec<Proc> {
         .map(|id| {
             spawn_waiter(
                 id,
-                &["--mode", "stateless", "--store", &url, "--session-rate", "0"],
+                &[
+                    "--mode",
+                    "stateless",
+                    "--store",
+                    &url,
+                    "--session-rate",
+                    "0",
+                ],
             )
         })
         .collect()

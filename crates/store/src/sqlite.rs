@@ -159,8 +159,23 @@ impl SqliteStore {
         // starting on a fresh file all switch it to WAL and migrate at once.
         let path = path.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut conn = open_connection(&path, STARTUP_BUSY)?;
-            migrate(&mut conn)
+            // Switching a fresh file to WAL needs an exclusive lock, and SQLite answers
+            // a connection that cannot have it at once with SQLITE_BUSY, busy timeout or
+            // not (seen with four waiters opening one new file together): try again
+            // until the startup deadline.
+            let deadline = std::time::Instant::now() + STARTUP_BUSY;
+            let mut pause = Duration::from_millis(5);
+            loop {
+                let attempt =
+                    open_connection(&path, STARTUP_BUSY).and_then(|mut conn| migrate(&mut conn));
+                match attempt {
+                    Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    other => return other,
+                }
+            }
         })
         .await
         .map_err(|e| StoreError::unavailable(format!("the SQLite migration failed: {e}")))?
@@ -697,17 +712,21 @@ fn db(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// `SQLITE_BUSY` after the busy timeout: the lock never came, the statement was not run.
-fn busy_means_timeout(e: StoreError, busy: Duration) -> StoreError {
-    let busy_error = matches!(
-        &e,
+/// Whether `e` is SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`.
+fn is_busy(e: &StoreError) -> bool {
+    matches!(
+        e,
         StoreError::Unavailable { source: Some(source), .. }
             if source
                 .downcast_ref::<rusqlite::Error>()
                 .and_then(rusqlite::Error::sqlite_error_code)
                 .is_some_and(|c| matches!(c, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
-    );
-    if busy_error {
+    )
+}
+
+/// `SQLITE_BUSY` after the busy timeout: the lock never came, the statement was not run.
+fn busy_means_timeout(e: StoreError, busy: Duration) -> StoreError {
+    if is_busy(&e) {
         StoreError::Timeout {
             after: busy,
             maybe_applied: false,
