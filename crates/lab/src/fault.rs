@@ -78,28 +78,16 @@ pub async fn run_schedule(
         let rec = &mut records[i];
         let now = || t0.elapsed().as_secs_f64();
         match action {
-            Action::Begin if matches!(fault.kind, FaultKind::Drain { .. }) => {
-                // A drain holds the schedule until it ends: what it measures is how
-                // long taking the waiter out takes.
-                rec.at_s = now();
-                let rest = (duration.as_secs_f64() - rec.at_s - 0.5).max(1.0);
-                let deadline = Duration::from_secs_f64(fault.for_seconds.unwrap_or(rest));
-                let waiter = fault.waiter.as_deref().unwrap_or_default();
-                let handoff = matches!(fault.kind, FaultKind::Drain { handoff: true });
-                match cluster.drain_waiter(waiter, handoff, deadline).await {
-                    Ok(Some(outcome)) => {
-                        rec.applied = true;
-                        rec.end_s = Some(now());
-                        rec.note = outcome.describe();
-                    }
-                    Ok(None) => rec.note = format!("not applied: {waiter} was already down"),
-                    Err(e) => rec.note = e.to_string(),
-                }
-            }
             Action::Begin => {
                 rec.at_s = now();
-                match begin(cluster, fault).await {
-                    Ok(()) => rec.applied = true,
+                let rest_s = (duration.as_secs_f64() - rec.at_s - 0.5).max(1.0);
+                match begin(cluster, fault, rest_s).await {
+                    Ok(Begun::Started) => rec.applied = true,
+                    Ok(Begun::Finished(note)) => {
+                        rec.applied = true;
+                        rec.end_s = Some(now());
+                        rec.note = note;
+                    }
                     Err(note) => rec.note = note,
                 }
                 on_event(format!(
@@ -136,7 +124,16 @@ fn suffix(note: &str) -> String {
     }
 }
 
-async fn begin(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
+/// What beginning a fault did.
+enum Begun {
+    /// It is under way (its end, if any, is another action).
+    Started,
+    /// It ran to its end already (a drain), with what it did.
+    Finished(String),
+}
+
+/// Begins `fault`; `rest_s` is what is left of the run (a drain's default deadline).
+async fn begin(cluster: &mut Cluster, fault: &Fault, rest_s: f64) -> Result<Begun, String> {
     let waiter = fault.waiter.as_deref().unwrap_or_default();
     let done = match fault.kind {
         FaultKind::Kill | FaultKind::Restart => cluster
@@ -148,10 +145,19 @@ async fn begin(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?,
         FaultKind::StoreStop => cluster.stop_store().await,
-        FaultKind::Drain { .. } => unreachable!("a drain is carried out by run_schedule"),
+        FaultKind::Drain { handoff } => {
+            // A drain holds the schedule until it ends: what it measures is how long
+            // taking the waiter out takes.
+            let deadline = Duration::from_secs_f64(fault.for_seconds.unwrap_or(rest_s));
+            return match cluster.drain_waiter(waiter, handoff, deadline).await {
+                Ok(Some(outcome)) => Ok(Begun::Finished(outcome.describe())),
+                Ok(None) => Err(format!("not applied: {waiter} was already down")),
+                Err(e) => Err(e.to_string()),
+            };
+        }
     };
     if done {
-        Ok(())
+        Ok(Begun::Started)
     } else if fault.kind == FaultKind::StoreStop {
         Err("not applied: the store was already down".into())
     } else {
