@@ -79,13 +79,17 @@ pub async fn spawn_member(
     envs: &[(&str, &str)],
 ) -> anyhow::Result<Member> {
     let exe = std::env::current_exe().context("locating the bistro binary")?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // No waiter or balancer outlives a `bistro up` that is SIGKILLed.
+    bistro_lab::die_with_parent(command.as_std_mut());
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     let stderr = child.stderr.take().context("child stderr")?;
@@ -125,16 +129,10 @@ pub async fn spawn_member(
 /// Sends SIGTERM to every member, waits up to `grace`, then SIGKILLs what is left.
 pub async fn stop_all(members: &mut [Member], grace: Duration) {
     for m in members.iter() {
-        if let Some(pid) = m.child.id() {
-            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-            let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-            if rc != 0 {
-                eprintln!(
-                    "could not send SIGTERM to {}: {}",
-                    m.name,
-                    std::io::Error::last_os_error()
-                );
-            }
+        if let Some(pid) = m.child.id()
+            && let Err(e) = bistro_lab::send_signal(&m.name, pid, "TERM")
+        {
+            eprintln!("{e}");
         }
     }
     for m in members.iter_mut() {
@@ -333,7 +331,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     // A paused waiter would not see SIGTERM until it runs again.
     for w in waiters.iter_mut().filter(|w| w.paused) {
         if let Some(pid) = w.member.child.id()
-            && let Err(e) = bistro_lab::send_signal(&w.member.name, pid, "CONT").await
+            && let Err(e) = bistro_lab::send_signal(&w.member.name, pid, "CONT")
         {
             eprintln!("{e}");
         }

@@ -265,9 +265,7 @@ async fn act(waiter: &mut Waiter, action: &str) -> Result<&'static str, Response
             } else {
                 ("CONT", false)
             };
-            bistro_lab::send_signal(&name, pid, signal)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+            bistro_lab::send_signal(&name, pid, signal).map_err(|e| failed(e.to_string()))?;
             waiter.paused = paused;
             Ok(if paused { "paused" } else { "running" })
         }

@@ -302,9 +302,7 @@ fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
         assert_eq!(listed.status, 200, "{}", listed.text());
         assert_eq!(listed.value().as_array().unwrap().len(), 2);
     });
-    let pid = up.id() as libc::pid_t;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    bistro_lab::send_signal("bistro up", up.id(), "TERM").expect("SIGTERM to bistro up");
     let deadline = Instant::now() + Duration::from_secs(20);
     while up.try_wait().unwrap().is_none() {
         assert!(
@@ -318,5 +316,85 @@ fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
             std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err(),
             "{addr} still accepts connections after up stopped"
         );
+    }
+}
+
+/// The processes whose parent is `pid` (from /proc: Linux).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces) start at ") ".
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let parent = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) && state != Some("Z") {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, r)| r.split_whitespace().next() != Some("Z"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn nothing_bistro_up_started_outlives_it_when_it_is_killed() {
+    let mut up = Command::new(env!("CARGO_BIN_EXE_bistro"))
+        .args([
+            "up",
+            "--waiters",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(up.stdout.take().unwrap());
+    for line in stdout.lines().map_while(Result::ok) {
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let children = children_of(up.id());
+    assert_eq!(
+        children.len(),
+        3,
+        "two waiters and a balancer: {children:?}"
+    );
+    // SIGKILL: no destructor, no signal handler runs in `bistro up`.
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while children.iter().any(|c| alive(*c)) {
+        assert!(
+            Instant::now() < deadline,
+            "children of a killed bistro up are still running: {:?}",
+            children.iter().filter(|c| alive(**c)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

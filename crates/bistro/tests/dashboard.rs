@@ -541,8 +541,7 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = bistro_lab::send_signal("bistro up", self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

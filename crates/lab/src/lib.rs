@@ -63,7 +63,7 @@ mod verify;
 pub use check::{SMOKE_TOML, end_to_end_check};
 pub use error::LabError;
 pub use fault::FaultRecord;
-pub use process::{free_ports, send_signal};
+pub use process::{die_with_parent, free_ports, send_signal};
 pub use rate::{RateResult, max_rate};
 pub use report::{ArchReport, FaultReport, GeneratorReport, Report, ScenarioInfo};
 pub use sample::{ErrorKind, Sample, Step};

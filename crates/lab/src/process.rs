@@ -1,8 +1,11 @@
 //! Child processes the lab starts: spawn, wait until ready, signal, stop.
 //!
 //! Every process is a `tokio::process::Child` with `kill_on_drop`, so even a panic or a
-//! dropped future cannot leave one running; the normal path still kills and *waits* for
-//! each one explicitly, so none is left as a zombie either.
+//! dropped future cannot leave one running, and asks the kernel for SIGTERM when the lab
+//! dies ([`die_with_parent`]), so neither can a lab that is SIGKILLed; the normal path
+//! still kills and *waits* for each one explicitly, so none is left as a zombie either.
+//! Signals go through [`send_signal`] (kill(2) via rustix), which `bistro up` and the
+//! benchmarks use too.
 //!
 //! Readiness is read from the process's own log: `bistro waiter` and `bistro balancer`
 //! write a line containing `listening on http://ADDR` once they accept connections
@@ -105,6 +108,7 @@ impl Proc {
             .env("NO_COLOR", "1")
             .env_remove("BISTRO_CONFIG")
             .env_remove("BISTRO_LOG_FORMAT");
+        die_with_parent(cmd.as_std_mut());
         let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
             what: name.to_string(),
             program: program.to_path_buf(),
@@ -233,7 +237,7 @@ impl Proc {
     /// # Errors
     /// [`LabError::Signal`] when the signal could not be sent.
     pub async fn pause(&mut self) -> Result<(), LabError> {
-        send_signal(&self.name, self.pid, "STOP").await?;
+        send_signal(&self.name, self.pid, "STOP")?;
         self.paused = true;
         Ok(())
     }
@@ -243,7 +247,7 @@ impl Proc {
     /// # Errors
     /// [`LabError::Signal`] when the signal could not be sent.
     pub async fn resume(&mut self) -> Result<(), LabError> {
-        send_signal(&self.name, self.pid, "CONT").await?;
+        send_signal(&self.name, self.pid, "CONT")?;
         self.paused = false;
         Ok(())
     }
@@ -259,36 +263,56 @@ impl Proc {
     }
 }
 
-/// Sends `SIG<signal>` (`"STOP"`, `"CONT"`, `"TERM"`...) to process `pid`, named
-/// `name` in the error, with the system's `kill` command. `bistro up`'s process control
-/// uses it too, so the lab's faults and the dashboard's are the same signals.
+/// Asks the kernel to send the child SIGTERM when this process ends, however it ends:
+/// `kill_on_drop` covers a lab that returns or panics, this covers one that is
+/// SIGKILLed (regression: its waiters, balancer and store survived it). Also used by
+/// `bistro up` and the benchmarks.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs in the child between fork and exec; it makes two system
+    // calls (prctl, getppid) through rustix, both async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // The parent died before the request took effect: do not outlive it.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends `SIG<signal>` (`"STOP"`, `"CONT"`, `"TERM"` or `"KILL"`) to process `pid`,
+/// named `name` in the error, through kill(2) (rustix's safe wrapper). `bistro up`'s
+/// process control and the benchmarks use it too: one way to signal a process in the
+/// whole program.
 ///
 /// # Errors
-/// [`LabError::Signal`] when the process has no pid or `kill` fails.
-pub async fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), LabError> {
+/// [`LabError::Signal`] for an unknown signal name, a process without a pid, or when
+/// kill(2) fails (the process is gone, or not ours).
+pub fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), LabError> {
+    use rustix::process::{Pid, Signal, kill_process};
     let fail = |detail: String| LabError::Signal {
         what: name.to_string(),
         signal,
         detail,
     };
-    if pid == 0 {
-        return Err(fail("the process has no pid (it already exited)".into()));
-    }
-    let out = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|e| fail(format!("cannot run `kill`: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
+    let sig = match signal {
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "INT" => Signal::INT,
+        other => return Err(fail(format!("SIG{other} is not a signal bistro sends"))),
+    };
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| fail("the process has no pid (it already exited)".into()))?;
+    kill_process(pid, sig).map_err(|e| fail(e.to_string()))
 }
 
 /// Reads `pipe` line by line until it closes, keeping the last lines and showing each to
@@ -434,7 +458,7 @@ mod tests {
         p.kill().await;
         assert!(p.has_exited());
         assert!(
-            send_signal("gone", p.pid(), "CONT").await.is_err(),
+            send_signal("gone", p.pid(), "CONT").is_err(),
             "the pid is gone after kill and wait"
         );
     }

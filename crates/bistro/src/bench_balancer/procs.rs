@@ -14,7 +14,6 @@ use anyhow::{Context, bail};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -75,21 +74,7 @@ impl Proc {
         mut command: Command,
         listening: Option<mpsc::Sender<SocketAddr>>,
     ) -> anyhow::Result<Proc> {
-        let parent = std::process::id();
-        // SAFETY: the closure runs in the child between fork and exec and calls only
-        // prctl(2) and getppid(2), both async-signal-safe; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The benchmark died before prctl took effect: do not outlive it.
-                if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        bistro_lab::die_with_parent(&mut command);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -175,14 +160,8 @@ impl Proc {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on a child we spawned and have not reaped, so the pid is ours.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            eprintln!(
-                "warning: could not send SIGTERM to {}: {}",
-                self.name,
-                std::io::Error::last_os_error()
-            );
+        if let Err(e) = bistro_lab::send_signal(&self.name, self.child.id(), "TERM") {
+            eprintln!("warning: {e}");
         }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {

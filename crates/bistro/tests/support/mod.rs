@@ -32,13 +32,9 @@ impl Proc {
 
     /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(
-            sent.map(|s| s.success()).unwrap_or(false),
-            "could not send SIGTERM to {}",
-            self.name
-        );
+        if let Err(e) = bistro_lab::send_signal(&self.name, self.child.id(), "TERM") {
+            panic!("{e}");
+        }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
