@@ -55,7 +55,7 @@ use utoipa::{Modify, OpenApi};
         bistro_orders::Status,
         bistro_orders::Allergen,
     )),
-    modifiers(&SessionSchemes),
+    modifiers(&SessionSchemes, &OrderLinks),
     // A session is optional (a request without one starts one, or lists nothing), and
     // travels in the cookie or, for clients without cookies, the header.
     security((), ("session_cookie" = []), ("session_header" = [])),
@@ -67,6 +67,42 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// Links from a created order to what can be done with it next (its read, change and
+/// actions), so a client generated from the document can follow them: each takes the
+/// `id` from the created order's body.
+struct OrderLinks;
+
+impl Modify for OrderLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::link::LinkBuilder;
+        let created = openapi
+            .paths
+            .paths
+            .get_mut("/v1/orders")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut("201"));
+        let Some(RefOr::T(created)) = created else {
+            return;
+        };
+        for (name, operation, what) in [
+            ("read", "get", "Read the order and its progress"),
+            ("change", "patch", "Change its items or notes"),
+            ("place", "place", "Send it to the kitchen"),
+            ("cancel", "cancel", "Cancel it before the kitchen starts"),
+            ("serve", "serve", "Serve it once ready"),
+            ("pay", "pay", "Pay for it"),
+        ] {
+            let link = LinkBuilder::new()
+                .operation_id(operation)
+                .parameter("id", "$response.body#/id")
+                .description(what)
+                .build();
+            created.links.insert(name.to_string(), RefOr::T(link));
+        }
+    }
+}
 
 /// The session credentials as security schemes, so a client generated from the document
 /// knows to keep the cookie (or send the header) to read back what it created.
@@ -96,10 +132,42 @@ impl Modify for SessionSchemes {
 pub fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        ApiDoc::openapi()
-            .to_json()
-            .expect("an OpenAPI document serializes")
+        let mut doc =
+            serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes");
+        fix_link_keys(&mut doc);
+        doc.to_string()
     })
+}
+
+/// utoipa 5.5 writes a Link's `operationId` and `requestBody` in snake case, which no
+/// OpenAPI tool reads: rename them in every response's `links`.
+fn fix_link_keys(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+        for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                    continue;
+                };
+                for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                    for (from, to) in [
+                        ("operation_id", "operationId"),
+                        ("request_body", "requestBody"),
+                        ("operation_ref", "operationRef"),
+                    ] {
+                        if let Some(v) = link.remove(from) {
+                            link.insert(to.to_string(), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Every route the router serves, as (method, path): what the document must list.

@@ -234,6 +234,27 @@ async fn real_answers_match_the_served_document() {
     let doc = Doc(client.get("/openapi.json").await.unwrap().value());
     let id_path = "/v1/orders/{id}";
 
+    // The created order links to operations that exist, with the id they take.
+    let operations: Vec<&str> = doc.0["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let links = doc.0["paths"]["/v1/orders"]["post"]["responses"]["201"]["links"]
+        .as_object()
+        .expect("a created order links to its next steps");
+    assert_eq!(links.len(), 6, "{links:?}");
+    for (name, link) in links {
+        let op = link["operationId"].as_str().unwrap();
+        assert!(
+            operations.contains(&op),
+            "link {name} names {op}, which is no operation"
+        );
+        assert_eq!(link["parameters"]["id"], "$response.body#/id");
+    }
+
     for (path, template) in [
         ("/v1/menu", "/v1/menu"),
         ("/v1/waiter", "/v1/waiter"),
