@@ -7,7 +7,7 @@ use bistro_client::Client;
 use serde_json::{Value, json};
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::{Proc, free_port, spawn_bistro, spawn_waiter};
+use support::{Proc, free_port, spawn_balancer, spawn_waiter};
 
 /// The waiters' group secret, which the balancer needs for handoff.
 const SECRET: &str = "admin-cli-test-group-secret";
@@ -24,27 +24,10 @@ impl Cluster {
         let waiters: Vec<Proc> = (1..=n)
             .map(|i| spawn_waiter(&format!("w{i}"), &["--peer-secret", SECRET]))
             .collect();
-        let mut args: Vec<String> = [
-            "balancer",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--admin-token",
-            TOKEN,
-            "--peer-secret",
-            SECRET,
-        ]
-        .map(String::from)
-        .to_vec();
-        for w in &waiters {
-            args.extend(["--backend".into(), format!("{}={}", w.name, w.addr)]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let balancer = spawn_bistro("balancer", &args);
-        assert!(
-            balancer.admin.is_some(),
-            "the balancer names its admin address"
+        let balancer = spawn_balancer(
+            &waiters.iter().collect::<Vec<_>>(),
+            "",
+            &["--admin-token", TOKEN, "--peer-secret", SECRET],
         );
         Cluster { waiters, balancer }
     }

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{Proc, spawn_bistro, spawn_waiter};
+use support::{Proc, spawn_balancer, spawn_waiter};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "the-waiters-group-secret";
@@ -259,29 +259,18 @@ impl Cdp {
 }
 
 fn balancer(waiters: &[Proc]) -> Proc {
-    let mut args: Vec<String> = [
-        "balancer",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        TOKEN,
-        "--peer-secret",
-        SECRET,
-        "--session-rate-per-ip",
-        "0",
-    ]
-    .map(String::from)
-    .into();
-    for w in waiters {
-        args.extend([
-            "--backend".into(),
-            format!("{}={},mode=stateful", w.name, w.addr),
-        ]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_bistro("balancer", &args)
+    spawn_balancer(
+        &waiters.iter().collect::<Vec<_>>(),
+        ",mode=stateful",
+        &[
+            "--admin-token",
+            TOKEN,
+            "--peer-secret",
+            SECRET,
+            "--session-rate-per-ip",
+            "0",
+        ],
+    )
 }
 
 /// `n` diners, each with an order on its waiter: who holds how many.

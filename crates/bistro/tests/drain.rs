@@ -9,34 +9,17 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use support::{Proc, spawn_bistro, spawn_waiter};
+use support::{Proc, spawn_balancer, spawn_waiter};
 
 const SECRET: &str = "the-waiters-group-secret";
 const TOKEN: &str = "an-admin-token-for-tests";
 
 fn balancer(waiters: &[&Proc]) -> Proc {
-    let mut args: Vec<String> = [
-        "balancer",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--admin-token",
-        TOKEN,
-        "--peer-secret",
-        SECRET,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for w in waiters {
-        args.extend([
-            "--backend".into(),
-            format!("{}={},mode=stateful", w.name, w.addr),
-        ]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_bistro("balancer", &args)
+    spawn_balancer(
+        waiters,
+        ",mode=stateful",
+        &["--admin-token", TOKEN, "--peer-secret", SECRET],
+    )
 }
 
 async fn admin(lb: &Proc, method: Method, path: &str, body: Option<&Value>) -> Response {

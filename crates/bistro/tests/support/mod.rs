@@ -122,6 +122,35 @@ fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
     rest[..end].trim_end_matches('/').parse().ok()
 }
 
+/// Starts a balancer on a free loopback port in front of `waiters` (each given as
+/// `--backend ID=ADDR` followed by `backend_suffix`, e.g. `,mode=stateful`), with its
+/// admin API on another free loopback port and `extra` options.
+pub fn spawn_balancer(waiters: &[&Proc], backend_suffix: &str, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = [
+        "balancer",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    for w in waiters {
+        args.extend([
+            "--backend".into(),
+            format!("{}={}{backend_suffix}", w.name, w.addr),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let balancer = spawn_bistro("balancer", &args);
+    assert!(
+        balancer.admin.is_some(),
+        "the balancer names its admin address"
+    );
+    balancer
+}
+
 /// Starts a waiter with `extra` options on a free loopback port.
 pub fn spawn_waiter(id: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["waiter", "--id", id, "--listen", "127.0.0.1:0"];
