@@ -517,7 +517,7 @@ fn short_version(line: &str, marker: &str) -> String {
         .to_string()
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(super) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 

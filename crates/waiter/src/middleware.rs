@@ -89,15 +89,10 @@ pub async fn replicate(State(waiter): State<Waiter>, req: Request, next: Next) -
     if waiter.replication().is_none() || req.uri().path() == crate::replication::link::PEER_PATH {
         return next.run(req).await;
     }
-    let named = match SessionRef::from_headers(req.headers()) {
-        SessionRef::Named(s) => Some(s),
-        SessionRef::Absent | SessionRef::Malformed => None,
+    let named = match locate(&waiter, req.headers()).await {
+        Ok(named) => named,
+        Err(resp) => return resp,
     };
-    if let Some(session) = named
-        && let Err(e) = waiter.orders().locate(session).await
-    {
-        return moved(&waiter, &e);
-    }
     let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let mut resp = next.run(req).await;
     // The session is the one the request named, or the one it started.
@@ -139,15 +134,10 @@ async fn forward(waiter: Waiter, req: Request, next: Next) -> Response {
     if path.starts_with("/v1/peer/") || path == crate::handoff::HANDOFF_PATH {
         return next.run(req).await;
     }
-    let named = match SessionRef::from_headers(req.headers()) {
-        SessionRef::Named(s) => Some(s),
-        SessionRef::Absent | SessionRef::Malformed => None,
+    let named = match locate(&waiter, req.headers()).await {
+        Ok(named) => named,
+        Err(resp) => return resp,
     };
-    if let Some(session) = named
-        && let Err(e) = waiter.orders().locate(session).await
-    {
-        return moved(&waiter, &e);
-    }
     let resp = next.run(req).await;
     if resp.status() == http::StatusCode::NOT_FOUND
         && let Some(session) = named
@@ -161,6 +151,21 @@ async fn forward(waiter: Waiter, req: Request, next: Next) -> Response {
         return moved(&waiter, &e);
     }
     resp
+}
+
+/// The session the request names, located first (taken over, adopted, or found moved:
+/// then the answer is `421 session-moved`).
+async fn locate(waiter: &Waiter, headers: &http::HeaderMap) -> Result<Option<SessionId>, Response> {
+    let named = match SessionRef::from_headers(headers) {
+        SessionRef::Named(s) => Some(s),
+        SessionRef::Absent | SessionRef::Malformed => None,
+    };
+    if let Some(session) = named
+        && let Err(e) = waiter.orders().locate(session).await
+    {
+        return Err(moved(waiter, &e));
+    }
+    Ok(named)
 }
 
 /// The problem answering a failed locate or settle; `421 session-moved` names the waiter

@@ -15,8 +15,9 @@
 //! ids, the mode and waiter headers, metrics by route, the timeout, the session lookup,
 //! the order's rendering. Server CPU per request (from `/proc`) says the same in µs.
 
-use super::load;
 use super::procs::{self, TempDir, spawn_bistro};
+use super::report::median;
+use super::{load, strings};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::net::SocketAddr;
@@ -223,10 +224,10 @@ fn run_blocking(opts: &BenchWaiterOpts) -> anyhow::Result<()> {
         .zip(&rounds)
         .map(|((label, ..), samples)| Row {
             label,
-            rps: median(samples.iter().map(|s| s.0)),
-            p50_ms: median(samples.iter().map(|s| s.1)),
-            p99_ms: median(samples.iter().map(|s| s.2)),
-            cpu_us: median(samples.iter().map(|s| s.3)),
+            rps: median(&samples.iter().map(|s| s.0).collect::<Vec<_>>()),
+            p50_ms: median(&samples.iter().map(|s| s.1).collect::<Vec<_>>()),
+            p99_ms: median(&samples.iter().map(|s| s.2).collect::<Vec<_>>()),
+            cpu_us: median(&samples.iter().map(|s| s.3).collect::<Vec<_>>()),
             errors: samples.iter().map(|s| s.4).sum(),
         })
         .collect();
@@ -304,25 +305,9 @@ fn make_order(addr: SocketAddr) -> anyhow::Result<(String, String, Vec<u8>)> {
     })
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_median_is_the_middle_value() {
-        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
-        assert_eq!(median(std::iter::empty()), 0.0);
-    }
 
     #[test]
     fn bad_options_are_refused() {
