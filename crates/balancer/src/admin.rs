@@ -229,6 +229,16 @@ struct NewWeight {
     weight: u32,
 }
 
+/// The answer of the TLS endpoints on a balancer without TLS.
+fn no_tls() -> Response<ResponseBody> {
+    problem(
+        StatusCode::NOT_FOUND,
+        "no-tls",
+        "No TLS",
+        "this balancer serves plain HTTP; start it with --tls-cert and --tls-key".into(),
+    )
+}
+
 fn problem(
     status: StatusCode,
     kind: &'static str,
@@ -572,6 +582,32 @@ pub(crate) async fn handle(
                 ),
             };
         }
+        (&Method::GET, ["tls"]) => {
+            return match &shared.tls {
+                Some(tls) => json(StatusCode::OK, &tls.certs.info()),
+                None => no_tls(),
+            };
+        }
+        (&Method::POST, ["tls", "reload"]) => {
+            return match &shared.tls {
+                Some(tls) => match tls.certs.reload() {
+                    Ok(info) => {
+                        tracing::info!(fingerprint = %info.sha256_fingerprint, "TLS certificate reloaded (admin API)");
+                        json(StatusCode::OK, &info)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; the old one keeps serving");
+                        problem(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "tls-reload-failed",
+                            "The certificate was not reloaded",
+                            format!("{e}; the certificate in use keeps serving"),
+                        )
+                    }
+                },
+                None => no_tls(),
+            };
+        }
         (&Method::GET, ["metrics"]) => {
             let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
             let mut text = shared
@@ -596,6 +632,8 @@ pub(crate) async fn handle(
             | ["drains"]
             | ["tcp", "backends"]
             | ["events"]
+            | ["tls"]
+            | ["tls", "reload"]
             | ["control", _, _],
         ) => {
             return problem(

@@ -59,6 +59,9 @@ pub enum BalancerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The admin listener is bound to a non-loopback address but no admin token is set.
     #[error(
         "the admin API listens on {addr}, which is not a loopback address, and no admin token is configured; \

@@ -88,15 +88,44 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
     }
 }
 
+/// Joins several `Cookie` fields into one, `; `-separated, as HTTP/1.1 wants (HTTP/2
+/// sends one field per cookie).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Valid header values joined by "; " are a valid header value.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 /// Adds the forwarding headers to a request from the peer `peer_ip` (pre-rendered once
-/// per connection); `trusted` when the peer is a trusted proxy (see the module docs).
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, trusted: bool) {
+/// per connection); `trusted` when the peer is a trusted proxy (see the module docs),
+/// `tls` when it came over TLS.
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    trusted: bool,
+    tls: bool,
+) {
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    let proto = if tls { &HTTPS } else { &HTTP };
     // One growth of the map (hyper sizes it to the parsed headers) instead of several.
     headers.reserve(4);
     if trusted {
         append_list(headers, &X_FORWARDED_FOR, peer_ip);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         }
         if !headers.contains_key(&X_FORWARDED_HOST)
             && let Some(host) = headers.get(header::HOST).cloned()
@@ -108,7 +137,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, trus
             headers.remove(header::FORWARDED);
         }
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
         match headers.get(header::HOST).cloned() {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);
@@ -177,7 +206,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
             ("via", "1.0 edge"),
         ]);
-        add_forwarded(&mut h, &ip, true);
+        add_forwarded(&mut h, &ip, true, false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.2");
         assert_eq!(
             h["x-forwarded-proto"], "https",
@@ -198,7 +227,7 @@ mod tests {
             ("x-forwarded-host", "bank.example"),
             ("forwarded", "for=1.2.3.4;proto=https"),
         ]);
-        add_forwarded(&mut h, &ip, false);
+        add_forwarded(&mut h, &ip, false, false);
         let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(xff, ["198.51.100.7"]);
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -208,5 +237,27 @@ mod tests {
         );
         assert!(h.get("forwarded").is_none());
         assert_eq!(h["via"], "1.1 bistro");
+    }
+
+    #[test]
+    fn over_tls_the_forwarded_proto_is_https() {
+        let ip = HeaderValue::from_static("198.51.100.7");
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        add_forwarded(&mut h, &ip, false, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined_for_http1() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
+        let mut none = HeaderMap::new();
+        join_cookies(&mut none);
+        assert!(none.is_empty());
     }
 }

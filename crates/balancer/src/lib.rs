@@ -95,16 +95,19 @@ mod table;
 mod target;
 mod tcp;
 mod throttle;
+mod tls;
 
 pub use config::{
     AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, Cidr,
     ClientConfig, HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig,
-    Stickiness, StrategyKind, TcpConfig, TcpStrategy, UpstreamConfig,
+    Stickiness, StrategyKind, TcpConfig, TcpStrategy, TlsConfig, UpstreamConfig,
 };
 pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, RetrySafety};
 pub use fd_limit::{FdLimit, fd_limit, raise_fd_limit};
 pub use problem::PROBLEM_BASE;
 pub use spec::{BackendSpec, MAX_WEIGHT, Mode, parse_backend_flag, resolve_address};
+pub use tls::loopback::{LoopbackCerts, write_loopback_certs};
+pub use tls::{CertInfo, TlsCerts, TlsError};
 
 use server::Exit;
 use state::Shared;
@@ -158,6 +161,7 @@ pub async fn run_on(
         proxy: listeners,
         admin,
         tcp: None,
+        tls: None,
     };
     serve(listeners, config, shutdown).await
 }
@@ -171,6 +175,10 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The layer-4 proxy to [`BalancerConfig::tcp`]'s backends, if any.
     pub tcp: Option<TcpListener>,
+    /// The certificate the proxy listeners serve when [`BalancerConfig::tls`] is on.
+    /// Load it with [`TlsCerts::load`] and keep a clone to [`TlsCerts::reload`] it (on
+    /// `SIGHUP`, say); `None` with TLS configured loads it from the configured files.
+    pub tls: Option<TlsCerts>,
 }
 
 /// Runs the HTTP proxy, the admin API and (with a TCP listener) the TCP proxy until
@@ -187,6 +195,7 @@ pub async fn serve(
         proxy: listeners,
         admin,
         tcp,
+        tls,
     } = listeners;
     config.validate()?;
     if listeners.is_empty() {
@@ -216,9 +225,25 @@ pub async fn serve(
             .set_nonblocking(true)
             .map_err(io("could not make the listener non-blocking"))?;
     }
+    let tls = match (tls, config.tls.enabled()) {
+        (Some(certs), true) => Some(certs),
+        (None, true) => Some(TlsCerts::load(&config.tls)?),
+        (Some(_), false) => {
+            return Err(ConfigError::invalid(
+                "tls",
+                "certificates were given but tls.cert and tls.key are not set",
+            )
+            .into());
+        }
+        (None, false) => None,
+    };
     let key = affinity_key(&config);
     let workers = listeners.len();
-    let shared = Arc::new(Shared::new(config, &key, workers));
+    let mut shared = Shared::new(config, &key, workers);
+    if let Some(certs) = tls {
+        shared = shared.with_tls(certs);
+    }
+    let shared = Arc::new(shared);
     let (stop, stopped) = watch::channel(false);
     let (exit_tx, mut exits) = mpsc::unbounded_channel();
     fit_connections_to_fds(&shared);

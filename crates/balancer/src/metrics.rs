@@ -146,9 +146,35 @@ pub(crate) struct Counters {
     accept_errors: AtomicU64,
     local_errors: AtomicU64,
     panic_routed: AtomicU64,
+    /// TLS handshakes by [`Handshake`] outcome.
+    handshakes: [AtomicU64; 4],
 }
 
+/// How a TLS handshake ended (`bistro_balancer_tls_handshakes_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// Done; the diner speaks HTTP/2.
+    H2,
+    /// Done; the diner speaks HTTP/1.1.
+    Http1,
+    /// The diner left, sent garbage, or offered nothing the balancer accepts.
+    Failed,
+    /// It did not finish within the header read timeout.
+    TimedOut,
+}
+
+const HANDSHAKES: [(Handshake, &str); 4] = [
+    (Handshake::H2, "h2"),
+    (Handshake::Http1, "http1"),
+    (Handshake::Failed, "failed"),
+    (Handshake::TimedOut, "timeout"),
+];
+
 impl Counters {
+    pub(crate) fn handshake(&self, outcome: Handshake) {
+        self.handshakes[outcome as usize].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn affinity(&self, outcome: AffinityOutcome) {
         self.affinity[outcome as usize].fetch_add(1, Relaxed);
     }
@@ -320,6 +346,25 @@ impl Metrics {
             "bistro_balancer_affinity_total",
             "Affinity cookie outcomes.",
             &outcomes,
+        );
+        let handshake_labels: Vec<[(&str, &str); 1]> = HANDSHAKES
+            .iter()
+            .map(|(_, name)| [("result", *name)])
+            .collect();
+        let handshakes: Vec<(&[(&str, &str)], u64)> = HANDSHAKES
+            .iter()
+            .zip(&handshake_labels)
+            .map(|((h, _), l)| {
+                (
+                    &l[..],
+                    self.sum(|c| c.handshakes[*h as usize].load(Relaxed)),
+                )
+            })
+            .collect();
+        enc.counter(
+            "bistro_balancer_tls_handshakes_total",
+            "TLS handshakes with diners by result: the protocol agreed (h2, http1), failed, or timed out.",
+            &handshakes,
         );
         enc.counter(
             "bistro_balancer_retries_total",

@@ -22,7 +22,7 @@ use crate::clock::unix_secs;
 use crate::error::{Origin, ProxyError, RetrySafety};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
-use crate::headers::{add_forwarded, add_via, strip_hop_by_hop};
+use crate::headers::{add_forwarded, add_via, join_cookies, strip_hop_by_hop};
 use crate::metrics::{AffinityOutcome, Refusal};
 use crate::per_ip::Counted;
 use crate::problem::{Problem, error_response};
@@ -74,6 +74,8 @@ pub(crate) struct Downstream {
     pub(crate) client_ip: HeaderValue,
     /// Whether the peer is a trusted proxy (see [`client_ip`]).
     pub(crate) trusted: bool,
+    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
+    pub(crate) tls: bool,
     /// The verdict on this connection's last affinity cookie.
     affinity: VerdictCache,
     /// Requests whose handling started, and whose response body ended: what the
@@ -91,6 +93,7 @@ impl Downstream {
         worker: Arc<Worker>,
         client: SocketAddr,
         trusted: bool,
+        tls: bool,
         per_ip: Option<Counted>,
     ) -> Downstream {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
@@ -100,6 +103,7 @@ impl Downstream {
             client,
             client_ip,
             trusted,
+            tls,
             affinity: VerdictCache::default(),
             exchanges: Exchanges::default(),
             _per_ip: per_ip,
@@ -142,10 +146,15 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     let (parts, body) = request.into_parts();
     // Taken apart in a block so the rest of `parts` is dropped here, not kept in the
     // request's future until it ends (every byte of that future is held per connection).
-    let (method, uri, mut headers) = {
+    let (method, uri, mut headers, version) = {
         let parts = parts;
-        (parts.method, parts.uri, parts.headers)
+        (parts.method, parts.uri, parts.headers, parts.version)
     };
+    if version == http::Version::HTTP_2 {
+        // HTTP/2 carries each cookie in a field of its own; HTTP/1.1 (the waiters)
+        // wants them in one (RFC 9113 §8.2.3).
+        join_cookies(&mut headers);
+    }
     let client_rid = client_request_id(&headers);
     let request_id = || client_rid.clone().unwrap_or_else(|| worker.request_id());
     let declared = match framing::check(&headers) {
@@ -232,7 +241,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     };
     let resend = may_resend(settings.after_send, &method, &headers);
     let uri = forward::origin_form(uri, &mut headers, target.local.core.addr);
-    add_forwarded(&mut headers, &cx.client_ip, cx.trusted);
+    add_forwarded(&mut headers, &cx.client_ip, cx.trusted, cx.tls);
     let mut out = Outgoing::new(method, uri, headers, source, resend);
 
     let mut retries = 0;

@@ -34,18 +34,18 @@
 use crate::body::ResponseBody;
 use crate::client_io::request_timeout_answer;
 use crate::client_ip;
-use crate::config::{ClientConfig, ms};
+use crate::config::{BalancerConfig, ClientConfig, ms};
 use crate::error::{BalancerError, is_local_exhaustion};
-use crate::metrics::Refusal;
+use crate::metrics::{Handshake, Refusal};
 use crate::problem::Problem;
 use crate::proxy::{self, Downstream};
 use crate::state::{Shared, Worker};
 use bistro_http_io::{ClientIo, InFlight, Tracked, linger, write_refusal};
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -78,6 +78,97 @@ pub(crate) fn http_builder(client: &ClientConfig) -> http1::Builder {
         .keep_alive(client.keep_alive)
         .writev(false);
     builder
+}
+
+/// The HTTP/2 settings for diners who choose it by ALPN: the stream cap, and the
+/// header limit of HTTP/1.1 applied to a request's header list.
+pub(crate) fn http2_builder(config: &BalancerConfig) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .max_concurrent_streams(config.tls.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.client.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// A TLS connection: the handshake (bounded by the header read timeout, which
+/// [`ClientIo`] under the TLS layer applies to it), then HTTP/2 or HTTP/1.1 as ALPN
+/// agreed. A drain that starts during the handshake ends it.
+async fn serve_tls<S>(
+    handshake: tokio_rustls::Accept<ClientIo<Downstream>>,
+    worker: Arc<Worker>,
+    http: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    service: S,
+    place: Place,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = ClientBody> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::select! {
+        biased;
+        () = signalled(&mut shutdown) => return,
+        stream = handshake => stream,
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            let outcome = if e.kind() == std::io::ErrorKind::TimedOut {
+                Handshake::TimedOut
+            } else {
+                Handshake::Failed
+            };
+            worker.counters().handshake(outcome);
+            tracing::debug!(client = %place.client, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let h2_agreed = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2_agreed {
+        worker.counters().handshake(Handshake::H2);
+        place
+            .serve(h2.serve_connection(TokioIo::new(stream), service))
+            .await;
+    } else {
+        worker.counters().handshake(Handshake::Http1);
+        place
+            .serve(http.serve_connection(TokioIo::new(stream), service))
+            .await;
+    }
+}
+
+/// A hyper server connection of either protocol: what [`Served`] drives.
+pub(crate) trait ServerConnection:
+    Future<Output = Result<(), hyper::Error>> + Unpin
+{
+    /// Finish the requests in flight, take no more, then close.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> ServerConnection for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ClientBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    http1::Connection<I, S>: Unpin,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, E> ServerConnection for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ClientBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, ClientBody>,
+    http2::Connection<I, S, E>: Unpin,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
 }
 
 /// How a worker thread ended; sent when the thread exits, even by panic.
@@ -269,6 +360,7 @@ async fn serve(
     })?;
     let shared = worker.shared.clone();
     let http = http_builder(&shared.config.client);
+    let h2 = http2_builder(&shared.config);
     let refusals = Refusals::new(&shared.config.client);
     let timeouts = shared.settings.client;
     let sweeper = tokio::spawn(sweep_pools(worker.clone(), shutdown.clone()));
@@ -334,24 +426,55 @@ async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
         }
-        let io = ClientIo::new(stream, cx.clone(), timeouts, request_timeout_answer());
+        let tls = shared.tls.as_ref();
+        // Under TLS the raw `408` would be garbage inside the encrypted stream: a slow
+        // head is closed without an answer there, as nginx does.
+        let answer = if tls.is_some() {
+            Bytes::new()
+        } else {
+            request_timeout_answer()
+        };
+        let io = ClientIo::new(stream, cx.clone(), timeouts, answer);
+        let hsts = tls.and_then(|t| t.hsts.clone());
         let service = service_fn(move |request| {
             // Counted from the call, and ended with the response's body.
             let in_flight = InFlight::start(&cx);
+            let hsts = hsts.clone();
             async move {
-                let response = proxy::handle(in_flight.connection(), request).await;
+                let mut response = proxy::handle(in_flight.connection(), request).await;
+                if let Some(hsts) = hsts {
+                    response
+                        .headers_mut()
+                        .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                }
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
-        let conn = http.serve_connection(TokioIo::new(io), service);
-        tokio::spawn(Served {
-            conn,
+        let place = Place {
             drain: drain.clone(),
             registered: None,
             draining: false,
             client,
             _alive: alive.clone(),
-        });
+        };
+        match tls {
+            None => {
+                let conn = http.serve_connection(TokioIo::new(io), service);
+                tokio::spawn(place.serve(conn));
+            }
+            Some(tls) => {
+                let handshake = tls.acceptor.accept(io);
+                tokio::spawn(serve_tls(
+                    handshake,
+                    worker.clone(),
+                    http.clone(),
+                    h2.clone(),
+                    service,
+                    place,
+                    shutdown.clone(),
+                ));
+            }
+        }
     }
     drain.start();
     drop(listener);
@@ -402,6 +525,7 @@ fn admission(
         worker.clone(),
         client,
         trusted,
+        shared.tls.is_some(),
         place,
     )))
 }
@@ -443,8 +567,13 @@ impl Drain {
 /// A hand-written future rather than an `async` block: such a block would hold the
 /// connection (800 bytes) once as its capture and again as the awaited future, and
 /// every byte of this task is held per client connection.
-struct Served<S: hyper::service::HttpService<Incoming>> {
-    conn: http1::Connection<TokioIo<ClientIo<Downstream>>, S>,
+struct Served<C> {
+    conn: C,
+    place: Place,
+}
+
+/// A connection task's place in its worker's drain, given back when the task ends.
+struct Place {
     drain: Arc<Drain>,
     /// The key of this task's waker in the drain's registry.
     registered: Option<u64>,
@@ -454,28 +583,30 @@ struct Served<S: hyper::service::HttpService<Incoming>> {
     _alive: mpsc::Sender<()>,
 }
 
-impl<S> Future for Served<S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = ClientBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    http1::Connection<TokioIo<ClientIo<Downstream>>, S>: Unpin,
-{
+impl Place {
+    /// The task serving `conn` in this place.
+    fn serve<C: ServerConnection>(self, conn: C) -> Served<C> {
+        Served { conn, place: self }
+    }
+}
+
+impl<C: ServerConnection> Future for Served<C> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if this.registered.is_none() && !this.draining {
-            let key = this.drain.next.fetch_add(1, Relaxed);
-            this.drain.wakers().insert(key, cx.waker().clone());
-            this.registered = Some(key);
+        let Served { conn, place } = &mut *self;
+        if place.registered.is_none() && !place.draining {
+            let key = place.drain.next.fetch_add(1, Relaxed);
+            place.drain.wakers().insert(key, cx.waker().clone());
+            place.registered = Some(key);
         }
-        if !this.draining && this.drain.draining.load(Acquire) {
-            this.draining = true;
-            Pin::new(&mut this.conn).graceful_shutdown();
+        if !place.draining && place.drain.draining.load(Acquire) {
+            place.draining = true;
+            Pin::new(&mut *conn).graceful_shutdown();
         }
-        match Pin::new(&mut this.conn).poll(cx) {
+        match Pin::new(conn).poll(cx) {
             Poll::Ready(Err(e)) => {
-                tracing::debug!(client = %this.client, error = %e, "client connection ended with an error");
+                tracing::debug!(client = %place.client, error = %e, "client connection ended with an error");
                 Poll::Ready(())
             }
             Poll::Ready(Ok(())) => Poll::Ready(()),
@@ -484,7 +615,7 @@ where
     }
 }
 
-impl<S: hyper::service::HttpService<Incoming>> Drop for Served<S> {
+impl Drop for Place {
     fn drop(&mut self) {
         if let Some(key) = self.registered {
             self.drain.wakers().remove(&key);

@@ -85,6 +85,27 @@ pub(crate) struct Shared {
     panic_seen: AtomicBool,
     /// Random per process, so request ids from two runs never collide.
     request_id_prefix: u32,
+    /// TLS towards diners, when `[tls]` is configured.
+    pub(crate) tls: Option<Tls>,
+}
+
+/// What a TLS listener needs, built once.
+pub(crate) struct Tls {
+    /// The certificate, reloadable.
+    pub(crate) certs: crate::tls::TlsCerts,
+    /// The handshake side: ALPN choices and the certificate resolver.
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
+    /// `Strict-Transport-Security` for every answer, when configured.
+    pub(crate) hsts: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("certs", &self.certs)
+            .field("hsts", &self.hsts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -127,7 +148,15 @@ impl Shared {
                 workers,
                 capacity,
             ),
-            affinity: Affinity::new(&config.affinity, key),
+            // A cookie issued over TLS is marked `Secure` whatever the setting: the
+            // diner's browser then never sends it over plain HTTP.
+            affinity: Affinity::new(
+                &crate::config::AffinityConfig {
+                    secure: config.affinity.secure || config.tls.enabled(),
+                    ..config.affinity.clone()
+                },
+                key,
+            ),
             key_source: KeySource::from(&config.balancing.hash_key),
             metrics: Metrics::new(workers),
             clock: Clock::new(),
@@ -145,8 +174,25 @@ impl Shared {
             dashboard: Dashboard::default(),
             panic_seen: AtomicBool::new(false),
             request_id_prefix: rand::random(),
+            tls: None,
             config,
         }
+    }
+
+    /// Serves TLS with `certs` (see [`crate::tls`]).
+    pub(crate) fn with_tls(mut self, certs: crate::tls::TlsCerts) -> Shared {
+        let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config(&self.config.tls));
+        let hsts = self
+            .config
+            .tls
+            .hsts()
+            .and_then(|v| HeaderValue::try_from(v).ok());
+        self.tls = Some(Tls {
+            certs,
+            acceptor,
+            hsts,
+        });
+        self
     }
 
     /// Records whether the balancer is in panic mode; `true` when that changed.

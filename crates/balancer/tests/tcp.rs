@@ -71,6 +71,7 @@ impl Proxy {
             proxy: vec![http],
             admin: Some(admin),
             tcp: Some(tcp),
+            tls: None,
         };
         let task = tokio::spawn(bistro_balancer::serve(listeners, config, async move {
             stopped.await.unwrap_or(())
@@ -280,6 +281,7 @@ async fn a_tcp_listener_needs_tcp_backends() {
         proxy: vec![std::net::TcpListener::bind("127.0.0.1:0").unwrap()],
         admin: None,
         tcp: Some(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+        tls: None,
     };
     let err = bistro_balancer::serve(listeners, c, async {})
         .await

@@ -274,7 +274,12 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
         }
         None => tracing::info!(backends = ?ids, "balancer listening on http://{local}"),
     }
-    let listeners = Listeners { proxy, admin, tcp };
+    let listeners = Listeners {
+        proxy,
+        admin,
+        tcp,
+        tls: None,
+    };
     let served = bistro_balancer::serve(listeners, config, shutdown).await;
     served.context("the balancer failed")?;
     tracing::info!("balancer stopped");

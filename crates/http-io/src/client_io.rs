@@ -138,7 +138,8 @@ pub struct ClientIo<C: Connection = crate::Exchanges> {
 
 impl<C: Connection> ClientIo<C> {
     /// Wraps `stream`, accepted just now, of `connection`; `head_timeout_answer` is the
-    /// complete HTTP/1.1 `408` (closing the connection) written when a head times out.
+    /// complete HTTP/1.1 `408` (closing the connection) written when a head times out;
+    /// empty, nothing is written (under TLS, which wraps this socket).
     pub fn new(
         stream: TcpStream,
         connection: Arc<C>,
@@ -188,8 +189,11 @@ impl<C: Connection> ClientIo<C> {
             );
             self.connection.timed_out(TimedOut::Head);
             // Best effort: between requests the socket's send buffer is empty, so this
-            // small answer fits; if not, the close says enough.
-            if let Err(e) = self.stream.try_write(&self.head_timeout_answer) {
+            // small answer fits; if not, the close says enough. An empty answer (a TLS
+            // connection, where raw bytes would be garbage) writes nothing.
+            if !self.head_timeout_answer.is_empty()
+                && let Err(e) = self.stream.try_write(&self.head_timeout_answer)
+            {
                 tracing::trace!(error = %e, "could not write the 408 before closing");
             }
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, TimedOut::Head)));

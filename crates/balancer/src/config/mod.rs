@@ -32,6 +32,7 @@ mod client;
 mod resilience;
 mod routing;
 mod tcp;
+mod tls;
 
 pub use client::{Cidr, ClientConfig};
 pub use resilience::{HealthConfig, ResendPolicy, RetryConfig, UpstreamConfig};
@@ -39,6 +40,7 @@ pub use routing::{
     AffinityConfig, BalancingConfig, HashKey, LostPolicy, RouteConfig, Stickiness, StrategyKind,
 };
 pub use tcp::{TcpConfig, TcpStrategy};
+pub use tls::{MAX_HSTS_AGE_SECS, TlsConfig};
 
 use crate::error::ConfigError;
 use crate::spec::BackendSpec;
@@ -83,6 +85,8 @@ pub struct BalancerConfig {
     /// The layer-4 proxy to the waiters' line-protocol ports (runs only with a TCP
     /// listener).
     pub tcp: TcpConfig,
+    /// TLS and HTTP/2 towards diners (off unless a certificate is set).
+    pub tls: TlsConfig,
 }
 
 impl Default for BalancerConfig {
@@ -100,6 +104,7 @@ impl Default for BalancerConfig {
             upstream: UpstreamConfig::default(),
             admin: AdminConfig::default(),
             tcp: TcpConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -168,6 +173,7 @@ impl BalancerConfig {
         self.client.validate()?;
         self.upstream.validate()?;
         self.tcp.validate()?;
+        self.tls.validate()?;
         self.admin.control_addr()?;
         Ok(())
     }
