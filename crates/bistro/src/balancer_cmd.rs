@@ -137,6 +137,28 @@ pub struct BalancerOpts {
     /// How a TCP connection's backend is chosen [default: least-connections]
     #[arg(long, value_enum)]
     pub tcp_strategy: Option<TcpStrategyFlag>,
+    /// Serve diners TLS with this PEM certificate chain (leaf first); reloaded on SIGHUP
+    #[arg(
+        long,
+        env = "BISTRO_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key
+    #[arg(
+        long,
+        env = "BISTRO_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Send Strict-Transport-Security with this max-age (seconds) under TLS [default: off]
+    #[arg(long, value_name = "SECS")]
+    pub hsts_max_age: Option<u64>,
+    /// Offer only HTTP/1.1 under TLS (no h2 by ALPN)
+    #[arg(long)]
+    pub no_http2: bool,
 }
 
 impl BalancerOpts {
@@ -218,6 +240,16 @@ impl BalancerOpts {
         if !self.trusted_proxies.is_empty() {
             config.client.trusted_proxies = self.trusted_proxies.clone();
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls.cert = Some(cert.clone());
+            config.tls.key = Some(key.clone());
+        }
+        if let Some(age) = self.hsts_max_age {
+            config.tls.hsts_max_age_secs = age;
+        }
+        if self.no_http2 {
+            config.tls.http2 = false;
+        }
         if config.backends.is_empty() && config.tcp.backends.is_empty() {
             bail!(
                 "no backends: give at least one --backend ID=HOST:PORT (or [[balancer.backends]] in the config file)"
@@ -260,6 +292,15 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
         ),
         None => None,
     };
+    // Read now, so a bad file stops the start with its reason; kept to reload on SIGHUP.
+    let tls = if config.tls.enabled() {
+        let certs = bistro_balancer::TlsCerts::load(&config.tls).context("cannot serve TLS")?;
+        reload_on_sighup(certs.clone())?;
+        Some(certs)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let local = proxy[0].local_addr()?;
     let ids: Vec<&str> = config.backends.iter().map(|b| b.id.as_str()).collect();
     // The TCP line comes first and never says "listening on http://", which tools
@@ -270,19 +311,43 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
     }
     match &admin {
         Some(a) => {
-            tracing::info!(backends = ?ids, "balancer listening on http://{local} admin on http://{}", a.local_addr()?)
+            tracing::info!(backends = ?ids, "balancer listening on {scheme}://{local} admin on http://{}", a.local_addr()?)
         }
-        None => tracing::info!(backends = ?ids, "balancer listening on http://{local}"),
+        None => tracing::info!(backends = ?ids, "balancer listening on {scheme}://{local}"),
     }
     let listeners = Listeners {
         proxy,
         admin,
         tcp,
-        tls: None,
+        tls,
     };
     let served = bistro_balancer::serve(listeners, config, shutdown).await;
     served.context("the balancer failed")?;
     tracing::info!("balancer stopped");
+    Ok(())
+}
+
+/// Reads the certificate files again on every `SIGHUP` (a renewal): new handshakes get
+/// the new certificate, open connections keep theirs, and a pair that does not load
+/// leaves the old one serving, with the reason logged.
+fn reload_on_sighup(certs: bistro_balancer::TlsCerts) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(info) => tracing::info!(
+                    fingerprint = %info.sha256_fingerprint,
+                    reloads = info.reloads,
+                    "SIGHUP: TLS certificate reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS certificate not reloaded; the one in use keeps serving"
+                ),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -48,6 +48,32 @@ pub struct UpOpts {
     /// The admin API's bearer token [default: a fresh random one, printed at start]
     #[arg(long, env = "BISTRO_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve diners HTTPS (HTTP/2 and HTTP/1.1) with a loopback certificate from --tls-dir, made on first use
+    #[arg(long)]
+    pub tls: bool,
+    /// Where --tls keeps its throwaway CA (ca.pem), certificate (cert.pem) and key (key.pem)
+    #[arg(long, default_value = "bistro-tls", requires = "tls")]
+    pub tls_dir: std::path::PathBuf,
+}
+
+/// The loopback certificate in `dir`: the one already there when it still loads (so a
+/// CA the user trusted once stays trusted), a fresh one otherwise.
+fn loopback_certs(dir: &std::path::Path) -> anyhow::Result<bistro_balancer::LoopbackCerts> {
+    let existing = bistro_balancer::LoopbackCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let tls = bistro_balancer::TlsConfig {
+        cert: Some(existing.cert.clone()),
+        key: Some(existing.key.clone()),
+        ..bistro_balancer::TlsConfig::default()
+    };
+    if existing.ca.exists() && bistro_balancer::TlsCerts::load(&tls).is_ok() {
+        return Ok(existing);
+    }
+    bistro_balancer::write_loopback_certs(dir)
+        .with_context(|| format!("making a loopback certificate in {}", dir.display()))
 }
 
 /// One child process and the addresses it reported.
@@ -104,6 +130,7 @@ pub async fn spawn_member(
                 tcp = addr_after(&line, " on tcp://");
             }
             if let Some(addr) = addr_after(&line, "listening on http://")
+                .or_else(|| addr_after(&line, "listening on https://"))
                 && let Some(tx) = tx.take()
             {
                 let admin = addr_after(&line, " admin on http://");
@@ -200,6 +227,12 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
         Some(token) => token.clone(),
         None => crate::secret::random_hex(),
     };
+    let tls = if opts.tls {
+        Some(loopback_certs(&opts.tls_dir)?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut members = Vec::new();
     // How each waiter was started, for a restart from the dashboard.
     let mut started: Vec<Started<'_>> = Vec::new();
@@ -254,6 +287,10 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             "--control-url".into(),
             control_url.clone(),
         ];
+        if let Some(certs) = &tls {
+            args.extend(["--tls-cert".into(), certs.cert.display().to_string()]);
+            args.extend(["--tls-key".into(), certs.key.display().to_string()]);
+        }
         for m in &members {
             args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name, m.addr)]);
             let tcp = m.tcp.with_context(|| format!("{} did not report its tcp address", m.name))?;
@@ -296,7 +333,19 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     for w in waiters.iter() {
         println!("  waiter {:<4} http://{}", w.member.name, w.member.addr);
     }
-    println!("  balancer    http://{balancer}   (admin http://{admin})");
+    println!("  balancer    {scheme}://{balancer}   (admin http://{admin})");
+    if let Some(certs) = &tls {
+        println!(
+            "  tls         certificate {} for localhost, 127.0.0.1 and ::1, signed by the throwaway CA {}",
+            certs.cert.display(),
+            certs.ca.display()
+        );
+        println!(
+            "              trust it: curl --cacert {} https://localhost:{}/v1/menu   (a browser: import the CA under its certificate authorities)",
+            certs.ca.display(),
+            balancer.port()
+        );
+    }
     println!(
         "  admin token {admin_token}   (curl -H 'authorization: Bearer {admin_token}' http://{admin}/backends)"
     );
@@ -313,11 +362,19 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     }
     drop(waiters);
     let tcp = balancer_tcp.unwrap_or(tcp_listen);
+    // The certificate names localhost: curl checks it against the host it was given.
+    let (try_ca, try_host) = match &tls {
+        Some(certs) => (
+            format!("--cacert {} ", certs.ca.display()),
+            format!("localhost:{}", balancer.port()),
+        ),
+        None => (String::new(), balancer.to_string()),
+    };
     println!(
         "  tcp         tcp://{tcp}   (balancer, {tcp_strategy} over the waiters' line protocol)"
     );
     println!(
-        "try: curl -si -c jar -b jar http://{balancer}/v1/orders -H 'content-type: application/json' -d '{{\"items\":[{{\"dish\":\"fries\"}}]}}'"
+        "try: curl -si -c jar -b jar {try_ca}{scheme}://{try_host}/v1/orders -H 'content-type: application/json' -d '{{\"items\":[{{\"dish\":\"fries\"}}]}}'"
     );
     println!(
         "try: nc {} {}   then type HELP, NEW, ADD fries 2, PLACE, STATUS (docs/protocol.md)",

@@ -306,6 +306,7 @@ pub fn send_signal(name: &str, pid: u32, signal: &'static str) -> Result<(), Lab
         "TERM" => Signal::TERM,
         "KILL" => Signal::KILL,
         "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
         other => return Err(fail(format!("SIG{other} is not a signal bistro sends"))),
     };
     let pid = i32::try_from(pid)

@@ -88,7 +88,8 @@ pub struct WaiterConfig {
     pub sweep_interval: Duration,
     /// Most sessions deleted per sweep round trip.
     pub sweep_batch: usize,
-    /// Whether cookies carry `Secure` (set this behind HTTPS).
+    /// Whether cookies always carry `Secure`. They also do whenever the proxy in front
+    /// says the diner came over HTTPS (`X-Forwarded-Proto: https`).
     pub cookie_secure: bool,
     /// The store's URL, shown with its password redacted in `/v1/waiter`.
     pub store_url: StoreUrl,

@@ -82,6 +82,21 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
+/// Whether the request reached the proxy in front of the waiter over HTTPS
+/// (`X-Forwarded-Proto: https`, which bistro's balancer sets under TLS), so its session
+/// cookie should be `Secure`.
+///
+/// Believed from anyone: the header can only make the cookie stricter. A client that
+/// forges it over plain HTTP gets a cookie its browser will not send back, which hurts
+/// no one else.
+pub fn forwarded_https(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"))
+}
+
 /// `Set-Cookie` for a new session.
 pub fn set_cookie(session: SessionId, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
@@ -177,5 +192,20 @@ mod tests {
             "bistro_session=; Max-Age=0; Path=/"
         );
         assert_eq!(session_header(id).to_str().unwrap(), id.to_string());
+    }
+
+    #[test]
+    fn https_at_the_proxy_is_read_from_x_forwarded_proto() {
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-forwarded-proto", v.parse().unwrap());
+            forwarded_https(&h)
+        };
+        assert!(with("https"));
+        assert!(with("HTTPS"));
+        assert!(with("https, http"), "the first proxy's scheme counts");
+        assert!(!with("http"));
+        assert!(!with("http, https"));
+        assert!(!forwarded_https(&http::HeaderMap::new()));
     }
 }

@@ -54,7 +54,8 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `bistro <args>` and waits until it logs "listening on http://ADDR".
+/// Starts `bistro <args>` and waits until it logs "listening on http://ADDR" (or
+/// `https://`).
 pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bistro"));
     command.args(args);
@@ -113,7 +114,7 @@ fn spawn_command(name: &str, mut command: Command) -> Proc {
 }
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {
-    addr_after(line, "listening on http://")
+    addr_after(line, "listening on http://").or_else(|| addr_after(line, "listening on https://"))
 }
 
 fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {

@@ -13,7 +13,7 @@ use crate::body::RawBody;
 use crate::idempotency::{self, IdempotencyKey};
 use crate::problem::Problem;
 use crate::reply::Reply;
-use crate::session::{SESSION_HEADER, SessionRef, session_header, set_cookie};
+use crate::session::{SESSION_HEADER, SessionRef, forwarded_https, session_header, set_cookie};
 use crate::view::{OrderList, OrderView, ProblemDoc};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -160,7 +160,10 @@ pub async fn create(
         // finds its idempotency key there.
         resp.headers_mut().append(
             SET_COOKIE,
-            set_cookie(session, waiter.config().cookie_secure),
+            set_cookie(
+                session,
+                waiter.config().cookie_secure || forwarded_https(&headers),
+            ),
         );
         resp.headers_mut()
             .insert(SESSION_HEADER, session_header(session));
