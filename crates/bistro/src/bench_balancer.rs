@@ -24,18 +24,21 @@
 //!
 //! Modules: [`load`] (the built-in load generator), [`wrk`] (wrk instead), [`peers`]
 //! (nginx and HAProxy configurations), [`procs`] (child processes, CPU time),
-//! [`report`] (medians, ratios, verdicts), and [`connections`]: `bistro bench
-//! connections`, thousands of clients at once, errors and memory.
+//! [`report`] (medians, ratios, verdicts), [`connections`]: `bistro bench
+//! connections`, thousands of clients at once, errors and memory, and [`tls`]: `bistro
+//! bench tls`, TLS handshakes and requests against nginx and HAProxy.
 
 mod connections;
 mod load;
 mod peers;
 mod procs;
 mod report;
+mod tls;
 mod waiter;
 mod wrk;
 
 pub use connections::{BenchConnectionsOpts, run as run_connections};
+pub use tls::{BenchTlsOpts, run as run_tls};
 pub use waiter::{BaselineOpts, BenchWaiterOpts, baseline, run as run_waiter};
 
 use anyhow::{Context, bail};
@@ -306,6 +309,7 @@ fn bench(
                 &addrs,
                 opts.workers,
                 peers::Capacity::for_clients(opts.connections),
+                None,
             )?;
             setups.push(Setup {
                 label: format!("nginx {version}, round robin"),
@@ -325,8 +329,15 @@ fn bench(
             let line = procs::version_line(bin, &["-v"], "version");
             let version = short_version(&line, "version ");
             for sticky in [false, true] {
-                let (proc, addr) =
-                    peers::start_haproxy(bin, dir.path(), &waiters, opts.workers, sticky, 4096)?;
+                let (proc, addr) = peers::start_haproxy(
+                    bin,
+                    dir.path(),
+                    &waiters,
+                    opts.workers,
+                    sticky,
+                    4096,
+                    None,
+                )?;
                 setups.push(Setup {
                     label: if sticky {
                         format!("HAProxy {version}, sticky cookie")

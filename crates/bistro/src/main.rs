@@ -77,6 +77,8 @@ enum BenchCommand {
     Balancer(bench_balancer::BenchBalancerOpts),
     /// 1k and 10k keep-alive clients through the balancer, nginx and HAProxy: errors and memory
     Connections(bench_balancer::BenchConnectionsOpts),
+    /// TLS termination: handshakes/s and keep-alive TLS requests/s of the balancer against nginx and HAProxy with the same certificate
+    Tls(bench_balancer::BenchTlsOpts),
     /// The waiter against a minimal axum server answering the same bytes: requests/s, p50/p99, CPU per request
     Waiter(bench_balancer::BenchWaiterOpts),
     /// The minimal axum server `bench waiter` measures against (started by it)
@@ -130,6 +132,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bench_balancer::run_connections(opts).await
         }
         Command::Bench(BenchCommand::Waiter(opts)) => bench_balancer::run_waiter(opts).await,
+        Command::Bench(BenchCommand::Tls(opts)) => bench_balancer::run_tls(opts).await,
         Command::Bench(BenchCommand::Baseline(opts)) => bench_balancer::baseline(opts).await,
     }
 }

@@ -184,7 +184,14 @@ impl Fleet<'_> {
                     keepalive: 256,
                     worker_connections: connections + 1024,
                 };
-                peers::start_nginx(bin, self.dir.path(), &[self.waiter], workers, capacity)
+                peers::start_nginx(
+                    bin,
+                    self.dir.path(),
+                    &[self.waiter],
+                    workers,
+                    capacity,
+                    None,
+                )
             }
             Kind::Haproxy => {
                 let bin = self
@@ -196,7 +203,15 @@ impl Fleet<'_> {
                     .unwrap_or(usize::MAX);
                 let maxconn = (connections + 100).min(fits);
                 let backends = [("w1".to_string(), self.waiter)];
-                peers::start_haproxy(bin, self.dir.path(), &backends, workers, false, maxconn)
+                peers::start_haproxy(
+                    bin,
+                    self.dir.path(),
+                    &backends,
+                    workers,
+                    false,
+                    maxconn,
+                    None,
+                )
             }
         }
     }

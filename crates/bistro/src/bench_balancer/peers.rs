@@ -27,6 +27,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// The certificate a peer serves TLS with (`bistro bench tls`): the same files bistro
+/// gets, and for HAProxy the chain and key in one file, as it wants them.
+#[derive(Debug, Clone)]
+pub(super) struct PeerTls {
+    pub(super) cert: std::path::PathBuf,
+    pub(super) key: std::path::PathBuf,
+    /// Chain then key, one PEM file (HAProxy's `crt`).
+    pub(super) combined: std::path::PathBuf,
+}
+
 /// How long a peer may take to accept connections after it started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,7 +66,20 @@ pub(super) fn nginx_conf(
     backends: &[SocketAddr],
     workers: usize,
     capacity: Capacity,
+    tls: Option<&PeerTls>,
 ) -> String {
+    // TLS as nginx's documentation sets it up, HTTP/2 offered by ALPN as bistro does.
+    let (ssl, certificate) = match tls {
+        Some(t) => (
+            " ssl http2",
+            format!(
+                "        ssl_certificate {};\n        ssl_certificate_key {};\n",
+                t.cert.display(),
+                t.key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let Capacity {
         keepalive,
         worker_connections,
@@ -95,8 +118,8 @@ http {{
         keepalive_timeout 60s;
     }}
     server {{
-        listen {listen} reuseport;
-        location / {{
+        listen {listen}{ssl} reuseport;
+{certificate}        location / {{
             proxy_pass http://waiters;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
@@ -121,7 +144,15 @@ pub(super) fn haproxy_conf(
     threads: usize,
     sticky: bool,
     maxconn: usize,
+    tls: Option<&PeerTls>,
 ) -> String {
+    let (bind_tls, proto) = match tls {
+        Some(t) => (
+            format!(" ssl crt {} alpn h2,http/1.1", t.combined.display()),
+            "https",
+        ),
+        None => (String::new(), "http"),
+    };
     let mut servers = String::new();
     for (id, addr) in backends {
         let cookie = if sticky {
@@ -154,8 +185,8 @@ defaults
     timeout http-keep-alive 30s
 
 frontend bench
-    bind {listen}
-    http-request set-header X-Forwarded-Proto http
+    bind {listen}{bind_tls}
+    http-request set-header X-Forwarded-Proto {proto}
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-request add-header Via \"1.1 haproxy\"
     http-response add-header Via \"1.1 haproxy\"
@@ -174,10 +205,14 @@ pub(super) fn start_nginx(
     backends: &[SocketAddr],
     workers: usize,
     capacity: Capacity,
+    tls: Option<&PeerTls>,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let listen = free_port()?;
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir, listen, backends, workers, capacity))?;
+    std::fs::write(
+        &conf,
+        nginx_conf(dir, listen, backends, workers, capacity, tls),
+    )?;
     let mut command = Command::new(bin);
     command
         .arg("-p")
@@ -201,13 +236,14 @@ pub(super) fn start_haproxy(
     threads: usize,
     sticky: bool,
     maxconn: usize,
+    tls: Option<&PeerTls>,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let listen = free_port()?;
     let name = if sticky { "haproxy-sticky" } else { "haproxy" };
     let conf = dir.join(format!("{name}.cfg"));
     std::fs::write(
         &conf,
-        haproxy_conf(listen, backends, threads, sticky, maxconn),
+        haproxy_conf(listen, backends, threads, sticky, maxconn, tls),
     )?;
     let mut command = Command::new(bin);
     command.arg("-db").arg("-f").arg(&conf);
@@ -239,6 +275,7 @@ mod tests {
             &[addr(7001), addr(7002)],
             2,
             Capacity::for_clients(64),
+            None,
         );
         assert!(conf.contains("worker_processes 2;"));
         assert!(conf.contains("worker_connections 4096;"));
@@ -259,16 +296,40 @@ mod tests {
             ("w1".to_string(), addr(7001)),
             ("w2".to_string(), addr(7002)),
         ];
-        let plain = haproxy_conf(addr(8000), &backends, 2, false, 4096);
+        let plain = haproxy_conf(addr(8000), &backends, 2, false, 4096, None);
         assert!(plain.contains("nbthread 2"));
         assert!(plain.contains("http-reuse always"));
         assert!(plain.contains("server w1 127.0.0.1:7001\n"));
         assert!(!plain.contains("cookie"));
         assert!(plain.contains("option forwardfor"));
         assert!(plain.contains("http-response add-header Via \"1.1 haproxy\""));
-        let sticky = haproxy_conf(addr(8000), &backends, 2, true, 9990);
+        let sticky = haproxy_conf(addr(8000), &backends, 2, true, 9990, None);
         assert!(sticky.contains("maxconn 9990"));
         assert!(sticky.contains("cookie SERVERID insert indirect nocache"));
         assert!(sticky.contains("server w2 127.0.0.1:7002 cookie w2"));
+    }
+
+    #[test]
+    fn under_tls_both_peers_serve_the_given_certificate_and_offer_h2() {
+        let tls = PeerTls {
+            cert: "/t/cert.pem".into(),
+            key: "/t/key.pem".into(),
+            combined: "/t/both.pem".into(),
+        };
+        let nginx = nginx_conf(
+            Path::new("/tmp/x"),
+            addr(8000),
+            &[addr(7001)],
+            2,
+            Capacity::for_clients(64),
+            Some(&tls),
+        );
+        assert!(nginx.contains("listen 127.0.0.1:8000 ssl http2 reuseport;"));
+        assert!(nginx.contains("ssl_certificate /t/cert.pem;"));
+        assert!(nginx.contains("ssl_certificate_key /t/key.pem;"));
+        let backends = vec![("w1".to_string(), addr(7001))];
+        let haproxy = haproxy_conf(addr(8000), &backends, 2, false, 4096, Some(&tls));
+        assert!(haproxy.contains("bind 127.0.0.1:8000 ssl crt /t/both.pem alpn h2,http/1.1"));
+        assert!(haproxy.contains("X-Forwarded-Proto https"));
     }
 }

@@ -214,10 +214,12 @@ fn keep_lines(
     });
 }
 
-/// The address in a `... listening on http://ADDR ...` log line.
+/// The address in a `... listening on http://ADDR ...` (or `https://`) log line.
 pub(super) fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let i = line.find("listening on http://")?;
-    line[i + "listening on http://".len()..]
+    let (i, mark) = ["listening on http://", "listening on https://"]
+        .iter()
+        .find_map(|mark| line.find(mark).map(|i| (i, *mark)))?;
+    line[i + mark.len()..]
         .split_whitespace()
         .next()?
         .parse()
