@@ -692,7 +692,7 @@ mod tests {
         let partial = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n";
         assert_eq!(parse_head(partial).unwrap(), None);
         let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nvia: x\r\n\r\nhel";
-        assert_eq!(parse_head(head).unwrap(), Some((200, 45, 5)));
+        assert_eq!(parse_head(head).unwrap(), Some((200, 46, 5)));
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(parse_head(chunked).is_err(), "chunked answers are refused");
     }
