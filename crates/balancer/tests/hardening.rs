@@ -87,11 +87,25 @@ async fn conflicting_content_lengths_get_400_and_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_get_431_and_close() {
     let (waiter, balancer) = start().await;
-    let big = format!(
+    // Just over the 8 KiB limit, sent whole: the balancer reads all of it, so its 431
+    // always arrives.
+    let over = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(9 * 1024)
+    );
+    let (reply, closed) = raw_exchange(balancer.addr, over.as_bytes(), WITHIN).await;
+    assert!(closed);
+    // hyper writes this answer itself, before the request reaches bistro's code: a
+    // bare 431 with no problem body.
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    // Far over it: the balancer stops reading at its buffer's end, answers 431 and
+    // closes with the rest unread, which TCP turns into a reset that may reach the
+    // client before it reads the answer. Closed, and never forwarded, either way.
+    let huge = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
         "x".repeat(64 * 1024)
     );
-    let (reply, closed) = raw_exchange(balancer.addr, big.as_bytes(), WITHIN).await;
+    let (reply, closed) = raw_exchange(balancer.addr, huge.as_bytes(), WITHIN).await;
     assert!(closed);
     assert!(
         reply.is_empty() || reply.starts_with("HTTP/1.1 431"),
@@ -176,10 +190,8 @@ async fn bodies_over_the_limit_get_413() {
         len = chunk.len()
     );
     let (reply, _) = raw_exchange(balancer.addr, chunked.as_bytes(), WITHIN).await;
-    assert!(
-        reply.starts_with("HTTP/1.1 413") || reply.is_empty(),
-        "{reply}"
-    );
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("request-too-large"), "{reply}");
     assert_eq!(waiter.effects(), 0, "the waiter never saw a complete body");
     balancer.shutdown().await.unwrap();
 }

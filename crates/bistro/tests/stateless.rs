@@ -291,9 +291,11 @@ async fn store_outage_is_a_503_and_the_waiter_recovers_by_itself() {
             break;
         }
         assert_eq!(r.status, 503, "{}", r.text());
+        // Redis's own start-up is inside this window; the bound only says the waiter
+        // comes back by itself rather than after its reconnect backoff grew long.
         assert!(
-            back.elapsed() < Duration::from_secs(2),
-            "no 2xx within 2 s of the store's return"
+            back.elapsed() < Duration::from_secs(15),
+            "no 2xx within 15 s of the store's return"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -403,8 +403,9 @@ async fn outage_and_recovery(store: &dyn OrderStore, proxy: &Proxy) {
         .await
         .expect("a call during an outage must not hang");
         assert!(matches!(get, Err(ref e) if e.is_outage()), "{get:?}");
+        // Two calls, each bounded by the operation timeout; ten times that.
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < impatient().op_timeout * 20,
             "took {:?}",
             started.elapsed()
         );
@@ -508,7 +509,9 @@ async fn sqlite_a_locked_file_times_out_with_nothing_applied() {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
-        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        // Ten times the operation timeout: the point is that it ends, not how fast a
+        // loaded machine gets there.
+        assert!(waited < impatient().op_timeout * 10, "waited {waited:?}");
         assert_eq!(store.get_order(session, &v1.id, T0 + 2).await.unwrap(), v1);
     })
     .await;
@@ -543,7 +546,9 @@ async fn postgres_a_locked_row_times_out_with_nothing_applied() {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
-        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        // Ten times the operation timeout: the point is that it ends, not how fast a
+        // loaded machine gets there.
+        assert!(waited < impatient().op_timeout * 10, "waited {waited:?}");
         assert_eq!(store.get_order(session, &v1.id, T0 + 2).await.unwrap(), v1);
     })
     .await;
@@ -579,7 +584,9 @@ async fn lost_reply_may_have_applied(
     let error = update.expect_err("no reply came back");
     assert!(error.may_have_applied(), "{error:?}");
     assert!(error.is_outage(), "{error:?}");
-    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    // Ten times the operation timeout: the point is that it ends, not how fast a
+    // loaded machine gets there.
+    assert!(waited < impatient().op_timeout * 10, "waited {waited:?}");
     assert_eq!(
         direct.get_order(session, &v1.id, T0 + 2).await.unwrap(),
         v2,
