@@ -369,19 +369,7 @@ impl RecentVerdicts {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers, if present.
-pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|line| {
-            line.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                (k.trim_end() == name).then(|| v.trim())
-            })
-        })
-}
+pub(crate) use bistro_proto::cookies::find as find_cookie;
 
 #[cfg(test)]
 mod tests {

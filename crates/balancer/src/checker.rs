@@ -231,7 +231,7 @@ async fn get(core: &Core, path: &str) -> Result<(StatusCode, Option<Mode>, Bytes
     let status = response.status();
     let mode = response
         .headers()
-        .get("bistro-mode")
+        .get(&bistro_proto::headers::MODE)
         .and_then(|v| Mode::from_wire(v.as_bytes()));
     let body = Limited::new(response.into_body(), MAX_INFO_BODY)
         .collect()

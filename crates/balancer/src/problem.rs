@@ -28,14 +28,14 @@ use crate::body::ResponseBody;
 use crate::error::ProxyError;
 use crate::headers::add_via;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 /// The `type` prefix of every bistro problem.
-pub const PROBLEM_BASE: &str = "https://bistro.dev/problems/";
+pub use bistro_proto::problem::TYPE_PREFIX as PROBLEM_BASE;
 
 /// The header carrying the request id on the balancer's own answers.
-pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("bistro-request-id");
+pub(crate) use bistro_proto::headers::REQUEST_ID;
 
 /// One problem answer.
 #[derive(Debug, Clone)]

@@ -41,18 +41,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-static REROUTED: HeaderName = HeaderName::from_static("bistro-rerouted");
-/// A replicated waiter names the peer keeping its copy of the diner's session.
-static BISTRO_BACKUP: HeaderName = HeaderName::from_static("bistro-backup");
-/// A replicated waiter that no longer leads the session names the one that does (with
-/// `421 session-moved`; nothing of the request was kept).
-static BISTRO_LEADER: HeaderName = HeaderName::from_static("bistro-leader");
-static BISTRO_MODE: HeaderName = HeaderName::from_static("bistro-mode");
+use bistro_proto::cookies::SESSION as SESSION_COOKIE;
+// A replicated waiter names the peer keeping its copy of the diner's session
+// (`BISTRO_BACKUP`); one that no longer leads the session names the one that does, with
+// `421 session-moved` (`BISTRO_LEADER`). The session header and cookie: a request
+// without either starts a session.
+use bistro_proto::headers::{
+    BACKUP as BISTRO_BACKUP, LEADER as BISTRO_LEADER, MODE as BISTRO_MODE, REROUTED,
+    SESSION as SESSION_HEADER,
+};
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The waiter's session credentials (cookie and header): a request without either
-/// starts a session. The waiter defines them; the balancer only looks for them.
-const SESSION_COOKIE: &str = "bistro_session";
-static SESSION_HEADER: HeaderName = HeaderName::from_static("bistro-session");
 
 /// Most `421 session-moved` answers one request follows.
 const MAX_FOLLOWS: u32 = 3;

@@ -6,10 +6,8 @@
 //! its diners, and a token reveals nothing about the network behind the balancer.
 
 use crate::error::ConfigError;
-use serde::{Deserialize, Deserializer, Serialize};
-use std::fmt;
+use serde::{Deserialize, Deserializer};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::str::FromStr;
 
 /// Largest accepted weight; weights are relative, so this is plenty and keeps the
 /// precomputed weighted sequences small.
@@ -18,64 +16,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// Longest accepted backend id, in bytes (ids travel in every affinity cookie).
 pub const MAX_ID_LEN: usize = 64;
 
-/// Where a waiter keeps its diners' notes, which decides how the balancer treats its
-/// sessions: sticky and `strict` for stateful waiters, free to move for stateless ones,
-/// sticky with a fallback to the named backup for replicated ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Notes in the waiter's memory: only that waiter can serve the session.
-    Stateful,
-    /// Notes in a central store: any waiter can serve any session.
-    Stateless,
-    /// Notes in the waiter's memory with a copy on a peer (named in `Bistro-Backup`,
-    /// carried in the affinity token): the peer serves the session when its waiter is
-    /// gone.
-    Replicated,
-}
-
-impl Mode {
-    /// The wire name, as in the waiter's `Bistro-Mode` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Stateful => "stateful",
-            Mode::Stateless => "stateless",
-            Mode::Replicated => "replicated",
-        }
-    }
-
-    /// Parses the wire name (ASCII case-insensitive) from a header or JSON field.
-    pub fn from_wire(s: &[u8]) -> Option<Mode> {
-        if s.eq_ignore_ascii_case(b"stateful") {
-            Some(Mode::Stateful)
-        } else if s.eq_ignore_ascii_case(b"stateless") {
-            Some(Mode::Stateless)
-        } else if s.eq_ignore_ascii_case(b"replicated") {
-            Some(Mode::Replicated)
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Mode {
-    type Err = ConfigError;
-
-    fn from_str(s: &str) -> Result<Mode, ConfigError> {
-        Mode::from_wire(s.trim().as_bytes()).ok_or_else(|| {
-            ConfigError::invalid(
-                "mode",
-                format!("{s:?} is not stateful, stateless or replicated"),
-            )
-        })
-    }
-}
+pub use bistro_proto::Mode;
 
 /// One backend as configured.
 ///
@@ -212,7 +153,7 @@ pub fn parse_backend_flag(s: &str) -> Result<BackendSpec, ConfigError> {
                 spec.mode = Some(
                     value
                         .parse()
-                        .map_err(|e: ConfigError| fail(e.to_string()))?,
+                        .map_err(|e: bistro_proto::ParseModeError| fail(e.to_string()))?,
                 )
             }
             other => {
@@ -257,7 +198,7 @@ mod tests {
             ("w 1=127.0.0.1:7001", "letters, digits"),
             (
                 "w1=127.0.0.1:7001,mode=sharded",
-                "not stateful, stateless or replicated",
+                "unknown mode \"sharded\"; use stateful",
             ),
         ] {
             let err = parse_backend_flag(flag).unwrap_err().to_string();

@@ -32,10 +32,10 @@ use crate::state::Worker;
 use crate::strategy::Pick;
 use crate::table::Table;
 use http::header::SET_COOKIE;
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderValue, Response};
 use std::sync::Arc;
 
-static SESSION_LOST: HeaderName = HeaderName::from_static("bistro-session-lost");
+use bistro_proto::headers::SESSION_LOST;
 
 /// An answer the balancer gives without (further) asking a backend; boxed because the
 /// paths that produce it are rare and the common `Ok` should stay small.

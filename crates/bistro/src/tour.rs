@@ -10,6 +10,7 @@
 use anyhow::{Context, bail, ensure};
 use bistro_client::{Client, Response};
 use bistro_orders::KitchenTimings;
+use bistro_proto::headers::{MODE, WAITER};
 use bistro_store::{MemoryStore, StoreConfig};
 use bistro_waiter::{Waiter, WaiterConfig};
 use http::Method;
@@ -58,8 +59,8 @@ fn step(n: u32, what: &str) {
 }
 
 fn show(resp: &Response) {
-    let waiter = resp.header("bistro-waiter").unwrap_or("?");
-    let mode = resp.header("bistro-mode").unwrap_or("?");
+    let waiter = resp.header(WAITER.as_str()).unwrap_or("?");
+    let mode = resp.header(MODE.as_str()).unwrap_or("?");
     let etag = resp
         .header("etag")
         .map(|e| format!(", ETag {e}"))
@@ -100,7 +101,7 @@ async fn script(diner: &Client) -> anyhow::Result<()> {
         .context("the created order has no id")?
         .to_string();
     let session = diner
-        .cookie("bistro_session")
+        .cookie(bistro_proto::cookies::SESSION)
         .context("no bistro_session cookie was set")?;
     println!(
         "   order {id}, version {}, total {} cents; session cookie bistro_session={}…",

@@ -301,45 +301,13 @@ impl Client {
         let mut jar = self.jar.lock().unwrap_or_else(|p| p.into_inner());
         for value in headers.get_all(SET_COOKIE) {
             let Ok(value) = value.to_str() else { continue };
-            if let Some((name, val, expired)) = parse_set_cookie(value) {
-                if expired || val.is_empty() {
-                    jar.remove(name);
+            if let Some(set) = bistro_proto::cookies::parse_set_cookie(value) {
+                if set.forget {
+                    jar.remove(set.name);
                 } else {
-                    jar.insert(name.to_string(), val.to_string());
+                    jar.insert(set.name.to_string(), set.value.to_string());
                 }
             }
         }
-    }
-}
-
-/// Parses `name=value; Attr; Max-Age=0` into (name, value, expired).
-fn parse_set_cookie(header: &str) -> Option<(&str, &str, bool)> {
-    let mut parts = header.split(';');
-    let (name, value) = parts.next()?.trim().split_once('=')?;
-    let expired = parts.any(|attr| {
-        let attr = attr.trim();
-        attr.len() > 8
-            && attr[..8].eq_ignore_ascii_case("max-age=")
-            && attr[8..].trim().parse::<i64>().is_ok_and(|n| n <= 0)
-    });
-    Some((name.trim(), value.trim(), expired))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_cookie_parsing() {
-        assert_eq!(
-            parse_set_cookie("a=b; Path=/; HttpOnly"),
-            Some(("a", "b", false))
-        );
-        assert_eq!(
-            parse_set_cookie("a=; Max-Age=0; Path=/"),
-            Some(("a", "", true))
-        );
-        assert_eq!(parse_set_cookie("a=b; max-age=60"), Some(("a", "b", false)));
-        assert_eq!(parse_set_cookie("garbage"), None);
     }
 }

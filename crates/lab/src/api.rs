@@ -8,17 +8,15 @@ use crate::sample::ErrorKind;
 use bistro_client::{ClientError, Response};
 use serde::Deserialize;
 
-/// The waiter's session cookie.
-pub const SESSION_COOKIE: &str = "bistro_session";
 /// The balancer's affinity cookie (its default name), naming the waiter a diner is
 /// pinned to.
-pub const AFFINITY_COOKIE: &str = "bistro_affinity";
+pub use bistro_proto::cookies::AFFINITY as AFFINITY_COOKIE;
+/// The waiter's session cookie.
+pub use bistro_proto::cookies::SESSION as SESSION_COOKIE;
 
 /// The last path segment of a problem's `type`, if the body is a problem.
 pub fn problem_kind(resp: &Response) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
-    let ty = v.get("type")?.as_str()?;
-    Some(ty.rsplit('/').next().unwrap_or(ty).to_string())
+    bistro_proto::problem::kind_in_body(&resp.body)
 }
 
 /// `None` for a 2xx answer, else the kind of failure.

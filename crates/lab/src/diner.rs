@@ -379,7 +379,9 @@ impl Diner {
                     );
                     return Flow::Next;
                 };
-                let waiter = resp.header("bistro-waiter").map(str::to_string);
+                let waiter = resp
+                    .header(bistro_proto::headers::WAITER.as_str())
+                    .map(str::to_string);
                 let cookie = self.clients[session].cookie(api::SESSION_COOKIE);
                 let id = order.id.clone();
                 self.ledger.created(session, order, waiter, cookie);

@@ -9,61 +9,10 @@
 
 use bistro_orders::{KitchenTimings, Menu};
 use bistro_store::StoreUrl;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where a waiter keeps the diners' notes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// In this process's memory: only this waiter can serve its sessions.
-    Stateful,
-    /// In a central store: any waiter can serve any session.
-    Stateless,
-    /// In this process's memory, with a copy on a peer waiter: the peer carries on when
-    /// this waiter dies.
-    Replicated,
-}
-
-impl Mode {
-    /// The wire name, as in the `Bistro-Mode` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Stateful => "stateful",
-            Mode::Stateless => "stateless",
-            Mode::Replicated => "replicated",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A mode name that is not `stateful`, `stateless` or `replicated`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown mode {0:?}; use stateful (notes in the waiter's memory), stateless (notes in a central store) or replicated (in memory, with a copy on a peer)"
-)]
-pub struct ParseModeError(pub String);
-
-impl FromStr for Mode {
-    type Err = ParseModeError;
-
-    fn from_str(s: &str) -> Result<Mode, ParseModeError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "stateful" => Ok(Mode::Stateful),
-            "stateless" => Ok(Mode::Stateless),
-            "replicated" => Ok(Mode::Replicated),
-            _ => Err(ParseModeError(s.to_string())),
-        }
-    }
-}
+pub use bistro_proto::{Mode, ParseModeError};
 
 /// Everything a [`Waiter`](crate::Waiter) needs besides its store.
 #[derive(Debug, Clone)]

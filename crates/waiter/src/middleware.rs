@@ -15,13 +15,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bistro_store::SessionId;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use tokio::time::Instant;
 
-/// The header naming the waiter that answered.
-pub const WAITER_HEADER: HeaderName = HeaderName::from_static("bistro-waiter");
 /// The header naming the waiter's mode.
-pub const MODE_HEADER: HeaderName = HeaderName::from_static("bistro-mode");
+pub use bistro_proto::headers::MODE as MODE_HEADER;
+/// The header naming the waiter that answered.
+pub use bistro_proto::headers::WAITER as WAITER_HEADER;
 
 /// Adds `Bistro-Waiter` and `Bistro-Mode` to every response, so users can see which
 /// waiter served them and watch stickiness at work.
@@ -71,12 +71,12 @@ pub async fn timeout(State(waiter): State<Waiter>, req: Request, next: Next) -> 
 
 /// The header naming the waiter that keeps the copy of the session (replicated mode), so
 /// a balancer can send the diner there when this waiter is gone.
-pub const BACKUP_HEADER: HeaderName = HeaderName::from_static("bistro-backup");
+pub use bistro_proto::headers::BACKUP as BACKUP_HEADER;
 /// The header naming the waiter that leads a session now, on `421 session-moved`.
-pub const LEADER_HEADER: HeaderName = HeaderName::from_static("bistro-leader");
+pub use bistro_proto::headers::LEADER as LEADER_HEADER;
 /// The header saying a change was acknowledged with no copy anywhere (replicated mode,
 /// no peer up): `alone`.
-pub const REPLICATION_HEADER: HeaderName = HeaderName::from_static("bistro-replication");
+pub use bistro_proto::headers::REPLICATION as REPLICATION_HEADER;
 
 /// In replicated mode: before the request, takes over a session this waiter holds only
 /// a copy of; after a request that may have changed it, waits until a backup holds the
@@ -98,7 +98,7 @@ pub async fn replicate(State(waiter): State<Waiter>, req: Request, next: Next) -
     // The session is the one the request named, or the one it started.
     let session = named.or_else(|| {
         resp.headers()
-            .get(SESSION_HEADER)
+            .get(&SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(SessionId::parse)
     });

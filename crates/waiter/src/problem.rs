@@ -20,10 +20,10 @@ use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
-/// The prefix of every problem `type`.
-pub const TYPE_PREFIX: &str = "https://bistro.dev/problems/";
 /// The media type of problem responses.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use bistro_proto::problem::MEDIA_TYPE as PROBLEM_JSON;
+/// The prefix of every problem `type`.
+pub use bistro_proto::problem::TYPE_PREFIX;
 
 /// An error response.
 #[derive(Debug, Clone)]

@@ -15,16 +15,15 @@
 
 use axum::extract::FromRequestParts;
 use bistro_store::SessionId;
-use http::header::COOKIE;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use std::convert::Infallible;
 
 /// The session cookie's name.
-pub const COOKIE_NAME: &str = "bistro_session";
+pub use bistro_proto::cookies::SESSION as COOKIE_NAME;
 /// The header that carries a session id for clients without cookies, and that tells a
 /// client the id of a session the waiter just created.
-pub const SESSION_HEADER: &str = "bistro-session";
+pub use bistro_proto::headers::SESSION as SESSION_HEADER;
 
 /// The session a request names, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +39,14 @@ pub enum SessionRef {
 impl SessionRef {
     /// Reads the `Bistro-Session` header, else the `bistro_session` cookie.
     pub fn from_headers(headers: &HeaderMap) -> SessionRef {
-        if let Some(value) = headers.get(SESSION_HEADER) {
+        if let Some(value) = headers.get(&SESSION_HEADER) {
             return match value.to_str() {
                 Ok(s) if s.trim().is_empty() => SessionRef::Absent,
                 Ok(s) => parse(s.trim()),
                 Err(_) => SessionRef::Malformed,
             };
         }
-        match cookie_value(headers, COOKIE_NAME) {
+        match bistro_proto::cookies::find(headers, COOKIE_NAME) {
             // An empty value is what a cleared cookie looks like to some clients.
             Some("") | None => SessionRef::Absent,
             Some(value) => parse(value),
@@ -68,18 +67,6 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionRef {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(SessionRef::from_headers(&parts.headers))
     }
-}
-
-/// The value of cookie `name` across all `Cookie` headers (the first one wins).
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
 /// Whether the request reached the proxy in front of the waiter over HTTPS

@@ -167,7 +167,7 @@ pub struct AffinityConfig {
 impl Default for AffinityConfig {
     fn default() -> Self {
         AffinityConfig {
-            cookie: "bistro_affinity".into(),
+            cookie: bistro_proto::cookies::AFFINITY.into(),
             key: None,
             max_age_secs: 24 * 60 * 60,
             cookie_max_age_secs: None,

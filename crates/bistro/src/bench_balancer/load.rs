@@ -128,16 +128,13 @@ async fn exchange(
 /// The `Cookie` header a client sends back after a response with these headers: every
 /// `name=value` the response set (cookies being cleared are left out).
 pub(super) fn cookie_header(headers: &HeaderMap) -> Option<String> {
-    let pairs: Vec<&str> = headers
+    let pairs: Vec<String> = headers
         .get_all(SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|pair| {
-            pair.split_once('=')
-                .is_some_and(|(n, v)| !n.is_empty() && !v.is_empty())
-        })
+        .filter_map(bistro_proto::cookies::parse_set_cookie)
+        .filter(|set| !set.forget)
+        .map(|set| format!("{}={}", set.name, set.value))
         .collect();
     (!pairs.is_empty()).then(|| pairs.join("; "))
 }
@@ -414,7 +411,7 @@ pub(super) fn probe(addr: SocketAddr, path: &str) -> anyhow::Result<Probe> {
             status,
             cookie: cookie_header(&headers),
             waiter: headers
-                .get("bistro-waiter")
+                .get(&bistro_proto::headers::WAITER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
         })

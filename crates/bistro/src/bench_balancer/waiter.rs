@@ -290,7 +290,7 @@ fn make_order(addr: SocketAddr) -> anyhow::Result<(String, String, Vec<u8>)> {
             bail!("the waiter answered {}: {}", created.status, created.text());
         }
         let session = client
-            .cookie("bistro_session")
+            .cookie(bistro_proto::cookies::SESSION)
             .context("the waiter set no session cookie")?;
         let id = created.value()["id"]
             .as_str()
