@@ -42,6 +42,7 @@ mod audit;
 mod check;
 mod choice;
 mod cluster;
+mod delay;
 mod diner;
 mod error;
 mod experiment;
@@ -61,6 +62,7 @@ mod store;
 mod verify;
 
 pub use check::{SMOKE_TOML, end_to_end_check};
+pub use delay::{Delay, DelayProxy, ProxyStats};
 pub use error::LabError;
 pub use fault::FaultRecord;
 pub use process::{die_with_parent, free_ports, send_signal};
