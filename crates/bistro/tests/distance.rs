@@ -23,7 +23,7 @@ fn shortened() -> bistro_lab::Scenario {
     let redis = format!("store = {:?}", bistro_testsupport::redis_url());
     for (from, to) in [
         ("duration_seconds = 6", "duration_seconds = 2"),
-        ("diners = 40", "diners = 12"),
+        ("diners = 20", "diners = 12"),
         ("rtt_ms = [0, 0.5, 1, 2]", "rtt_ms = [0, 10]"),
         (
             "store = \"postgres://postgres@127.0.0.1:5432/postgres\"",

@@ -532,6 +532,7 @@ impl Cluster {
                 chunks += s.chunks;
                 held_us += s.held_us;
             }
+            r.chunks = chunks;
             r.mean_held_ms = crate::delay::ProxyStats {
                 chunks,
                 held_us,

@@ -107,6 +107,9 @@ pub struct LinkReport {
     pub bytes_to_target: u64,
     /// Bytes carried back.
     pub bytes_from_target: u64,
+    /// Chunks delivered, both directions.
+    #[serde(default)]
+    pub chunks: u64,
     /// The mean time a chunk was held, one way, ms: the delay actually added (the
     /// configured half round trip, plus the timer's overshoot).
     pub mean_held_ms: Option<f64>,
@@ -319,6 +322,11 @@ pub struct SweepPoint {
     pub lost: u32,
     /// Orders diverged or duplicated.
     pub diverged: u32,
+    /// The round trip the proxies actually added, ms: twice the mean time they held a
+    /// chunk on the swept links (above the configured value by the timer's overshoot,
+    /// which grows with the machine's load). `None` when no chunk went through.
+    #[serde(default)]
+    pub added_rtt_ms: Option<f64>,
 }
 
 /// One architecture across the sweep.
@@ -379,6 +387,7 @@ impl SweepReport {
                             orders: r.verification.orders,
                             lost: r.verification.lost,
                             diverged: r.verification.diverged + r.verification.duplicated,
+                            added_rtt_ms: added_rtt_ms(r, &sweep.links),
                         })
                     })
                     .collect();
@@ -397,6 +406,21 @@ impl SweepReport {
             lines,
         }
     }
+}
+
+/// Twice the mean time `run`'s proxies held a chunk on `links` (over all their
+/// chunks).
+fn added_rtt_ms(run: &ArchReport, links: &[crate::scenario::Link]) -> Option<f64> {
+    let (mut chunks, mut held_ms) = (0u64, 0.0);
+    for l in &run.network {
+        if links.iter().any(|k| k.as_str() == l.link)
+            && let Some(mean) = l.mean_held_ms
+        {
+            chunks += l.chunks;
+            held_ms += mean * l.chunks as f64;
+        }
+    }
+    (chunks > 0).then(|| 2.0 * held_ms / chunks as f64)
 }
 
 /// The whole report of a lab run.

@@ -197,6 +197,14 @@ pub(super) fn sweep_blocks(sweep: &SweepReport) -> Vec<(&'static str, Vec<Row>)>
             block(&|p| p.p99_ms.map(ms).unwrap_or_else(|| "-".into())),
         ),
         (
+            "round trip added, measured (ms)",
+            block(&|p| {
+                p.added_rtt_ms
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into())
+            }),
+        ),
+        (
             "errors",
             block(&|p| format!("{} of {}", p.errors, p.requests)),
         ),

@@ -532,6 +532,7 @@ fn sweep_report() -> Report {
                     connections: 3,
                     bytes_to_target: 1000,
                     bytes_from_target: 2000,
+                    chunks: 10,
                     mean_held_ms: Some(rtt / 2.0 + 0.05),
                     ..LinkReport::default()
                 }]
@@ -583,6 +584,8 @@ fn a_sweep_gathers_a_point_per_architecture_and_distance() {
     // HDR histogram precision: within 0.1 %.
     assert!((far.p50_ms.unwrap() - 5.0).abs() < 0.01, "{far:?}");
     assert!((far.throughput_rps - 20.0).abs() < 1e-9);
+    assert!((far.added_rtt_ms.unwrap() - 2.1).abs() < 1e-9, "{far:?}");
+    assert_eq!(sweep.lines[0].points[2].added_rtt_ms, None, "no proxy");
 
     let table = r.table();
     assert!(
