@@ -270,7 +270,10 @@ impl Endpoint {
         format!("{}{addr}{}", &url[..self.span.start], &url[self.span.end..])
     }
 
-    /// The endpoint's address (the first one its host resolves to).
+    /// The endpoint's address: the first its host resolves to that accepts a
+    /// connection, else the first. (A proxy forwards to one address, where the store's
+    /// own client would try each: `localhost` may resolve to `::1` first while the
+    /// server listens on 127.0.0.1 only.)
     ///
     /// # Errors
     /// [`LabError::Scenario`] when the host does not resolve.
@@ -281,10 +284,20 @@ impl Endpoint {
                 self.host, self.port
             ))
         };
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| fail(format!("does not resolve: {e}")))?
-            .next()
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| fail(format!("does not resolve: {e}")))?
+                .collect();
+        for &addr in &addrs {
+            let probe = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                return Ok(addr);
+            }
+        }
+        addrs
+            .first()
+            .copied()
             .ok_or_else(|| fail("resolves to no address".into()))
     }
 }
@@ -342,5 +355,17 @@ mod tests {
             let e = Endpoint::of(url).expect_err(url).to_string();
             assert!(e.contains("store distance"), "{url}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_host_resolves_to_the_address_that_accepts_connections() {
+        // Listening on IPv4 only: `localhost` may list ::1 first, where nothing listens.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let e = Endpoint::of(&format!("redis://localhost:{port}/")).unwrap();
+        assert_eq!(
+            e.resolve().await.unwrap(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port))
+        );
     }
 }
