@@ -22,8 +22,11 @@
 //! - **Sub-millisecond delays are kept.** Tokio's timer counts whole milliseconds and
 //!   rounds a deadline up, so 0.25 ms would become 1 to 2 ms: exactly the range the
 //!   lab measures. Due times are therefore kept by a small timer thread of the proxy's
-//!   own that waits on a condition variable (nanosecond timeouts, within the kernel's
-//!   timer slack of about 50 µs) and wakes the writer through a oneshot channel.
+//!   own that waits on a condition variable (nanosecond timeouts, plus the kernel's
+//!   timer slack of about 50 µs) and wakes the writer through a oneshot channel. A
+//!   chunk is never early; it is late by however long the thread and then the writer
+//!   wait to be scheduled, which grows with the machine's load, so the proxy counts
+//!   how long it actually held each chunk ([`ProxyStats::mean_held_ms`]).
 //!
 //! What it does not model: bandwidth (only latency is added) and loss.
 //!
