@@ -100,6 +100,11 @@ async fn a_round_trip_takes_at_least_the_configured_rtt() {
             "round trip {i} took {took:?}, over ten times {rtt:?}"
         );
     }
+    // Each of the 10 chunks (5 each way) was held at least the one-way 10 ms.
+    let stats = proxy.stats();
+    assert_eq!(stats.chunks, 10);
+    let held = stats.mean_held_ms().unwrap();
+    assert!(held >= 10.0, "chunks were held {held} ms on average");
     proxy.shutdown().await;
 }
 
