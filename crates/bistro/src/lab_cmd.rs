@@ -50,8 +50,12 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
     match cmd {
         LabCommand::Check { scenario } => {
             let s = load(&scenario)?;
+            let runs = match &s.sweep {
+                Some(sweep) => format!(", each at {} distances", sweep.rtt_ms.len()),
+                None => String::new(),
+            };
             println!(
-                "{}: valid ({} architectures, about {:.0} s)",
+                "{}: valid ({} architectures{runs}, about {:.0} s)",
                 scenario.display(),
                 s.architectures.len(),
                 s.estimated_duration().as_secs_f64()

@@ -6,13 +6,22 @@
 //! `--backend id=addr` per waiter. A waiter restarted by a fault gets the same id and the
 //! same port, so the balancer finds it where it was.
 //!
-//! [`Cluster::shutdown`] kills and reaps every process; it is called on every path (end
-//! of run, failure, cancel), and `kill_on_drop` covers a panic.
+//! A scenario's `[network]` puts a [`DelayProxy`] on a link: the waiters get the store
+//! proxy's address in their `--store` URL, the balancer gets each waiter's proxy as its
+//! `--backend`, and replicated waiters get their peers' proxies as `--peer`. A proxy
+//! keeps its target's address across restarts (a waiter comes back on the same port,
+//! the lab's redis-server too), so faults work through it unchanged.
+//!
+//! [`Cluster::shutdown`] kills and reaps every process and stops every proxy; it is
+//! called on every path (end of run, failure, cancel), and `kill_on_drop` (a proxy's
+//! `Drop`) covers a panic.
 
+use crate::delay::{Delay, DelayProxy};
 use crate::error::LabError;
 use crate::process::{Proc, Ready};
-use crate::scenario::{Architecture, ClusterSpec, Mode};
-use crate::store::Store;
+use crate::report::LinkReport;
+use crate::scenario::{Architecture, ClusterSpec, Link, Mode, NetworkSpec};
+use crate::store::{Endpoint, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +31,10 @@ struct Waiter {
     id: String,
     addr: Option<SocketAddr>,
     proc: Option<Proc>,
+    /// The delay proxy its peers reach it through (replicated, with a peer distance).
+    peer_proxy: Option<DelayProxy>,
+    /// The delay proxy the balancer reaches it through (with a waiter distance).
+    balancer_proxy: Option<DelayProxy>,
 }
 
 /// How a drain fault ended (see [`Cluster::drain_waiter`]).
@@ -79,11 +92,20 @@ pub struct Cluster {
     started: Vec<u32>,
     /// A replicated group's shared secret (generated per cluster).
     peer_secret: String,
+    /// The distances to put between the parts.
+    network: NetworkSpec,
+    /// The delay proxy in front of the store, and the store URL that points at it.
+    store_proxy: Option<(DelayProxy, String)>,
 }
 
 impl Cluster {
     /// An empty cluster; [`Cluster::start`] brings it up.
-    pub fn new(bin: &Path, arch: &Architecture, spec: &ClusterSpec) -> Cluster {
+    pub fn new(
+        bin: &Path,
+        arch: &Architecture,
+        spec: &ClusterSpec,
+        network: NetworkSpec,
+    ) -> Cluster {
         Cluster {
             bin: bin.to_path_buf(),
             arch: arch.clone(),
@@ -96,13 +118,49 @@ impl Cluster {
                     id,
                     addr: None,
                     proc: None,
+                    peer_proxy: None,
+                    balancer_proxy: None,
                 })
                 .collect(),
             balancer: None,
             admin: None,
             started: Vec::new(),
             peer_secret: format!("lab-{}", rand::random::<u128>()),
+            network,
+            store_proxy: None,
         }
+    }
+
+    /// The delay on `link`, if the network puts it at a distance.
+    fn delay(&self, link: Link) -> Option<Delay> {
+        self.network
+            .rtt_ms(link)
+            .map(|rtt| Delay::from_rtt_ms(rtt, self.network.jitter_ms))
+    }
+
+    /// Puts the store at its distance: a proxy in front of it, and the URL the waiters
+    /// get pointed at the proxy.
+    async fn distance_store(&mut self) -> Result<(), LabError> {
+        let Some(delay) = self.delay(Link::Store) else {
+            return Ok(());
+        };
+        let url = match &self.store {
+            // No store, no distance (the scenario only puts the store at a distance
+            // when some architecture has one).
+            Store::None => return Ok(()),
+            Store::Sqlite { .. } => {
+                return Err(LabError::scenario(
+                    "a SQLite store is a file each waiter opens: there is no network to put a distance on",
+                ));
+            }
+            Store::LabRedis { url, .. } | Store::External { url } => url.clone(),
+        };
+        let endpoint = Endpoint::of(&url)?;
+        let target = endpoint.resolve().await?;
+        let proxy = DelayProxy::start("store", target, delay).await?;
+        let proxied = endpoint.replaced(&url, proxy.addr());
+        self.store_proxy = Some((proxy, proxied));
+        Ok(())
     }
 
     /// Starts the store, the waiters and the balancer. On error, whatever did start is
@@ -114,6 +172,7 @@ impl Cluster {
         self.store =
             Store::provide(&self.arch.store, &self.arch.name, self.spec.ready_timeout).await?;
         self.started.extend(self.store.pid());
+        self.distance_store().await?;
         if self.arch.mode == Mode::Replicated {
             // The waiters of a replicated group name each other, so their ports are
             // chosen before any of them starts.
@@ -121,9 +180,25 @@ impl Cluster {
             for (w, port) in self.waiters.iter_mut().zip(ports) {
                 w.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
             }
+            // Their proxies can start before them: a proxy connects to its target
+            // only when a connection arrives.
+            if let Some(delay) = self.delay(Link::Peer) {
+                for w in &mut self.waiters {
+                    let target = w.addr.expect("chosen above");
+                    let name = format!("peer {}", w.id);
+                    w.peer_proxy = Some(DelayProxy::start(&name, target, delay).await?);
+                }
+            }
         }
         for i in 0..self.waiters.len() {
             self.start_waiter(i).await?;
+        }
+        if let Some(delay) = self.delay(Link::Waiter) {
+            for w in &mut self.waiters {
+                let target = w.addr.expect("every waiter started above");
+                let name = format!("waiter {}", w.id);
+                w.balancer_proxy = Some(DelayProxy::start(&name, target, delay).await?);
+            }
         }
         let mut args = vec![
             "balancer".to_string(),
@@ -140,7 +215,10 @@ impl Cluster {
             "0".into(),
         ];
         for w in &self.waiters {
-            let addr = w.addr.expect("every waiter started above");
+            let addr = match &w.balancer_proxy {
+                Some(p) => p.addr(),
+                None => w.addr.expect("every waiter started above"),
+            };
             args.extend(["--backend".to_string(), format!("{}={addr}", w.id)]);
         }
         args.extend(self.spec.balancer_args.iter().cloned());
@@ -200,7 +278,11 @@ impl Cluster {
             "--session-rate".into(),
             "0".into(),
         ];
-        if let Some(url) = self.store.url() {
+        let url = match &self.store_proxy {
+            Some((_, proxied)) => Some(proxied.as_str()),
+            None => self.store.url(),
+        };
+        if let Some(url) = url {
             args.extend(["--store".to_string(), url.to_string()]);
         }
         if let Some(ms) = self.spec.store_timeout_ms {
@@ -211,9 +293,12 @@ impl Cluster {
         }
         if self.arch.mode == Mode::Replicated {
             for peer in self.waiters.iter().filter(|w| w.id != id) {
-                let addr = peer
-                    .addr
-                    .expect("a replicated group's ports are chosen first");
+                let addr = match &peer.peer_proxy {
+                    Some(p) => p.addr(),
+                    None => peer
+                        .addr
+                        .expect("a replicated group's ports are chosen first"),
+                };
                 args.extend(["--peer".to_string(), format!("{}={addr}", peer.id)]);
             }
         }
@@ -420,8 +505,66 @@ impl Cluster {
         Ok(())
     }
 
+    /// What each delay proxy carried, one entry per link that has proxies.
+    pub fn links(&self) -> Vec<LinkReport> {
+        let mut out = Vec::new();
+        let mut add = |link: Link, proxies: Vec<&DelayProxy>| {
+            let Some(rtt_ms) = self.network.rtt_ms(link) else {
+                return;
+            };
+            if proxies.is_empty() {
+                return;
+            }
+            let mut r = LinkReport {
+                link: link.as_str().to_string(),
+                rtt_ms,
+                jitter_ms: self.network.jitter_ms,
+                proxies: proxies.len(),
+                ..LinkReport::default()
+            };
+            let (mut chunks, mut held_us) = (0, 0);
+            for p in proxies {
+                let s = p.stats();
+                r.connections += s.connections;
+                r.refused += s.refused;
+                r.bytes_to_target += s.bytes_to_target;
+                r.bytes_from_target += s.bytes_from_target;
+                chunks += s.chunks;
+                held_us += s.held_us;
+            }
+            r.chunks = chunks;
+            r.mean_held_ms = crate::delay::ProxyStats {
+                chunks,
+                held_us,
+                ..Default::default()
+            }
+            .mean_held_ms();
+            out.push(r);
+        };
+        add(
+            Link::Store,
+            self.store_proxy.iter().map(|(p, _)| p).collect(),
+        );
+        add(
+            Link::Waiter,
+            self.waiters
+                .iter()
+                .filter_map(|w| w.balancer_proxy.as_ref())
+                .collect(),
+        );
+        add(
+            Link::Peer,
+            self.waiters
+                .iter()
+                .filter_map(|w| w.peer_proxy.as_ref())
+                .collect(),
+        );
+        out
+    }
+
     /// Kills and reaps every process (balancer first, so no new work reaches the
-    /// waiters; the store last), and removes the temporary files.
+    /// waiters; the store last), stops every delay proxy, and removes the temporary
+    /// files.
     pub async fn shutdown(&mut self) {
         if let Some((mut p, _)) = self.balancer.take() {
             p.kill().await;
@@ -430,6 +573,16 @@ impl Cluster {
             if let Some(mut p) = w.proc.take() {
                 p.kill().await;
             }
+            for proxy in [w.balancer_proxy.take(), w.peer_proxy.take()]
+                .into_iter()
+                .flatten()
+            {
+                let mut proxy = proxy;
+                proxy.shutdown().await;
+            }
+        }
+        if let Some((mut proxy, _)) = self.store_proxy.take() {
+            proxy.shutdown().await;
         }
         self.store.stop().await;
         self.store = Store::None;

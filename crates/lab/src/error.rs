@@ -65,6 +65,17 @@ pub enum LabError {
         /// The operating system's answer.
         source: std::io::Error,
     },
+    /// A delay proxy (a network distance in front of a store, waiter or peer) could not
+    /// be started.
+    #[error("cannot start the delay proxy for {name} (in front of {target}): {source}")]
+    Proxy {
+        /// Which link, e.g. `store` or `waiter w2`.
+        name: String,
+        /// The address it was to forward to.
+        target: std::net::SocketAddr,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
     /// The run was cancelled (Ctrl-C); every process the lab started has been stopped.
     #[error("the lab run was cancelled; every process it started has been stopped")]
     Cancelled,

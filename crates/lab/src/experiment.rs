@@ -12,7 +12,7 @@ use crate::fault;
 use crate::load::{self, Live, LoadRun};
 use crate::progress::Bar;
 use crate::report::{ArchReport, ArchRun};
-use crate::scenario::{Architecture, Fault, Scenario};
+use crate::scenario::{Fault, Run, Scenario};
 use crate::verify;
 use std::future::Future;
 use std::path::Path;
@@ -24,21 +24,22 @@ use tokio::time::Instant;
 /// The longest the read-back may take.
 const READ_BACK_BUDGET: Duration = Duration::from_secs(30);
 
-/// Measures `arch`; every process id it started is appended to `pids`.
+/// Measures one run (an architecture at its network distances); every process id it
+/// started is appended to `pids`.
 ///
 /// # Errors
 /// [`LabError`] when the cluster does not start, or [`LabError::Cancelled`].
 pub async fn run<F: Future<Output = ()>>(
     scenario: &Scenario,
-    arch: &Architecture,
+    run: &Run<'_>,
     bin: &Path,
     bar: &Bar,
     cancel: Pin<&mut F>,
     pids: &mut Vec<u32>,
 ) -> Result<ArchReport, LabError> {
-    let mut cluster = Cluster::new(bin, arch, &scenario.cluster);
+    let mut cluster = Cluster::new(bin, run.arch, &scenario.cluster, run.network);
     let result = tokio::select! {
-        r = measure(scenario, arch, &mut cluster, bar) => r,
+        r = measure(scenario, run, &mut cluster, bar) => r,
         () = cancel => Err(LabError::Cancelled),
     };
     bar.phase("stopping the cluster");
@@ -56,10 +57,11 @@ pub async fn run<F: Future<Output = ()>>(
 
 async fn measure(
     scenario: &Scenario,
-    arch: &Architecture,
+    run: &Run<'_>,
     cluster: &mut Cluster,
     bar: &Bar,
 ) -> Result<ArchReport, LabError> {
+    let arch = run.arch;
     bar.phase("starting the cluster");
     cluster.start().await?;
     let addr = cluster
@@ -70,7 +72,7 @@ async fn measure(
     let kitchen = scenario.cluster.kitchen_queue_seconds + scenario.cluster.kitchen_seconds;
     let live = Arc::new(Live::default());
     let t0 = Instant::now();
-    let run = LoadRun {
+    let load_run = LoadRun {
         spec: spec.clone(),
         seed: scenario.seed,
         addr,
@@ -81,7 +83,7 @@ async fn measure(
     let on_event = |line: String| bar.event(&line);
     let work = async {
         tokio::join!(
-            load::drive(run),
+            load::drive(load_run),
             fault::run_schedule(cluster, &faults, spec.duration, t0, &on_event)
         )
     };
@@ -98,6 +100,7 @@ async fn measure(
         _ = ticker => unreachable!("the ticker loops until the work is done"),
     };
 
+    let network = cluster.links();
     let notes = cluster.unexpected_exits();
     for n in &notes {
         tracing::warn!(arch = %arch.name, "{n}");
@@ -119,6 +122,9 @@ async fn measure(
     let verification = verify::summarize(&read);
     Ok(ArchReport::build(ArchRun {
         arch,
+        name: run.name(),
+        rtt_ms: run.rtt_ms,
+        network,
         waiters: scenario.cluster.waiters,
         duration_s: spec.duration.as_secs_f64(),
         samples: &samples,

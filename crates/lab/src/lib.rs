@@ -5,7 +5,8 @@
 //!
 //! 1. starts a real cluster as child processes of the `bistro` binary: the store (a
 //!    fresh SQLite file, a private `redis-server`, or a server you point it at), N
-//!    waiters, and a balancer in front (`cluster`);
+//!    waiters, and a balancer in front (`cluster`), with a delay proxy on each link the
+//!    scenario puts at a network distance (`delay`);
 //! 2. sends simulated diners through the balancer, each with its own HTTP client and
 //!    cookie jar, following the real order flow, closed or open loop (`diner`,
 //!    `load`);
@@ -18,6 +19,9 @@
 //!    table, one verdict line per architecture, `report.json`, and a self-contained
 //!    `index.html` with SVG charts (`report`);
 //! 6. stops every process it started, also when cancelled or when something fails.
+//!
+//! A scenario with a `[sweep]` runs every architecture once per distance, and the
+//! report draws throughput and p50 against the distance.
 //!
 //! Architectures run one after the other, not side by side: on a two-core machine two
 //! clusters would compete for the CPU and each would partly measure the other.
@@ -42,6 +46,7 @@ mod audit;
 mod check;
 mod choice;
 mod cluster;
+mod delay;
 mod diner;
 mod error;
 mod experiment;
@@ -61,15 +66,19 @@ mod store;
 mod verify;
 
 pub use check::{SMOKE_TOML, end_to_end_check};
+pub use delay::{Delay, DelayProxy, ProxyStats};
 pub use error::LabError;
 pub use fault::FaultRecord;
 pub use process::{die_with_parent, free_ports, send_signal};
 pub use rate::{RateResult, max_rate};
-pub use report::{ArchReport, FaultReport, GeneratorReport, Report, ScenarioInfo};
+pub use report::{
+    ArchReport, FaultReport, GeneratorReport, LinkReport, Report, ScenarioInfo, SweepLine,
+    SweepPoint, SweepReport,
+};
 pub use sample::{ErrorKind, Sample, Step};
 pub use scenario::{
-    Architecture, ClusterSpec, DEMO_TOML, Fault, FaultKind, FaultTime, LoadModel, LoadSpec, Mode,
-    Scenario, StoreSpec, ThinkTime,
+    Architecture, ClusterSpec, DEMO_TOML, Fault, FaultKind, FaultTime, Link, LoadModel, LoadSpec,
+    Mode, NetworkSpec, Run, Scenario, StoreSpec, Sweep, ThinkTime,
 };
 pub use stats::{Latency, Phase, Phases, Recovery, Second};
 pub use verify::{OrderCheck, Verdict, VerifySummary};
@@ -141,15 +150,20 @@ pub(crate) async fn run_collecting_pids(
     let progress = progress::Progress::new(opts.progress);
     let mut cancel = std::pin::pin!(cancel);
     let mut architectures = Vec::new();
-    for arch in &scenario.architectures {
-        let bar = progress.bar(&arch.name, scenario.load.duration);
+    for run in scenario.runs() {
+        let bar = progress.bar(&run.name(), scenario.load.duration);
         let report =
-            experiment::run(scenario, arch, &opts.bin, &bar, cancel.as_mut(), pids).await?;
+            experiment::run(scenario, &run, &opts.bin, &bar, cancel.as_mut(), pids).await?;
         architectures.push(report);
     }
+    let sweep = scenario
+        .sweep
+        .as_ref()
+        .map(|s| report::SweepReport::build(s, &scenario.architectures, &architectures));
     let mut report = Report {
         scenario: report::ScenarioInfo::from_scenario(scenario),
         architectures,
+        sweep,
         files: Vec::new(),
     };
     report.write(&opts.out_dir)?;

@@ -4,7 +4,9 @@
 //! balancer, stateless waiters on a central store), the cluster each one gets (how many
 //! waiters, how fast the kitchen is), the load (closed: a fixed crowd of diners who think
 //! between requests; open: diners arriving at a rate, whether or not the servers keep up)
-//! and the faults to inject (kill, restart or pause a waiter, stop the store).
+//! and the faults to inject (kill, restart or pause a waiter, stop the store). A
+//! `[network]` section puts a distance (a round-trip time) between the parts, and a
+//! `[sweep]` repeats every architecture at several distances.
 //!
 //! The file is parsed into raw serde structs that reject unknown keys, then validated
 //! into the types below, so a typo or an impossible value is refused before any process
@@ -40,6 +42,10 @@ pub struct Scenario {
     pub architectures: Vec<Architecture>,
     /// Faults, injected into every architecture they apply to.
     pub faults: Vec<Fault>,
+    /// The network distances between the parts (none by default: plain loopback).
+    pub network: NetworkSpec,
+    /// When set, every architecture runs once per distance of the sweep.
+    pub sweep: Option<Sweep>,
 }
 
 impl Scenario {
@@ -67,10 +73,178 @@ impl Scenario {
     }
 
     /// A rough upper bound of the wall-clock time of the whole run, for progress output:
-    /// the load of every architecture plus a few seconds each to start and verify.
+    /// the load of every run plus a few seconds each to start and verify.
     pub fn estimated_duration(&self) -> Duration {
         let per_arch = self.load.duration + Duration::from_secs(4);
-        per_arch * self.architectures.len() as u32
+        per_arch * self.runs().len() as u32
+    }
+
+    /// Every run of the scenario, in order: each architecture once, or, with a sweep,
+    /// each architecture at each distance (the distances in the outer loop, so a drift
+    /// of the machine during the run spreads over every architecture alike).
+    pub fn runs(&self) -> Vec<Run<'_>> {
+        match &self.sweep {
+            None => self
+                .architectures
+                .iter()
+                .map(|arch| Run {
+                    arch,
+                    network: self.network,
+                    rtt_ms: None,
+                })
+                .collect(),
+            Some(sweep) => sweep
+                .rtt_ms
+                .iter()
+                .flat_map(|&rtt| {
+                    self.architectures.iter().map(move |arch| Run {
+                        arch,
+                        network: self.network.with(&sweep.links, rtt),
+                        rtt_ms: Some(rtt),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One architecture under one network: what a single cluster is started for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run<'a> {
+    /// The architecture.
+    pub arch: &'a Architecture,
+    /// The distances it runs at.
+    pub network: NetworkSpec,
+    /// The sweep's round trip for this run, when the scenario sweeps.
+    pub rtt_ms: Option<f64>,
+}
+
+impl Run<'_> {
+    /// The run's name in the report and its file names: the architecture's, with the
+    /// sweep's distance appended (`stateless-redis-0.5ms`).
+    pub fn name(&self) -> String {
+        match self.rtt_ms {
+            None => self.arch.name.clone(),
+            Some(rtt) => format!("{}-{rtt}ms", self.arch.name),
+        }
+    }
+}
+
+/// A connection between two parts of a cluster that can be put at a distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    /// Waiters to the central store (PostgreSQL or Redis).
+    Store,
+    /// The balancer to each waiter.
+    Waiter,
+    /// A replicated waiter to its peers.
+    Peer,
+}
+
+impl Link {
+    /// The TOML name (`store`, `waiter`, `peer`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Store => "store",
+            Link::Waiter => "waiter",
+            Link::Peer => "peer",
+        }
+    }
+
+    /// What the link connects, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Link::Store => "waiters to the store",
+            Link::Waiter => "balancer to the waiters",
+            Link::Peer => "between replicated peers",
+        }
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The network distances of a cluster, each a round-trip time in milliseconds.
+///
+/// `None` is loopback as it is: no proxy. `Some(rtt)` puts a delay proxy on the link
+/// that adds `rtt / 2` in each direction, each chunk varying by up to `jitter_ms`;
+/// `Some(0.0)` (only a sweep's first point sets it) goes through the proxy without
+/// delay, so every point of a sweep pays the same extra hop and differs only by the
+/// distance.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NetworkSpec {
+    /// Waiters to the store.
+    pub store_rtt_ms: Option<f64>,
+    /// The balancer to each waiter.
+    pub waiter_rtt_ms: Option<f64>,
+    /// Between replicated peers.
+    pub peer_rtt_ms: Option<f64>,
+    /// Up to this much more or less one-way delay per chunk, on every proxied link.
+    pub jitter_ms: f64,
+}
+
+impl NetworkSpec {
+    /// The round trip of `link`, if it goes through a proxy.
+    pub fn rtt_ms(&self, link: Link) -> Option<f64> {
+        match link {
+            Link::Store => self.store_rtt_ms,
+            Link::Waiter => self.waiter_rtt_ms,
+            Link::Peer => self.peer_rtt_ms,
+        }
+    }
+
+    /// This network with every link of `links` at `rtt_ms`.
+    pub fn with(mut self, links: &[Link], rtt_ms: f64) -> NetworkSpec {
+        for link in links {
+            let slot = match link {
+                Link::Store => &mut self.store_rtt_ms,
+                Link::Waiter => &mut self.waiter_rtt_ms,
+                Link::Peer => &mut self.peer_rtt_ms,
+            };
+            *slot = Some(rtt_ms);
+        }
+        self
+    }
+
+    /// One phrase per proxied link, e.g. `waiters to the store: 1 ms round trip ± 0.1
+    /// ms`; empty for plain loopback.
+    pub fn describe(&self) -> Vec<String> {
+        [Link::Store, Link::Waiter, Link::Peer]
+            .into_iter()
+            .filter_map(|l| {
+                let rtt = self.rtt_ms(l)?;
+                Some(if self.jitter_ms > 0.0 {
+                    format!(
+                        "{}: {rtt} ms round trip, ± {} ms each way",
+                        l.describe(),
+                        self.jitter_ms
+                    )
+                } else {
+                    format!("{}: {rtt} ms round trip", l.describe())
+                })
+            })
+            .collect()
+    }
+}
+
+/// Every architecture repeated at several distances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// The links the distance is put on (e.g. the store, and the peers of a replicated
+    /// architecture: "the other machine" of each architecture).
+    pub links: Vec<Link>,
+    /// The round trips, in milliseconds, increasing.
+    pub rtt_ms: Vec<f64>,
+}
+
+impl Sweep {
+    /// The links as a phrase, e.g. `the store and between peers`.
+    pub fn describe_links(&self) -> String {
+        let parts: Vec<&str> = self.links.iter().map(|l| l.describe()).collect();
+        parts.join(", ")
     }
 }
 

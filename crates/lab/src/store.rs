@@ -193,3 +193,179 @@ impl Store {
         }
     }
 }
+
+/// Where a store URL points: its host and port, and where they sit in the URL, so a
+/// delay proxy's address can be put in their place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The host as written (brackets of an IPv6 address removed).
+    pub host: String,
+    /// The port as written, or the scheme's default.
+    pub port: u16,
+    /// The byte range of `host[:port]` in the URL.
+    span: std::ops::Range<usize>,
+}
+
+impl Endpoint {
+    /// Reads the endpoint of a `postgres://`, `postgresql://` or `redis://` URL.
+    ///
+    /// # Errors
+    /// [`LabError::Scenario`] for a URL a TCP proxy cannot stand in front of: a Unix
+    /// socket (no host, or `host=` in the query), several hosts, or an unknown scheme.
+    pub fn of(url: &str) -> Result<Endpoint, LabError> {
+        let bad = |why: &str| {
+            LabError::scenario(format!(
+                "a store distance needs a store reached over TCP at one host and port, and {url:?} {why}"
+            ))
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("is not a URL"))?;
+        let default_port = match scheme {
+            "postgres" | "postgresql" => 5432,
+            "redis" => 6379,
+            _ => return Err(bad("has a scheme other than postgres:// or redis://")),
+        };
+        let start = scheme.len() + 3;
+        let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..authority_len];
+        let host_from = authority.rfind('@').map_or(0, |at| at + 1);
+        let hostport = &authority[host_from..];
+        if url[start + authority_len..]
+            .split(['?', '&'])
+            .any(|p| p.starts_with("host=") || p.starts_with("hostaddr="))
+        {
+            return Err(bad("names its host in the query"));
+        }
+        if hostport.contains(',') {
+            return Err(bad("names several hosts"));
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed [ in its host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("has no host (a Unix socket)"));
+        }
+        let port = match port {
+            None | Some("") => default_port,
+            Some(p) => p
+                .parse()
+                .map_err(|_| bad("has a port that is not a number"))?,
+        };
+        Ok(Endpoint {
+            host: host.to_string(),
+            port,
+            span: start + host_from..start + authority_len,
+        })
+    }
+
+    /// `url` with this endpoint replaced by `addr`.
+    pub fn replaced(&self, url: &str, addr: std::net::SocketAddr) -> String {
+        format!("{}{addr}{}", &url[..self.span.start], &url[self.span.end..])
+    }
+
+    /// The endpoint's address: the first its host resolves to that accepts a
+    /// connection, else the first. (A proxy forwards to one address, where the store's
+    /// own client would try each: `localhost` may resolve to `::1` first while the
+    /// server listens on 127.0.0.1 only.)
+    ///
+    /// # Errors
+    /// [`LabError::Scenario`] when the host does not resolve.
+    pub async fn resolve(&self) -> Result<std::net::SocketAddr, LabError> {
+        let fail = |why: String| {
+            LabError::scenario(format!(
+                "cannot put the store at a distance: {}:{} {why}",
+                self.host, self.port
+            ))
+        };
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| fail(format!("does not resolve: {e}")))?
+                .collect();
+        for &addr in &addrs {
+            let probe = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+                return Ok(addr);
+            }
+        }
+        addrs
+            .first()
+            .copied()
+            .ok_or_else(|| fail("resolves to no address".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_url_points_at_its_host_and_port_and_can_point_at_a_proxy_instead() {
+        let proxy: std::net::SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        for (url, host, port, rewritten) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "127.0.0.1",
+                5432,
+                "postgres://postgres@127.0.0.1:40001/postgres",
+            ),
+            (
+                "postgresql://u:p@db.example:6000/orders?sslmode=disable",
+                "db.example",
+                6000,
+                "postgresql://u:p@127.0.0.1:40001/orders?sslmode=disable",
+            ),
+            (
+                "redis://127.0.0.1:6379/",
+                "127.0.0.1",
+                6379,
+                "redis://127.0.0.1:40001/",
+            ),
+            (
+                "redis://:secret@localhost",
+                "localhost",
+                6379,
+                "redis://:secret@127.0.0.1:40001",
+            ),
+            (
+                "postgres://u@[::1]/db",
+                "::1",
+                5432,
+                "postgres://u@127.0.0.1:40001/db",
+            ),
+        ] {
+            let e = Endpoint::of(url).unwrap();
+            assert_eq!((e.host.as_str(), e.port), (host, port), "{url}");
+            assert_eq!(e.replaced(url, proxy), rewritten);
+        }
+        for url in [
+            "postgres:///orders",
+            "postgres://u@/orders?host=/var/run/postgresql",
+            "postgres://h1:5432,h2:5432/orders",
+            "redis://127.0.0.1:port/",
+            "sqlite:///tmp/x.db",
+        ] {
+            let e = Endpoint::of(url).expect_err(url).to_string();
+            assert!(e.contains("store distance"), "{url}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_resolves_to_the_address_that_accepts_connections() {
+        // Listening on IPv4 only: `localhost` may list ::1 first, where nothing listens.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let e = Endpoint::of(&format!("redis://localhost:{port}/")).unwrap();
+        assert_eq!(
+            e.resolve().await.unwrap(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], port))
+        );
+    }
+}

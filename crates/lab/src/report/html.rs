@@ -5,8 +5,8 @@
 //! from the [`Report`]; the page only arranges them.
 
 use super::svg::{Chart, esc};
-use super::table::{ms, pct, rows};
-use super::{ArchReport, Report};
+use super::table::{ms, pct, rows, rtt, sweep_blocks};
+use super::{ArchReport, Report, SweepReport};
 use crate::verify::Verdict;
 
 /// Non-intact orders listed per architecture (the rest are in `report.json`).
@@ -61,6 +61,13 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
             esc(&sc.faults.join("; "))
         );
     }
+    if !sc.network.is_empty() {
+        put!(
+            h,
+            "<p class=\"meta\">Network (a delay proxy on each link): {}.</p>",
+            esc(&sc.network.join("; "))
+        );
+    }
 
     put!(h, "<h2>Verdict</h2>\n<ul class=\"verdicts\">");
     for v in report.verdicts() {
@@ -80,6 +87,10 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
         put!(h, "</ul>");
     }
 
+    if let Some(sweep) = &report.sweep {
+        distance(&mut h, sweep, charts);
+    }
+
     put!(h, "<h2>Side by side</h2>\n<table>\n<tr><th></th>");
     for a in &report.architectures {
         put!(h, "<th>{}</th>", esc(&a.name));
@@ -95,7 +106,8 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
     put!(h, "</table>");
 
     put!(h, "<h2>Charts</h2>");
-    for c in charts {
+    // The distance chart is shown with its table above.
+    for c in charts.iter().filter(|c| c.file != DISTANCE_SVG) {
         put!(
             h,
             "<figure>\n{}<figcaption>{} (<code>{}</code>)</figcaption>\n</figure>",
@@ -110,6 +122,7 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
     steps(&mut h, report);
     verification(&mut h, report);
     generator(&mut h, report);
+    links(&mut h, report);
 
     put!(h, "<h2>Files</h2>\n<ul>");
     for f in &report.files {
@@ -117,6 +130,44 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
     }
     put!(h, "</ul>\n</body>\n</html>");
     h
+}
+
+/// The sweep's chart, drawn in its own section.
+const DISTANCE_SVG: &str = "distance.svg";
+
+/// The sweep: its chart, then one table per figure, a row per architecture and a
+/// column per distance.
+fn distance(h: &mut String, sweep: &SweepReport, charts: &[Chart]) {
+    put!(h, "<h2>What distance costs</h2>");
+    put!(
+        h,
+        "<p class=\"meta\">Every architecture ran once per round trip, put on these links by a delay proxy the lab starts in front of each target: {}. At 0 ms the traffic still goes through the proxy, so every point pays the same extra hop and differs only by the distance. An architecture the links do not reach is drawn dashed: its spread is the run-to-run noise.</p>",
+        esc(&sweep.describe)
+    );
+    if let Some(c) = charts.iter().find(|c| c.file == DISTANCE_SVG) {
+        put!(
+            h,
+            "<figure>\n{}<figcaption>{} (<code>{}</code>)</figcaption>\n</figure>",
+            c.svg,
+            esc(&c.title),
+            esc(&c.file)
+        );
+    }
+    for (heading, rows) in sweep_blocks(sweep) {
+        put!(h, "<h3>{}</h3>\n<table>\n<tr><th></th>", esc(heading));
+        for &v in &sweep.rtt_ms {
+            put!(h, "<th>{}</th>", esc(&rtt(v)));
+        }
+        put!(h, "</tr>");
+        for (label, cells) in rows {
+            let cells: String = cells
+                .iter()
+                .map(|c| format!("<td class=\"n\">{}</td>", esc(c)))
+                .collect();
+            put!(h, "<tr><th>{}</th>{cells}</tr>", esc(&label));
+        }
+        put!(h, "</table>");
+    }
 }
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -343,4 +394,44 @@ fn generator(h: &mut String, report: &Report) {
             _ => g.shed.to_string(),
         }
     });
+}
+
+fn links(h: &mut String, report: &Report) {
+    if report.architectures.iter().all(|a| a.network.is_empty()) {
+        return;
+    }
+    put!(h, "<h2>The delay proxies</h2>");
+    put!(
+        h,
+        "<p class=\"meta\">One proxy in front of each target of a link (the store; each waiter for the balancer; each replicated waiter for its peers). \"Held\" is the mean time a chunk waited in a proxy, one way: half the configured round trip plus the timer's overshoot, so the distance actually added.</p>"
+    );
+    put!(
+        h,
+        "<table>\n<tr><th>run</th><th>link</th><th>round trip (ms)</th><th>held, one way (ms)</th><th>proxies</th><th>connections</th><th>refused</th><th>bytes to / from the target</th></tr>"
+    );
+    for a in &report.architectures {
+        for l in &a.network {
+            put!(
+                h,
+                "<tr><th>{}</th><td>{}</td><td class=\"n\">{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td></tr>",
+                esc(&a.name),
+                esc(&l.link),
+                l.rtt_ms,
+                if l.jitter_ms > 0.0 {
+                    format!(" ± {}", l.jitter_ms)
+                } else {
+                    String::new()
+                },
+                l.mean_held_ms
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                l.proxies,
+                l.connections,
+                l.refused,
+                l.bytes_to_target,
+                l.bytes_from_target
+            );
+        }
+    }
+    put!(h, "</table>");
 }

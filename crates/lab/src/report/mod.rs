@@ -41,6 +41,9 @@ pub struct ScenarioInfo {
     pub think_ms: [u64; 2],
     /// The faults, described.
     pub faults: Vec<String>,
+    /// The network distances every run has, described (empty: plain loopback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<String>,
 }
 
 impl ScenarioInfo {
@@ -55,6 +58,7 @@ impl ScenarioInfo {
             waiters: s.cluster.waiters,
             think_ms: [s.load.think.min_ms, s.load.think.max_ms],
             faults: s.faults.iter().map(|f| f.describe()).collect(),
+            network: s.network.describe(),
         }
     }
 }
@@ -84,11 +88,48 @@ pub struct FaultReport {
     pub recovery: Option<Recovery>,
 }
 
-/// Every figure of one architecture.
+/// One network link of a run and what its delay proxies carried.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// `store`, `waiter` or `peer`.
+    pub link: String,
+    /// The round trip the proxies added, ms.
+    pub rtt_ms: f64,
+    /// Up to this much more or less per one-way delay, ms.
+    pub jitter_ms: f64,
+    /// Proxies on the link (one per target).
+    pub proxies: usize,
+    /// Connections they accepted.
+    pub connections: u64,
+    /// Connections closed at once because the target was down.
+    pub refused: u64,
+    /// Bytes carried towards the targets.
+    pub bytes_to_target: u64,
+    /// Bytes carried back.
+    pub bytes_from_target: u64,
+    /// Chunks delivered, both directions.
+    #[serde(default)]
+    pub chunks: u64,
+    /// The mean time a chunk was held, one way, ms: the delay actually added (the
+    /// configured half round trip, plus the timer's overshoot).
+    pub mean_held_ms: Option<f64>,
+}
+
+/// Every figure of one architecture (of one run of it, in a sweep).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArchReport {
-    /// Name from the scenario.
+    /// Name from the scenario; in a sweep, with the run's distance appended
+    /// (`stateless-redis-0.5ms`).
     pub name: String,
+    /// The architecture's name from the scenario.
+    #[serde(default)]
+    pub architecture: String,
+    /// In a sweep, the round trip of this run, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// The links this run had at a distance, and what their proxies carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<LinkReport>,
     /// E.g. `stateless on sqlite`.
     pub label: String,
     /// `stateful` or `stateless`.
@@ -139,6 +180,12 @@ pub struct ArchReport {
 pub struct ArchRun<'a> {
     /// The architecture.
     pub arch: &'a Architecture,
+    /// The run's name (see [`ArchReport::name`]).
+    pub name: String,
+    /// In a sweep, the run's round trip, ms.
+    pub rtt_ms: Option<f64>,
+    /// The links at a distance.
+    pub network: Vec<LinkReport>,
     /// Waiters.
     pub waiters: usize,
     /// Load duration, seconds.
@@ -206,7 +253,10 @@ impl ArchReport {
             .collect();
         let lag = stats::latency(samples.iter().map(|s| s.lag_us));
         ArchReport {
-            name: run.arch.name.clone(),
+            name: run.name,
+            architecture: run.arch.name.clone(),
+            rtt_ms: run.rtt_ms,
+            network: run.network,
             label: run.arch.label(),
             mode: run.arch.mode.as_str().to_string(),
             store: run.arch.store.kind().to_string(),
@@ -249,26 +299,161 @@ impl ArchReport {
     }
 }
 
+/// One point of a sweep: an architecture's figures at one distance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// The round trip, ms.
+    pub rtt_ms: f64,
+    /// The run's name in [`Report::architectures`].
+    pub run: String,
+    /// 2xx answers per second of load.
+    pub throughput_rps: f64,
+    /// Median latency of answered requests, ms (`None`: nothing was answered).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// Requests sent.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Orders read back.
+    pub orders: u32,
+    /// Orders lost.
+    pub lost: u32,
+    /// Orders diverged or duplicated.
+    pub diverged: u32,
+    /// The round trip the proxies actually added, ms: twice the mean time they held a
+    /// chunk on the swept links (above the configured value by the timer's overshoot,
+    /// which grows with the machine's load). `None` when no chunk went through.
+    #[serde(default)]
+    pub added_rtt_ms: Option<f64>,
+}
+
+/// One architecture across the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepLine {
+    /// The architecture's name.
+    pub architecture: String,
+    /// E.g. `stateless on redis`.
+    pub label: String,
+    /// Whether the swept links reach this architecture at all (a stateful waiter has
+    /// no store and no peer: its points only show the run-to-run spread).
+    pub affected: bool,
+    /// One point per distance, in increasing order.
+    pub points: Vec<SweepPoint>,
+}
+
+/// Every architecture at every distance: the figures of the distance chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// The links put at each distance (`store`, `waiter`, `peer`).
+    pub links: Vec<String>,
+    /// The same, described (`waiters to the store, between replicated peers`).
+    pub describe: String,
+    /// The distances, round trip in ms.
+    pub rtt_ms: Vec<f64>,
+    /// One line per architecture.
+    pub lines: Vec<SweepLine>,
+}
+
+impl SweepReport {
+    /// Gathers the sweep's points from the runs' reports.
+    pub fn build(
+        sweep: &crate::scenario::Sweep,
+        archs: &[Architecture],
+        runs: &[ArchReport],
+    ) -> SweepReport {
+        use crate::scenario::{Link, Mode};
+        let lines = archs
+            .iter()
+            .map(|a| {
+                let affected = sweep.links.iter().any(|l| match l {
+                    Link::Store => a.mode == Mode::Stateless,
+                    Link::Peer => a.mode == Mode::Replicated,
+                    Link::Waiter => true,
+                });
+                let points = runs
+                    .iter()
+                    .filter(|r| r.architecture == a.name)
+                    .filter_map(|r| {
+                        Some(SweepPoint {
+                            rtt_ms: r.rtt_ms?,
+                            run: r.name.clone(),
+                            throughput_rps: r.throughput_rps,
+                            p50_ms: r.latency.map(|l| l.p50_ms),
+                            p99_ms: r.latency.map(|l| l.p99_ms),
+                            requests: r.requests,
+                            errors: r.errors,
+                            orders: r.verification.orders,
+                            lost: r.verification.lost,
+                            diverged: r.verification.diverged + r.verification.duplicated,
+                            added_rtt_ms: added_rtt_ms(r, &sweep.links),
+                        })
+                    })
+                    .collect();
+                SweepLine {
+                    architecture: a.name.clone(),
+                    label: a.label(),
+                    affected,
+                    points,
+                }
+            })
+            .collect();
+        SweepReport {
+            links: sweep.links.iter().map(|l| l.as_str().to_string()).collect(),
+            describe: sweep.describe_links(),
+            rtt_ms: sweep.rtt_ms.clone(),
+            lines,
+        }
+    }
+}
+
+/// Twice the mean time `run`'s proxies held a chunk on `links` (over all their
+/// chunks).
+fn added_rtt_ms(run: &ArchReport, links: &[crate::scenario::Link]) -> Option<f64> {
+    let (mut chunks, mut held_ms) = (0u64, 0.0);
+    for l in &run.network {
+        if links.iter().any(|k| k.as_str() == l.link)
+            && let Some(mean) = l.mean_held_ms
+        {
+            chunks += l.chunks;
+            held_ms += mean * l.chunks as f64;
+        }
+    }
+    (chunks > 0).then(|| 2.0 * held_ms / chunks as f64)
+}
+
 /// The whole report of a lab run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The scenario.
     pub scenario: ScenarioInfo,
-    /// One entry per architecture, in run order.
+    /// One entry per run (per architecture, or per architecture and distance in a
+    /// sweep), in run order.
     pub architectures: Vec<ArchReport>,
+    /// A sweep's figures by architecture and distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepReport>,
     /// Files written into the output directory.
     pub files: Vec<String>,
 }
 
 impl Report {
-    /// The terminal table: one column per architecture.
+    /// The terminal table: one column per architecture; for a sweep, one row per
+    /// architecture and one column per distance.
     pub fn table(&self) -> String {
-        table::render(self)
+        match &self.sweep {
+            Some(sweep) => table::render_sweep(sweep),
+            None => table::render(self),
+        }
     }
 
     /// One plain-language line per architecture, derived from the figures.
     pub fn verdicts(&self) -> Vec<String> {
-        verdict::verdicts(self)
+        match &self.sweep {
+            Some(sweep) => verdict::sweep_verdicts(sweep),
+            None => verdict::verdicts(self),
+        }
     }
 
     /// Writes `report.json`, `index.html` and one `.svg` per chart into `dir` (created

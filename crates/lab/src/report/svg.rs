@@ -7,8 +7,10 @@
 //!   share one y scale so they compare at a glance.
 //! - **Latency**: p50, p90, p99, p99.9 and max as grouped bars, one colour per
 //!   architecture, on a logarithmic scale (the tail is often 100x the median).
+//! - **Distance** (a sweep only): throughput and p50 against the round trip, one line
+//!   per architecture: what distance costs each one.
 
-use super::{ArchReport, Report};
+use super::{ArchReport, Report, SweepPoint, SweepReport};
 
 /// Appends a formatted line to the SVG text.
 macro_rules! put {
@@ -102,12 +104,26 @@ pub fn charts(report: &Report) -> Vec<Chart> {
             }
         })
         .collect();
-    let title = "Latency of answered requests (ms, log scale)".to_string();
-    out.push(Chart {
-        file: "latency.svg".into(),
-        svg: latency(archs, &title),
-        title,
-    });
+    if let Some(sweep) = &report.sweep {
+        // Instead of the latency bars, which would hold one group per run and
+        // distance: the chart a sweep is about, first.
+        let title = format!("What distance costs (round trip: {})", sweep.describe);
+        out.insert(
+            0,
+            Chart {
+                file: "distance.svg".into(),
+                svg: distance(sweep, &title),
+                title,
+            },
+        );
+    } else {
+        let title = "Latency of answered requests (ms, log scale)".to_string();
+        out.push(Chart {
+            file: "latency.svg".into(),
+            svg: latency(archs, &title),
+            title,
+        });
+    }
     out
 }
 
@@ -375,4 +391,164 @@ pub fn latency(archs: &[ArchReport], title: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The distance chart of a sweep: throughput (left) and median latency (right) against
+/// the round trip, one line per architecture in the latency chart's colours. A line
+/// the swept links do not reach is dashed: it shows the run-to-run spread.
+pub fn distance(sweep: &SweepReport, title: &str) -> String {
+    const DH: f64 = 340.0;
+    const GAP: f64 = 70.0;
+    // Below the title, with room for the panels' own headings.
+    const TOP: f64 = 56.0;
+    let mut s = open(title).replace(
+        &format!("viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\""),
+        &format!("viewBox=\"0 0 {W} {DH}\" width=\"{W}\" height=\"{DH}\""),
+    );
+    s = s.replace(
+        &format!("<rect width=\"{W}\" height=\"{H}\""),
+        &format!("<rect width=\"{W}\" height=\"{DH}\""),
+    );
+    let legend_rows = sweep.lines.len().div_ceil(2) as f64;
+    let bottom = 58.0 + 14.0 * legend_rows;
+    let ph = DH - TOP - bottom;
+    let pw = (W - LEFT - RIGHT - GAP) / 2.0;
+    let x_max = sweep.rtt_ms.iter().copied().fold(0.0, f64::max).max(0.1);
+    let panels: [(&str, &PointValue); 2] = [
+        ("throughput (req/s)", &|p| Some(p.throughput_rps)),
+        ("p50 latency (ms)", &|p| p.p50_ms),
+    ];
+    for (n, (label, value)) in panels.iter().enumerate() {
+        let left = LEFT + n as f64 * (pw + GAP);
+        let top_value = sweep
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().filter_map(value))
+            .fold(0.0, f64::max);
+        let (y_max, step) = fine_axis(top_value);
+        let x = |v: f64| left + pw * (v / x_max);
+        let y = |v: f64| TOP + ph * (1.0 - v / y_max);
+        let ticks = (y_max / step).round().max(1.0) as u32;
+        for i in 0..=ticks {
+            let v = step * f64::from(i);
+            put!(
+                s,
+                "<line x1=\"{left:.1}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#e5e5e5\"/>",
+                y(v),
+                left + pw
+            );
+            put!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                left - 6.0,
+                y(v) + 4.0,
+                tick_label(v, step)
+            );
+        }
+        for &rtt in &sweep.rtt_ms {
+            put!(
+                s,
+                "<line x1=\"{0:.1}\" y1=\"{TOP}\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#f0f0f0\"/>",
+                x(rtt),
+                TOP + ph
+            );
+            put!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{rtt}</text>",
+                x(rtt),
+                TOP + ph + 16.0
+            );
+        }
+        put!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">round trip (ms)</text>",
+            left + pw / 2.0,
+            TOP + ph + 32.0
+        );
+        put!(
+            s,
+            "<text x=\"{left:.1}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>",
+            TOP - 10.0,
+            esc(label)
+        );
+        for (i, line) in sweep.lines.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = line
+                .points
+                .iter()
+                .filter_map(|p| Some((x(p.rtt_ms), y(value(p)?))))
+                .collect();
+            let dash = if line.affected {
+                ""
+            } else {
+                " stroke-dasharray=\"5 4\""
+            };
+            let path: Vec<String> = points
+                .iter()
+                .map(|(px, py)| format!("{px:.1},{py:.1}"))
+                .collect();
+            put!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+                path.join(" ")
+            );
+            for (p, (px, py)) in line.points.iter().zip(&points) {
+                let shown = value(p)
+                    .map(|v| tick_label(v, step / 10.0))
+                    .unwrap_or_default();
+                put!(
+                    s,
+                    "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"3\" fill=\"{colour}\"><title>{} at {} ms: {shown}</title></circle>",
+                    esc(&line.architecture),
+                    p.rtt_ms
+                );
+            }
+        }
+    }
+    for (i, line) in sweep.lines.iter().enumerate() {
+        let lx = LEFT + 340.0 * (i % 2) as f64;
+        let ly = DH - bottom + 52.0 + 14.0 * (i / 2) as f64;
+        let colour = PALETTE[i % PALETTE.len()];
+        let note = if line.affected {
+            ""
+        } else {
+            " (not on the swept link)"
+        };
+        put!(
+            s,
+            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"14\" height=\"3\" fill=\"{colour}\"/>",
+            ly - 4.0
+        );
+        put!(
+            s,
+            "<text x=\"{:.1}\" y=\"{ly:.1}\">{}{note}</text>",
+            lx + 18.0,
+            esc(&format!("{}: {}", line.architecture, line.label))
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// One figure of a sweep point.
+type PointValue = dyn Fn(&SweepPoint) -> Option<f64>;
+
+/// A linear axis from 0 with about four round steps, fine enough for values below 1
+/// (the integer [`axis`] would make 0.4 ms a flat line).
+fn fine_axis(max: f64) -> (f64, f64) {
+    if max <= 0.0 {
+        return (1.0, 0.25);
+    }
+    let step = nice_ceiling(max / 4.0);
+    (step * (max / step).ceil().max(1.0), step)
+}
+
+/// A tick label with as many decimals as the step needs.
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    format!("{v:.decimals$}")
 }

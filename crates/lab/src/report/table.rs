@@ -1,7 +1,7 @@
 //! The terminal table: one row per figure, one column per architecture, so the
 //! architectures read side by side.
 
-use super::{ArchReport, Report};
+use super::{ArchReport, Report, SweepLine, SweepPoint, SweepReport};
 
 /// A number of milliseconds with sensible precision.
 pub(super) fn ms(v: f64) -> String {
@@ -135,6 +135,129 @@ pub fn render(report: &Report) -> String {
             let width = label_w + col_w.iter().map(|w| w + 3).sum::<usize>();
             out.push_str(&"-".repeat(width));
             out.push('\n');
+        }
+    }
+    out
+}
+
+/// A distance as a column heading: `0 ms`, `0.5 ms`.
+pub(super) fn rtt(v: f64) -> String {
+    format!("{v} ms")
+}
+
+/// A labelled row of cells.
+pub(super) type Row = (String, Vec<String>);
+
+/// One cell per distance of the sweep (`-` where the line has no point).
+pub(super) fn sweep_cells(
+    sweep: &SweepReport,
+    line: &SweepLine,
+    f: &dyn Fn(&SweepPoint) -> String,
+) -> Vec<String> {
+    sweep
+        .rtt_ms
+        .iter()
+        .map(|&rtt| {
+            line.points
+                .iter()
+                .find(|p| p.rtt_ms == rtt)
+                .map_or_else(|| "-".to_string(), f)
+        })
+        .collect()
+}
+
+/// The sweep's blocks: a heading, then one row per architecture with a cell per
+/// distance.
+pub(super) fn sweep_blocks(sweep: &SweepReport) -> Vec<(&'static str, Vec<Row>)> {
+    let block = |f: &dyn Fn(&SweepPoint) -> String| {
+        sweep
+            .lines
+            .iter()
+            .map(|l| {
+                let name = if l.affected {
+                    l.architecture.clone()
+                } else {
+                    format!("{} (not on the link)", l.architecture)
+                };
+                (name, sweep_cells(sweep, l, f))
+            })
+            .collect::<Vec<_>>()
+    };
+    vec![
+        (
+            "throughput (req/s)",
+            block(&|p| format!("{:.1}", p.throughput_rps)),
+        ),
+        (
+            "p50 (ms)",
+            block(&|p| p.p50_ms.map(ms).unwrap_or_else(|| "-".into())),
+        ),
+        (
+            "p99 (ms)",
+            block(&|p| p.p99_ms.map(ms).unwrap_or_else(|| "-".into())),
+        ),
+        (
+            "round trip added, measured (ms)",
+            block(&|p| {
+                p.added_rtt_ms
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into())
+            }),
+        ),
+        (
+            "errors",
+            block(&|p| format!("{} of {}", p.errors, p.requests)),
+        ),
+        (
+            "orders lost / diverged",
+            block(&|p| format!("{} / {} of {}", p.lost, p.diverged, p.orders)),
+        ),
+    ]
+}
+
+/// Renders a sweep: for each figure, one row per architecture, one column per
+/// distance, so a line reads as the cost of distance to that architecture.
+pub fn render_sweep(sweep: &SweepReport) -> String {
+    let blocks = sweep_blocks(sweep);
+    let heads: Vec<String> = sweep.rtt_ms.iter().map(|&v| rtt(v)).collect();
+    let label_w = blocks
+        .iter()
+        .flat_map(|(h, rows)| {
+            std::iter::once(h.chars().count())
+                .chain(rows.iter().map(|(l, _)| l.chars().count() + 2))
+        })
+        .max()
+        .unwrap_or(0);
+    let col_w: Vec<usize> = (0..heads.len())
+        .map(|i| {
+            blocks
+                .iter()
+                .flat_map(|(_, rows)| {
+                    rows.iter()
+                        .map(move |(_, c)| c.get(i).map_or(0, |c| c.chars().count()))
+                })
+                .chain(std::iter::once(heads[i].chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |label: &str, cells: &[String]| {
+        let mut l = format!("{label:<label_w$}");
+        for (cell, w) in cells.iter().zip(&col_w) {
+            l.push_str("   ");
+            l.push_str(&format!("{cell:>w$}"));
+        }
+        format!("{}\n", l.trim_end())
+    };
+    let mut out = format!("round trip: {}\n", sweep.describe);
+    out.push_str(&line("", &heads));
+    let width = label_w + col_w.iter().map(|w| w + 3).sum::<usize>();
+    out.push_str(&"-".repeat(width));
+    out.push('\n');
+    for (heading, rows) in &blocks {
+        out.push_str(&format!("{heading}\n"));
+        for (label, cells) in rows {
+            out.push_str(&line(&format!("  {label}"), cells));
         }
     }
     out

@@ -87,6 +87,9 @@ fn report() -> Report {
     let build = |arch: &Architecture, samples: &[Sample], v: VerifySummary| {
         ArchReport::build(ArchRun {
             arch,
+            name: arch.name.clone(),
+            rtt_ms: None,
+            network: Vec::new(),
             waiters: 3,
             duration_s: 10.0,
             samples,
@@ -109,11 +112,13 @@ fn report() -> Report {
             waiters: 3,
             think_ms: [100, 400],
             faults: vec!["kill w2".into()],
+            network: Vec::new(),
         },
         architectures: vec![
             build(&stateful, &a, verification(80, 12)),
             build(&stateless, &b, verification(80, 0)),
         ],
+        sweep: None,
         files: Vec::new(),
     }
 }
@@ -395,6 +400,9 @@ fn an_open_loop_timeline_draws_the_offered_diners_on_their_own_axis() {
     let arrivals: Vec<u64> = (0..30u64).map(|i| i * 333_000).collect();
     let a = ArchReport::build(ArchRun {
         arch: &arch,
+        name: arch.name.clone(),
+        rtt_ms: None,
+        network: Vec::new(),
         waiters: 3,
         duration_s: 10.0,
         samples: &samples,
@@ -461,6 +469,9 @@ fn a_diverged_order_shows_as_diverged_everywhere() {
     let mut r = report();
     r.architectures.push(ArchReport::build(ArchRun {
         arch: &replicated,
+        name: replicated.name.clone(),
+        rtt_ms: None,
+        network: Vec::new(),
         waiters: 3,
         duration_s: 10.0,
         samples: &samples(2, 0, 0, ErrorKind::Other5xx),
@@ -489,4 +500,161 @@ fn a_diverged_order_shows_as_diverged_everywhere() {
         verdict.contains("lost none of its 3 orders, but 1 diverged"),
         "{verdict}"
     );
+}
+
+/// A sweep of two architectures at 0, 1 and 2 ms: stateless pays 2 ms of latency per
+/// millisecond of round trip, stateful nothing.
+fn sweep_report() -> Report {
+    use crate::scenario::{Link, Sweep};
+    let stateful = arch("stateful", Mode::Stateful, StoreSpec::Memory);
+    let stateless = arch(
+        "stateless-redis",
+        Mode::Stateless,
+        StoreSpec::Url("redis://127.0.0.1:6379/".into()),
+    );
+    let sweep = Sweep {
+        links: vec![Link::Store],
+        rtt_ms: vec![0.0, 1.0, 2.0],
+    };
+    let mut runs = Vec::new();
+    for &rtt in &sweep.rtt_ms {
+        for a in [&stateful, &stateless] {
+            let latency = if a.mode == Mode::Stateless {
+                1 + 2 * rtt as u64
+            } else {
+                1
+            };
+            let network = if a.mode == Mode::Stateless {
+                vec![LinkReport {
+                    link: "store".into(),
+                    rtt_ms: rtt,
+                    proxies: 1,
+                    connections: 3,
+                    bytes_to_target: 1000,
+                    bytes_from_target: 2000,
+                    chunks: 10,
+                    mean_held_ms: Some(rtt / 2.0 + 0.05),
+                    ..LinkReport::default()
+                }]
+            } else {
+                Vec::new()
+            };
+            runs.push(ArchReport::build(ArchRun {
+                arch: a,
+                name: format!("{}-{rtt}ms", a.name),
+                rtt_ms: Some(rtt),
+                network,
+                waiters: 3,
+                duration_s: 10.0,
+                samples: &samples(latency, 0, 0, ErrorKind::Other5xx),
+                failures: BTreeMap::new(),
+                arrivals_us: &[],
+                diners: 20,
+                shed: 0,
+                faults: Vec::new(),
+                verification: verification(40, 0),
+                notes: Vec::new(),
+            }));
+        }
+    }
+    let mut r = report();
+    r.sweep = Some(SweepReport::build(&sweep, &[stateful, stateless], &runs));
+    r.architectures = runs;
+    r
+}
+
+#[test]
+fn a_sweep_gathers_a_point_per_architecture_and_distance() {
+    let r = sweep_report();
+    let sweep = r.sweep.as_ref().unwrap();
+    assert_eq!(sweep.links, vec!["store"]);
+    assert_eq!(sweep.describe, "waiters to the store");
+    let lines: Vec<(&str, bool, usize)> = sweep
+        .lines
+        .iter()
+        .map(|l| (l.architecture.as_str(), l.affected, l.points.len()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![("stateful", false, 3), ("stateless-redis", true, 3)]
+    );
+    let far = &sweep.lines[1].points[2];
+    assert_eq!(far.run, "stateless-redis-2ms");
+    assert_eq!((far.rtt_ms, far.orders), (2.0, 40));
+    // HDR histogram precision: within 0.1 %.
+    assert!((far.p50_ms.unwrap() - 5.0).abs() < 0.01, "{far:?}");
+    assert!((far.throughput_rps - 20.0).abs() < 1e-9);
+    assert!((far.added_rtt_ms.unwrap() - 2.1).abs() < 1e-9, "{far:?}");
+    assert_eq!(sweep.lines[0].points[2].added_rtt_ms, None, "no proxy");
+
+    let table = r.table();
+    assert!(
+        table.starts_with("round trip: waiters to the store\n"),
+        "{table}"
+    );
+    for needle in [
+        "0 ms",
+        "1 ms",
+        "2 ms",
+        "stateful (not on the link)",
+        "p50 (ms)",
+    ] {
+        assert!(table.contains(needle), "{needle:?} missing:\n{table}");
+    }
+    let p50_row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("stateless-redis") && l.contains("5.0"))
+        .unwrap_or_else(|| panic!("no p50 row for stateless-redis:\n{table}"));
+    assert_eq!(
+        p50_row.split_whitespace().collect::<Vec<_>>(),
+        ["stateless-redis", "1.0", "3.0", "5.0"]
+    );
+
+    let verdicts = r.verdicts();
+    assert_eq!(verdicts.len(), 2);
+    assert!(
+        verdicts[1].starts_with("stateless-redis: p50 1.0 ms at 0 ms, 5.0 ms at 2 ms (+4.0"),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts[1].contains("lost none of its 120 orders"),
+        "{verdicts:?}"
+    );
+    assert!(verdicts[0].contains("run-to-run noise"), "{verdicts:?}");
+}
+
+#[test]
+fn a_sweep_is_drawn_written_and_read_back() {
+    let mut r = sweep_report();
+    let dir = crate::store::TempDir::new("sweep-report").unwrap();
+    r.write(dir.path()).unwrap();
+    assert!(r.files.contains(&"distance.svg".to_string()));
+    assert!(
+        !r.files.contains(&"latency.svg".to_string()),
+        "the distance chart replaces the latency bars of 6 runs"
+    );
+    let svg = std::fs::read_to_string(dir.path().join("distance.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 4, "2 panels x 2 lines");
+    assert_eq!(
+        svg.matches("<circle").count(),
+        12,
+        "a point per run and panel"
+    );
+    assert_eq!(
+        svg.matches("stroke-dasharray").count(),
+        2,
+        "stateful is dashed: the store is not on its path"
+    );
+    let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(html.contains("<h2>What distance costs</h2>"));
+    assert!(html.contains("<h2>The delay proxies</h2>"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        1 + 6,
+        "distance + a timeline per run"
+    );
+    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    let back: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+    assert!(json.contains("\"sweep\"") && json.contains("\"mean_held_ms\""));
 }

@@ -5,8 +5,8 @@
 //! combination, naming the key at fault and what would be accepted.
 
 use super::{
-    Architecture, ClusterSpec, Fault, FaultKind, FaultTime, LoadModel, LoadSpec, Mode, Scenario,
-    StoreSpec, ThinkTime,
+    Architecture, ClusterSpec, Fault, FaultKind, FaultTime, Link, LoadModel, LoadSpec, Mode,
+    NetworkSpec, Scenario, StoreSpec, Sweep, ThinkTime,
 };
 use crate::error::LabError;
 use serde::Deserialize;
@@ -28,7 +28,30 @@ struct RawScenario {
     architecture: Vec<RawArchitecture>,
     #[serde(default)]
     fault: Vec<RawFault>,
+    #[serde(default)]
+    network: RawNetwork,
+    sweep: Option<RawSweep>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    store_rtt_ms: Option<f64>,
+    waiter_rtt_ms: Option<f64>,
+    peer_rtt_ms: Option<f64>,
+    jitter_ms: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    rtt_ms: Vec<f64>,
+    links: Option<Vec<String>>,
+}
+
+/// The longest round trip a scenario may set: a second is already another continent
+/// several times over; more is a typo (seconds for milliseconds).
+const MAX_RTT_MS: f64 = 1000.0;
 
 fn default_seed() -> u64 {
     1
@@ -138,6 +161,7 @@ pub(super) fn parse(src: &str) -> Result<Scenario, LabError> {
             faults.len()
         )));
     }
+    let (network, sweep) = network(raw.network, raw.sweep, &architectures)?;
     Ok(Scenario {
         name,
         description: raw.description.trim().to_string(),
@@ -146,7 +170,135 @@ pub(super) fn parse(src: &str) -> Result<Scenario, LabError> {
         load,
         architectures,
         faults,
+        network,
+        sweep,
     })
+}
+
+/// Validates `[network]` and `[sweep]` against the architectures they apply to.
+fn network(
+    raw: RawNetwork,
+    sweep: Option<RawSweep>,
+    archs: &[Architecture],
+) -> Result<(NetworkSpec, Option<Sweep>), LabError> {
+    // 0 (the default) leaves the link as plain loopback, without a proxy.
+    let rtt = |key: &str, v: Option<f64>| -> Result<Option<f64>, LabError> {
+        match v {
+            None => Ok(None),
+            Some(v) => {
+                let v = in_range(&format!("network.{key}"), v, 0.0, MAX_RTT_MS)?;
+                Ok((v > 0.0).then_some(v))
+            }
+        }
+    };
+    let net = NetworkSpec {
+        store_rtt_ms: rtt("store_rtt_ms", raw.store_rtt_ms)?,
+        waiter_rtt_ms: rtt("waiter_rtt_ms", raw.waiter_rtt_ms)?,
+        peer_rtt_ms: rtt("peer_rtt_ms", raw.peer_rtt_ms)?,
+        jitter_ms: in_range(
+            "network.jitter_ms",
+            raw.jitter_ms.unwrap_or(0.0),
+            0.0,
+            MAX_RTT_MS,
+        )?,
+    };
+    let sweep = sweep.map(|s| sweep_spec(s, &net)).transpose()?;
+    // Which links are put at a distance, by [network] or by the sweep.
+    let mut links: Vec<Link> = [Link::Store, Link::Waiter, Link::Peer]
+        .into_iter()
+        .filter(|&l| net.rtt_ms(l).is_some())
+        .collect();
+    if let Some(s) = &sweep {
+        links.extend(&s.links);
+    }
+    for link in &links {
+        applies(*link, archs)?;
+    }
+    if net.jitter_ms > 0.0 && links.is_empty() {
+        return Err(bad(
+            "network.jitter_ms has no link to vary: set network.store_rtt_ms, waiter_rtt_ms or peer_rtt_ms, or a [sweep]",
+        ));
+    }
+    Ok((net, sweep))
+}
+
+fn sweep_spec(raw: RawSweep, net: &NetworkSpec) -> Result<Sweep, LabError> {
+    if raw.rtt_ms.is_empty() || raw.rtt_ms.len() > 12 {
+        return Err(bad(format!(
+            "sweep.rtt_ms has {} values; give 1 to 12 round trips in milliseconds, e.g. [0, 0.5, 1, 2]",
+            raw.rtt_ms.len()
+        )));
+    }
+    let mut rtt_ms = Vec::new();
+    for v in raw.rtt_ms {
+        let v = in_range("sweep.rtt_ms", v, 0.0, MAX_RTT_MS)?;
+        if rtt_ms.last().is_some_and(|&last| v <= last) {
+            return Err(bad(format!(
+                "sweep.rtt_ms must increase (each distance once): {v} comes after {}",
+                rtt_ms.last().copied().unwrap_or(0.0)
+            )));
+        }
+        rtt_ms.push(v);
+    }
+    let names = raw.links.unwrap_or_else(|| vec!["store".to_string()]);
+    if names.is_empty() {
+        return Err(bad(
+            "sweep.links is empty; name the links to put at each distance: \"store\", \"waiter\", \"peer\"",
+        ));
+    }
+    let mut links = Vec::new();
+    for name in names {
+        let link = match name.as_str() {
+            "store" => Link::Store,
+            "waiter" => Link::Waiter,
+            "peer" => Link::Peer,
+            other => {
+                return Err(bad(format!(
+                    "sweep.links: {other:?} is unknown; use \"store\" (waiters to the store), \"waiter\" (balancer to waiters) or \"peer\" (between replicated waiters)"
+                )));
+            }
+        };
+        if links.contains(&link) {
+            return Err(bad(format!("sweep.links names {name:?} twice")));
+        }
+        if net.rtt_ms(link).is_some() {
+            return Err(bad(format!(
+                "network.{name}_rtt_ms is set and the sweep varies the {name} link too; remove one of them"
+            )));
+        }
+        links.push(link);
+    }
+    links.sort();
+    Ok(Sweep { links, rtt_ms })
+}
+
+/// Refuses a distance on a link no architecture has, or one an architecture cannot
+/// honour (a SQLite store is a file each waiter opens: there is no network to delay).
+fn applies(link: Link, archs: &[Architecture]) -> Result<(), LabError> {
+    match link {
+        Link::Store => {
+            if let Some(a) = archs.iter().find(|a| a.store == StoreSpec::Sqlite) {
+                return Err(bad(format!(
+                    "a store distance does not apply to architecture {:?}: its SQLite store is a file each waiter opens, with no network in between; use a PostgreSQL or Redis store, or remove the store distance",
+                    a.name
+                )));
+            }
+            if !archs.iter().any(|a| a.mode == Mode::Stateless) {
+                return Err(bad(
+                    "a store distance needs a stateless architecture (stateful and replicated waiters have no store)",
+                ));
+            }
+        }
+        Link::Peer => {
+            if !archs.iter().any(|a| a.mode == Mode::Replicated) {
+                return Err(bad(
+                    "a peer distance needs a replicated architecture (only replicated waiters talk to peers)",
+                ));
+            }
+        }
+        Link::Waiter => {}
+    }
+    Ok(())
 }
 
 fn cluster(raw: RawCluster) -> Result<ClusterSpec, LabError> {

@@ -83,6 +83,7 @@ fn every_shipped_scenario_is_valid() {
         names,
         vec![
             "demo",
+            "distance",
             "drain",
             "drain-1000",
             "open-loop",
@@ -329,4 +330,160 @@ fn a_drain_fault_says_whether_it_hands_off() {
     assert_eq!(s.faults[0].kind, FaultKind::Drain { handoff: false });
     let e = err_with("[[fault]]\nkind = \"kill\"\nhandoff = true\nwaiter = \"w1\"\nat_seconds = 2");
     assert!(e.contains("handoff only applies"), "{e}");
+}
+
+const NETWORKED: &str = r#"
+name = "t"
+[load]
+model = "closed"
+diners = 5
+duration_seconds = 10
+[[architecture]]
+name = "stateful"
+mode = "stateful"
+[[architecture]]
+name = "stateless-redis"
+mode = "stateless"
+store = "redis"
+[[architecture]]
+name = "replicated"
+mode = "replicated"
+"#;
+
+fn networked(extra: &str) -> Result<Scenario, LabError> {
+    Scenario::from_toml(&format!("{NETWORKED}\n{extra}"))
+}
+
+#[test]
+fn a_network_section_puts_links_at_a_distance_and_zero_means_none() {
+    let s = networked(
+        "[network]\nstore_rtt_ms = 1.5\nwaiter_rtt_ms = 0\npeer_rtt_ms = 2\njitter_ms = 0.1",
+    )
+    .unwrap();
+    assert_eq!(
+        s.network,
+        NetworkSpec {
+            store_rtt_ms: Some(1.5),
+            waiter_rtt_ms: None,
+            peer_rtt_ms: Some(2.0),
+            jitter_ms: 0.1,
+        }
+    );
+    assert_eq!(s.runs().len(), 3, "no sweep: each architecture once");
+    assert!(
+        s.runs()
+            .iter()
+            .all(|r| r.network == s.network && r.rtt_ms.is_none())
+    );
+    assert_eq!(
+        s.network.describe(),
+        vec![
+            "waiters to the store: 1.5 ms round trip, ± 0.1 ms each way",
+            "between replicated peers: 2 ms round trip, ± 0.1 ms each way"
+        ]
+    );
+    assert_eq!(networked("").unwrap().network, NetworkSpec::default());
+}
+
+#[test]
+fn impossible_distances_are_refused_with_the_key() {
+    for (extra, needle) in [
+        ("[network]\nstore_rtt_ms = -1", "network.store_rtt_ms = -1"),
+        (
+            "[network]\nwaiter_rtt_ms = nan",
+            "network.waiter_rtt_ms = NaN",
+        ),
+        (
+            "[network]\npeer_rtt_ms = 5000",
+            "network.peer_rtt_ms = 5000",
+        ),
+        (
+            "[network]\nstore_rtt_ms = 1\njitter_ms = -0.5",
+            "network.jitter_ms",
+        ),
+        ("[network]\njitter_ms = 0.5", "no link to vary"),
+        ("[network]\nstore_rtt = 1", "unknown field"),
+        ("[sweep]\nrtt_ms = []", "1 to 12 round trips"),
+        ("[sweep]\nrtt_ms = [0, 2, 1]", "must increase"),
+        ("[sweep]\nrtt_ms = [0, 1, 1]", "must increase"),
+        ("[sweep]\nrtt_ms = [0, inf]", "sweep.rtt_ms = inf"),
+        (
+            "[sweep]\nrtt_ms = [0, 1]\nlinks = []",
+            "sweep.links is empty",
+        ),
+        (
+            "[sweep]\nrtt_ms = [0, 1]\nlinks = [\"disk\"]",
+            "\"disk\" is unknown",
+        ),
+        (
+            "[sweep]\nrtt_ms = [0, 1]\nlinks = [\"store\", \"store\"]",
+            "twice",
+        ),
+        (
+            "[network]\nstore_rtt_ms = 1\n[sweep]\nrtt_ms = [0, 1]",
+            "remove one of them",
+        ),
+    ] {
+        let e = networked(extra).expect_err(extra).to_string();
+        assert!(e.contains(needle), "{extra:?}: {e}");
+    }
+}
+
+#[test]
+fn a_distance_on_a_link_no_architecture_has_is_refused() {
+    // SQLite: a file each waiter opens, no network to delay.
+    let e = err_with("[network]\nstore_rtt_ms = 1");
+    assert!(e.contains("SQLite") && e.contains("\"stateless\""), "{e}");
+    let e = err_with("[sweep]\nrtt_ms = [0, 1]");
+    assert!(e.contains("SQLite"), "{e}");
+    let stateful_only = "name = \"t\"\n[load]\nmodel = \"closed\"\ndiners = 1\nduration_seconds = 5\n[[architecture]]\nname = \"a\"\nmode = \"stateful\"\n";
+    let e = err(&format!("{stateful_only}[network]\nstore_rtt_ms = 1"));
+    assert!(e.contains("needs a stateless architecture"), "{e}");
+    let e = err(&format!("{stateful_only}[network]\npeer_rtt_ms = 1"));
+    assert!(e.contains("needs a replicated architecture"), "{e}");
+    // The balancer to its waiters: every architecture has that link.
+    let s = Scenario::from_toml(&format!("{stateful_only}[network]\nwaiter_rtt_ms = 1")).unwrap();
+    assert_eq!(s.network.waiter_rtt_ms, Some(1.0));
+}
+
+#[test]
+fn a_sweep_runs_every_architecture_at_every_distance() {
+    let s = networked("[network]\nwaiter_rtt_ms = 0.2\n[sweep]\nrtt_ms = [0, 0.5, 2]\nlinks = [\"peer\", \"store\"]").unwrap();
+    let sweep = s.sweep.as_ref().unwrap();
+    assert_eq!(sweep.links, vec![Link::Store, Link::Peer]);
+    assert_eq!(sweep.rtt_ms, vec![0.0, 0.5, 2.0]);
+    let runs = s.runs();
+    assert_eq!(runs.len(), 9);
+    let names: Vec<String> = runs.iter().take(4).map(|r| r.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "stateful-0ms",
+            "stateless-redis-0ms",
+            "replicated-0ms",
+            "stateful-0.5ms"
+        ]
+    );
+    let far = &runs[8];
+    assert_eq!(
+        (far.arch.name.as_str(), far.rtt_ms),
+        ("replicated", Some(2.0))
+    );
+    // The swept links at the run's distance, 0 included (through the proxy, no delay);
+    // the fixed ones as [network] set them.
+    assert_eq!(
+        runs[0].network,
+        NetworkSpec {
+            store_rtt_ms: Some(0.0),
+            waiter_rtt_ms: Some(0.2),
+            peer_rtt_ms: Some(0.0),
+            jitter_ms: 0.0,
+        }
+    );
+    assert_eq!(far.network.store_rtt_ms, Some(2.0));
+    assert_eq!(far.network.peer_rtt_ms, Some(2.0));
+    assert_eq!(s.estimated_duration(), Duration::from_secs(14 * 9));
+    // The default link is the store.
+    let s = networked("[sweep]\nrtt_ms = [1]").unwrap();
+    assert_eq!(s.sweep.unwrap().links, vec![Link::Store]);
 }
