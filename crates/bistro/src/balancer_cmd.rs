@@ -266,7 +266,11 @@ impl BalancerOpts {
 }
 
 /// Runs the balancer until SIGINT/SIGTERM.
-pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::Result<()> {
+pub async fn run(
+    opts: BalancerOpts,
+    file: Option<&BalancerConfig>,
+    ready_json: bool,
+) -> anyhow::Result<()> {
     let config = opts.resolve(file)?;
     crate::fd_limit::raise("balancer");
     let shutdown = crate::signal::shutdown_signal();
@@ -314,6 +318,17 @@ pub async fn run(opts: BalancerOpts, file: Option<&BalancerConfig>) -> anyhow::R
             tracing::info!(backends = ?ids, "balancer listening on {scheme}://{local} admin on http://{}", a.local_addr()?)
         }
         None => tracing::info!(backends = ?ids, "balancer listening on {scheme}://{local}"),
+    }
+    if ready_json {
+        crate::ready::announce(&bistro_proto::Ready {
+            role: "balancer".into(),
+            id: None,
+            pid: std::process::id(),
+            http: local,
+            scheme: tls.is_some().then(|| "https".to_string()),
+            tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
+        });
     }
     let listeners = Listeners {
         proxy,

@@ -63,11 +63,12 @@ pub async fn run(opts: BenchMemoryOpts) -> anyhow::Result<()> {
             // would measure itself.
             "--session-rate",
             "0",
+            bistro_proto::ready::FLAG,
         ])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .context("starting a waiter")?;
     let result = measure(&mut child, &opts).await;
@@ -79,19 +80,14 @@ pub async fn run(opts: BenchMemoryOpts) -> anyhow::Result<()> {
 }
 
 async fn measure(child: &mut std::process::Child, opts: &BenchMemoryOpts) -> anyhow::Result<()> {
-    let stderr = child.stderr.take().context("stderr")?;
+    let stdout = child.stdout.take().context("stdout")?;
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    // Read to the end: a child writing to a closed pipe would die of SIGPIPE.
     std::thread::spawn(move || {
         let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent
-                && let Some(i) = line.find("listening on http://")
-                && let Some(addr) = line[i + 20..]
-                    .split_whitespace()
-                    .next()
-                    .and_then(|a| a.parse().ok())
-            {
-                sent = tx.send(addr).is_ok();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(ready) = bistro_proto::Ready::parse(&line) {
+                sent = tx.send(ready.http).is_ok();
             }
         }
     });

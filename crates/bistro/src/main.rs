@@ -13,6 +13,7 @@ mod config_file;
 mod fd_limit;
 mod lab_cmd;
 mod logging;
+mod ready;
 mod secret;
 mod signal;
 mod tour;
@@ -41,6 +42,9 @@ struct Cli {
     /// Log format on stderr
     #[arg(long, global = true, env = "BISTRO_LOG_FORMAT", default_value = "text")]
     log_format: logging::LogFormat,
+    /// `bistro waiter` and `bistro balancer`: print one JSON line on stdout once listening ({"event":"ready","http":...}), for supervisors
+    #[arg(long, global = true)]
+    ready_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,8 +122,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(opts) => lab_cmd::demo(opts).await,
         Command::Tour => tour::run().await,
         Command::Lab(cmd) => lab_cmd::run(cmd).await,
-        Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file)).await,
-        Command::Balancer(opts) => balancer_cmd::run(opts, file.balancer.as_ref()).await,
+        Command::Waiter(opts) => waiter_cmd::run(opts.merged_with(&file), cli.ready_json).await,
+        Command::Balancer(opts) => {
+            balancer_cmd::run(opts, file.balancer.as_ref(), cli.ready_json).await
+        }
         Command::Up(opts) => up::run(opts).await,
         Command::Admin(opts) => {
             let file_token = file.balancer.and_then(|b| b.admin.token);
@@ -133,6 +139,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Waiter(opts)) => bench_balancer::run_waiter(opts).await,
         Command::Bench(BenchCommand::Tls(opts)) => bench_balancer::run_tls(opts).await,
-        Command::Bench(BenchCommand::Baseline(opts)) => bench_balancer::baseline(opts).await,
+        Command::Bench(BenchCommand::Baseline(opts)) => {
+            bench_balancer::baseline(opts, cli.ready_json).await
+        }
     }
 }

@@ -81,24 +81,15 @@ pub struct Member {
     pub name: String,
     pub child: Child,
     pub addr: SocketAddr,
-    /// Its TCP address, when it logged a `... on tcp://ADDR` line before its HTTP one.
+    /// Its TCP (line-protocol) address, when it has one.
     pub tcp: Option<SocketAddr>,
-    /// Its admin address, when its HTTP line also says `admin on http://ADDR`.
+    /// Its admin API's address, when it has one (a balancer).
     pub admin: Option<SocketAddr>,
 }
 
-/// The address after `mark` in a log line.
-fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
-    let i = line.find(mark)?;
-    line[i + mark.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-}
-
-/// Starts `bistro ARGS` (with `envs` added to its environment) as a child named
-/// `name`, forwards its stderr with a `[name]` prefix, and waits for its "listening on
-/// http://ADDR" line (remembering an "on tcp://ADDR" line seen before it).
+/// Starts `bistro ARGS --ready-json` (with `envs` added to its environment) as a child
+/// named `name`, forwards its stderr with a `[name]` prefix, and waits for its readiness
+/// line on stdout, which names its addresses.
 pub async fn spawn_member(
     name: &str,
     args: &[String],
@@ -108,9 +99,10 @@ pub async fn spawn_member(
     let mut command = Command::new(exe);
     command
         .args(args)
+        .arg(bistro_proto::ready::FLAG)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     // No waiter or balancer outlives a `bistro up` that is SIGKILLed.
@@ -119,25 +111,29 @@ pub async fn spawn_member(
         .spawn()
         .with_context(|| format!("starting {name}"))?;
     let stderr = child.stderr.take().context("child stderr")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let label = name.to_string();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[{label}] {line}");
+        }
+    });
     let (tx, rx) = tokio::sync::oneshot::channel();
     let label = name.to_string();
     tokio::spawn(async move {
         let mut tx = Some(tx);
-        let mut tcp = None;
-        let mut lines = BufReader::new(stderr).lines();
+        let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if tcp.is_none() {
-                tcp = addr_after(&line, " on tcp://");
+            match bistro_proto::Ready::parse(&line) {
+                Some(ready) if tx.is_some() => {
+                    if let Some(tx) = tx.take() {
+                        // The receiver is gone only if the start already timed out.
+                        let _ = tx.send((ready.http, ready.tcp, ready.admin));
+                    }
+                }
+                _ => println!("[{label}] {line}"),
             }
-            if let Some(addr) = addr_after(&line, "listening on http://")
-                .or_else(|| addr_after(&line, "listening on https://"))
-                && let Some(tx) = tx.take()
-            {
-                let admin = addr_after(&line, " admin on http://");
-                // The receiver is gone only if the start already timed out.
-                let _ = tx.send((addr, tcp, admin));
-            }
-            eprintln!("[{label}] {line}");
         }
     });
     let (addr, tcp, admin) = tokio::time::timeout(Duration::from_secs(20), rx)

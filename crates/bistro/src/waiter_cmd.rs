@@ -410,7 +410,8 @@ fn check_secret(secret: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a waiter until SIGINT/SIGTERM.
-pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
+/// `ready_json`: print the readiness line (see [`crate::ready`]) once listening.
+pub async fn run(opts: WaiterOpts, ready_json: bool) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
     let replication = opts.replication()?;
     let handoff = opts.handoff_secret()?;
@@ -445,6 +446,17 @@ pub async fn run(opts: WaiterOpts) -> anyhow::Result<()> {
         tracing::info!(id = %config.id, "tcp protocol on tcp://{}", tcp.local_addr()?);
     }
     tracing::info!(id = %config.id, mode = %config.mode, store = %store_url, "waiter listening on http://{local}");
+    if ready_json {
+        crate::ready::announce(&bistro_proto::Ready {
+            role: "waiter".into(),
+            id: Some(config.id.clone()),
+            pid: std::process::id(),
+            http: local,
+            scheme: None,
+            tcp: tcp_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            admin: None,
+        });
+    }
     let waiter = match (memory, replication) {
         (Some(memory), Some(replication)) => {
             tracing::info!(

@@ -6,70 +6,18 @@ mod support;
 use bistro_client::Client;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+
 use std::time::Duration;
 use support::{Proc, TempDb};
 
-/// Starts `bistro <args>` and waits for both its "on tcp://ADDR" and its
-/// "listening on http://ADDR" lines (the TCP one is logged first).
+/// Starts `bistro <args>`; its HTTP and line-protocol addresses come from its
+/// readiness line.
 fn spawn(name: &str, args: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bistro"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("BISTRO_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the bistro binary starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel();
-    let label = name.to_string();
-    std::thread::spawn(move || {
-        let mut tcp = None;
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tcp.is_none() {
-                tcp = addr_after(&line, " on tcp://");
-            }
-            if !sent && let Some(http) = addr_after(&line, "listening on http://") {
-                sent = tx.send((http, tcp)).is_ok();
-            }
-            if std::env::var_os("BISTRO_TEST_VERBOSE").is_some() {
-                eprintln!("[{label}] {line}");
-            }
-        }
-    });
-    let (addr, tcp) = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(addrs) => addrs,
-        Err(_) => {
-            let mut proc = Proc {
-                child,
-                addr: "0.0.0.0:0".parse().unwrap(),
-                name: name.into(),
-                admin: None,
-            };
-            proc.kill();
-            panic!("{name} did not report its addresses within 20 s");
-        }
-    };
-    let tcp =
-        tcp.unwrap_or_else(|| panic!("{name} logged no tcp:// address before its http:// one"));
-    (
-        Proc {
-            child,
-            addr,
-            name: name.into(),
-            admin: None,
-        },
-        tcp,
-    )
-}
-
-fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(mark)? + mark.len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    let proc = support::spawn_bistro(name, args);
+    let tcp = proc
+        .tcp
+        .unwrap_or_else(|| panic!("{name} reported no tcp address"));
+    (proc, tcp)
 }
 
 fn waiter(id: &str, extra: &[&str]) -> (Proc, SocketAddr) {

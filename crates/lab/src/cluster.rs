@@ -230,20 +230,14 @@ impl Cluster {
             &self.bin,
             &args,
             &envs,
-            Ready::ListeningLine,
+            Ready::ReadyJson,
             self.spec.ready_timeout,
         )
         .await?;
         self.started.push(proc.pid());
-        let addr = addr.expect("a listening line carries an address");
-        // The ready signal can come before its line is kept in the log: look a few times.
-        for _ in 0..100 {
-            self.admin = proc.logged_addr(" admin on http://");
-            if self.admin.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let ready = addr.expect("a readiness line carries the addresses");
+        let addr = ready.http;
+        self.admin = ready.admin;
         self.balancer = Some((proc, addr));
         tracing::info!(arch = %self.arch.name, %addr, "cluster ready");
         Ok(())
@@ -327,13 +321,13 @@ impl Cluster {
             &self.bin,
             &args,
             envs,
-            Ready::ListeningLine,
+            Ready::ReadyJson,
             self.spec.ready_timeout,
         )
         .await?;
         self.started.push(proc.pid());
         let w = &mut self.waiters[i];
-        w.addr = addr.or(w.addr);
+        w.addr = addr.map(|r| r.http).or(w.addr);
         w.proc = Some(proc);
         Ok(())
     }

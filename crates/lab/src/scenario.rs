@@ -265,7 +265,7 @@ pub struct ClusterSpec {
     pub waiter_args: Vec<String>,
     /// Extra arguments for `bistro balancer`.
     pub balancer_args: Vec<String>,
-    /// How long a process may take to log `listening on http://ADDR`.
+    /// How long a process may take to print its readiness line (`--ready-json`).
     pub ready_timeout: Duration,
 }
 

@@ -4,8 +4,9 @@
 //! when dropped, so an error anywhere in the run still leaves nothing behind. Each child
 //! also asks the kernel for SIGTERM should the benchmark itself die (`PR_SET_PDEATHSIG`),
 //! which covers a `kill -9` of the benchmark, where no destructor runs. Their stderr is
-//! read by a thread that keeps the last lines (shown when a child fails to start) and
-//! picks up bistro's `listening on http://ADDR` line.
+//! read by a thread that keeps the last lines (shown when a child fails to start); a
+//! bistro child is started with `--ready-json`, and its readiness line on stdout says
+//! where it listens.
 //!
 //! CPU time comes from `/proc/PID/stat` (user + system ticks), summed over a process
 //! and its children for nginx, whose work happens in worker processes.
@@ -67,8 +68,8 @@ pub(super) struct Proc {
 }
 
 impl Proc {
-    /// Starts `command` as `name`. When `listening` is given, the address from the
-    /// child's first `listening on http://ADDR` stderr line is sent on it.
+    /// Starts `command` as `name`. When `listening` is given, the HTTP address of the
+    /// child's readiness line (stdout, `--ready-json`) is sent on it.
     pub(super) fn spawn(
         name: &str,
         mut command: Command,
@@ -83,10 +84,10 @@ impl Proc {
             .with_context(|| format!("starting {name}"))?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
-            keep_lines(stderr, log.clone(), listening);
+            keep_lines(stderr, log.clone(), None);
         }
         if let Some(stdout) = child.stdout.take() {
-            keep_lines(stdout, log.clone(), None);
+            keep_lines(stdout, log.clone(), listening);
         }
         Ok(Proc {
             name: name.to_string(),
@@ -191,7 +192,8 @@ impl Drop for Proc {
 }
 
 /// Reads `stream` line by line on a thread of its own (it ends when the child closes
-/// the pipe), keeping the last lines and reporting the first listening address.
+/// the pipe), keeping the last lines and reporting the HTTP address of the first
+/// readiness line (`--ready-json`).
 fn keep_lines(
     stream: impl Read + Send + 'static,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -199,7 +201,7 @@ fn keep_lines(
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(addr) = listening_addr(&line)
+            if let Some(addr) = bistro_proto::Ready::parse(&line).map(|r| r.http)
                 && let Some(tx) = listening.take()
             {
                 // The receiver is gone only when the start already timed out.
@@ -214,21 +216,9 @@ fn keep_lines(
     });
 }
 
-/// The address in a `... listening on http://ADDR ...` (or `https://`) log line.
-pub(super) fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let (i, mark) = ["listening on http://", "listening on https://"]
-        .iter()
-        .find_map(|mark| line.find(mark).map(|i| (i, *mark)))?;
-    line[i + mark.len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// A `bistro` child (this very binary) with `args`, its `BISTRO_*` environment cleared
-/// so the user's settings cannot leak into the measurement, and info-level logs (the
-/// level that prints the listening line). Returns once it listens.
+/// so the user's settings cannot leak into the measurement, info-level logs, and
+/// `--ready-json`. Returns once its readiness line says where it listens.
 pub(super) fn spawn_bistro(
     name: &str,
     args: &[String],
@@ -241,7 +231,10 @@ pub(super) fn spawn_bistro(
             command.env_remove(key);
         }
     }
-    command.env("RUST_LOG", "info").args(args);
+    command
+        .env("RUST_LOG", "info")
+        .args(args)
+        .arg(bistro_proto::ready::FLAG);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -388,19 +381,6 @@ pub(super) fn load_average() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_listening_address_from_a_log_line() {
-        let line = "2026-01-01T00:00:00Z  INFO bistro::balancer_cmd: balancer listening on http://127.0.0.1:4321 backends=[\"w1\"]";
-        assert_eq!(
-            listening_addr(line),
-            Some("127.0.0.1:4321".parse().unwrap())
-        );
-        assert_eq!(
-            listening_addr("balancer tcp proxy on tcp://127.0.0.1:1"),
-            None
-        );
-    }
 
     #[test]
     fn stat_fields_survive_odd_command_names() {

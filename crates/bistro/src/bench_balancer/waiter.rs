@@ -70,7 +70,7 @@ pub struct BaselineOpts {
 ///
 /// # Errors
 /// When the body file cannot be read or the address bound.
-pub async fn baseline(opts: BaselineOpts) -> anyhow::Result<()> {
+pub async fn baseline(opts: BaselineOpts, ready_json: bool) -> anyhow::Result<()> {
     use axum::routing::get;
     let order: &'static [u8] = std::fs::read(&opts.order_json)
         .with_context(|| format!("reading {}", opts.order_json.display()))?
@@ -90,7 +90,19 @@ pub async fn baseline(opts: BaselineOpts) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    tracing::info!("baseline listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    tracing::info!("baseline listening on http://{local}");
+    if ready_json {
+        crate::ready::announce(&bistro_proto::Ready {
+            role: "baseline".into(),
+            id: None,
+            pid: std::process::id(),
+            http: local,
+            scheme: None,
+            tcp: None,
+            admin: None,
+        });
+    }
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Real `bistro` processes for integration tests: spawned from the binary cargo built,
-//! on `127.0.0.1:0`, their address read from their own log line, killed on drop so no
-//! child outlives a test.
+//! on `127.0.0.1:0`, their addresses read from their readiness line (`--ready-json`),
+//! killed on drop so no child outlives a test.
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
@@ -15,8 +15,10 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub name: String,
-    /// The admin address, when its listening line names one (`admin on http://ADDR`).
+    /// The admin address, when it has an admin API.
     pub admin: Option<SocketAddr>,
+    /// The line-protocol address, when it listens for TCP.
+    pub tcp: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -54,11 +56,10 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `bistro <args>` and waits until it logs "listening on http://ADDR" (or
-/// `https://`).
+/// Starts `bistro <args> --ready-json` and waits for its readiness line.
 pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bistro"));
-    command.args(args);
+    command.args(args).arg("--ready-json");
     spawn_command(name, command)
 }
 
@@ -70,57 +71,49 @@ pub fn spawn_bistro_with_fd_limit(name: &str, nofile: u32, args: &[&str]) -> Pro
         .arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_bistro"))
-        .args(args);
+        .args(args)
+        .arg("--ready-json");
     spawn_command(name, command)
 }
 
 fn spawn_command(name: &str, mut command: Command) -> Proc {
+    let verbose = std::env::var_os("BISTRO_TEST_VERBOSE").is_some();
     let mut child = command
         .env("RUST_LOG", "info")
         .env_remove("BISTRO_CONFIG")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("the bistro binary starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
-    let label = name.to_string();
-    // Keep draining stderr for the child's whole life, or it blocks on a full pipe.
+    // Keep draining stdout for the child's whole life, or it blocks on a full pipe.
     std::thread::spawn(move || {
         let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = listening_addr(&line) {
-                let admin = addr_after(&line, " admin on http://");
-                sent = tx.send((addr, admin)).is_ok();
-            }
-            if std::env::var_os("BISTRO_TEST_VERBOSE").is_some() {
-                eprintln!("[{label}] {line}");
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent && let Some(ready) = bistro_proto::Ready::parse(&line) {
+                sent = tx.send(ready).is_ok();
             }
         }
     });
-    let (addr, admin) = rx
+    let ready = rx
         .recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| {
             let _ = child.kill();
-            panic!("{name} did not report its listening address within 20 s")
+            panic!("{name} printed no readiness line within 20 s")
         });
     Proc {
         child,
-        addr,
+        addr: ready.http,
         name: name.to_string(),
-        admin,
+        admin: ready.admin,
+        tcp: ready.tcp,
     }
-}
-
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    addr_after(line, "listening on http://").or_else(|| addr_after(line, "listening on https://"))
-}
-
-fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(mark)? + mark.len()..];
-    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    rest[..end].trim_end_matches('/').parse().ok()
 }
 
 /// Starts a balancer on a free loopback port in front of `waiters` (each given as
