@@ -28,7 +28,7 @@
 use crate::config::AffinityConfig;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
@@ -106,7 +106,7 @@ impl Affinity {
     pub(crate) fn new(config: &AffinityConfig, key: &[u8]) -> Affinity {
         // HMAC accepts keys of any length.
         let mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+            <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
         let mut attributes = String::from("; Path=/; HttpOnly; SameSite=Lax");
         if config.secure {
             attributes.push_str("; Secure");
@@ -447,6 +447,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The exact bytes of a token: issued cookies must survive upgrades of the HMAC and
+    /// SHA-256 crates. The expected value was computed outside Rust (Python's hmac and
+    /// hashlib): version 2, issued_at, "w1", backup "w3", then 16 bytes of HMAC-SHA256.
+    #[test]
+    fn token_bytes_are_stable() {
+        let token = affinity(KEY).issue_pair("w1", Some("w3"), NOW);
+        assert_eq!(token, "AgAAAABlU_EAAncxAnczY0iLJY32TxLSQEBTS5EIhg");
     }
 
     #[test]

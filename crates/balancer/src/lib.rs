@@ -413,6 +413,6 @@ fn affinity_key(config: &BalancerConfig) -> Vec<u8> {
          balancer replicas will not accept each other's cookies, and a restart unpins every diner"
     );
     let mut key = vec![0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut key);
     key
 }

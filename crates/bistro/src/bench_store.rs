@@ -110,6 +110,11 @@ struct Backend {
     store: Arc<dyn OrderStore>,
 }
 
+// A build without some store backends skips them (see the crate's features).
+#[cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(unused_mut, unused_variables)
+)]
 async fn open_backends(opts: &BenchStoreOpts, tag: &str) -> anyhow::Result<Vec<Backend>> {
     let config = StoreConfig::default();
     let mut out = vec![Backend {
@@ -117,48 +122,64 @@ async fn open_backends(opts: &BenchStoreOpts, tag: &str) -> anyhow::Result<Vec<B
         url: StoreUrl::Memory,
         store: bistro_store::open(&StoreUrl::Memory, config.clone()).await?,
     }];
-    let sqlite = StoreUrl::parse(&format!("sqlite://{}", opts.sqlite))?;
-    out.push(Backend {
-        name: "sqlite",
-        store: bistro_store::open(&sqlite, config.clone()).await?,
-        url: sqlite,
-    });
-    let pg = bistro_store::PostgresStore::connect_in_schema(
-        &opts.postgres,
-        &format!("bench_{tag}"),
-        config.clone(),
-    )
-    .await;
-    match pg {
-        Ok(s) => out.push(Backend {
-            name: "postgres",
-            url: StoreUrl::parse(&opts.postgres)?,
-            store: Arc::new(s),
-        }),
-        Err(e) if opts.skip_unreachable => println!("(skipping postgres: {e})"),
-        Err(e) => {
-            return Err(e)
-                .context("PostgreSQL is unreachable (use --skip-unreachable to go on without it)");
+    #[cfg(feature = "sqlite")]
+    {
+        let sqlite = StoreUrl::parse(&format!("sqlite://{}", opts.sqlite))?;
+        out.push(Backend {
+            name: "sqlite",
+            store: bistro_store::open(&sqlite, config.clone()).await?,
+            url: sqlite,
+        });
+    }
+    #[cfg(not(feature = "sqlite"))]
+    println!("(skipping sqlite: this build of bistro has no SQLite support)");
+    #[cfg(feature = "postgres")]
+    {
+        let pg = bistro_store::PostgresStore::connect_in_schema(
+            &opts.postgres,
+            &format!("bench_{tag}"),
+            config.clone(),
+        )
+        .await;
+        match pg {
+            Ok(s) => out.push(Backend {
+                name: "postgres",
+                url: StoreUrl::parse(&opts.postgres)?,
+                store: Arc::new(s),
+            }),
+            Err(e) if opts.skip_unreachable => println!("(skipping postgres: {e})"),
+            Err(e) => {
+                return Err(e).context(
+                    "PostgreSQL is unreachable (use --skip-unreachable to go on without it)",
+                );
+            }
         }
     }
-    let redis = bistro_store::RedisStore::connect_with_prefix(
-        &opts.redis,
-        &format!("bench-{tag}:"),
-        config,
-    )
-    .await;
-    match redis {
-        Ok(s) => out.push(Backend {
-            name: "redis",
-            url: StoreUrl::parse(&opts.redis)?,
-            store: Arc::new(s),
-        }),
-        Err(e) if opts.skip_unreachable => println!("(skipping redis: {e})"),
-        Err(e) => {
-            return Err(e)
-                .context("Redis is unreachable (use --skip-unreachable to go on without it)");
+    #[cfg(not(feature = "postgres"))]
+    println!("(skipping postgres: this build of bistro has no PostgreSQL support)");
+    #[cfg(feature = "redis")]
+    {
+        let redis = bistro_store::RedisStore::connect_with_prefix(
+            &opts.redis,
+            &format!("bench-{tag}:"),
+            config,
+        )
+        .await;
+        match redis {
+            Ok(s) => out.push(Backend {
+                name: "redis",
+                url: StoreUrl::parse(&opts.redis)?,
+                store: Arc::new(s),
+            }),
+            Err(e) if opts.skip_unreachable => println!("(skipping redis: {e})"),
+            Err(e) => {
+                return Err(e)
+                    .context("Redis is unreachable (use --skip-unreachable to go on without it)");
+            }
         }
     }
+    #[cfg(not(feature = "redis"))]
+    println!("(skipping redis: this build of bistro has no Redis support)");
     Ok(out)
 }
 
@@ -505,6 +526,10 @@ where
     Ok(Stats::new(all, started.elapsed()))
 }
 
+#[cfg_attr(
+    not(all(feature = "postgres", feature = "redis")),
+    allow(unused_variables)
+)]
 async fn cleanup(opts: &BenchStoreOpts, tag: &str) {
     for suffix in ["", "-wal", "-shm"] {
         let path = format!("{}{suffix}", opts.sqlite);
@@ -514,11 +539,13 @@ async fn cleanup(opts: &BenchStoreOpts, tag: &str) {
             eprintln!("warning: could not remove {path}: {e}");
         }
     }
+    #[cfg(feature = "postgres")]
     if let Err(e) =
         bistro_store::drop_postgres_schema(&opts.postgres, &format!("bench_{tag}")).await
     {
         eprintln!("warning: could not drop the benchmark schema: {e}");
     }
+    #[cfg(feature = "redis")]
     if let Err(e) = bistro_store::delete_redis_prefix(&opts.redis, &format!("bench-{tag}:")).await {
         eprintln!("warning: could not delete the benchmark keys: {e}");
     }

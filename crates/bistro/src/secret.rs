@@ -2,7 +2,7 @@
 //! up`'s balancer, an affinity key for the benches): 128 bits from the operating
 //! system's generator (through rand's thread-local CSPRNG), as hex.
 
-use rand::RngCore;
+use rand::Rng;
 
 /// 32 hex characters of fresh randomness.
 pub fn random_hex() -> String {

@@ -7,8 +7,8 @@
 
 use crate::api::MenuDish;
 use crate::ledger::Contents;
-use rand::Rng;
 use rand::seq::IndexedRandom;
+use rand::{Rng, RngExt};
 use serde_json::{Value, json};
 
 /// Free-text requests diners choose from.
@@ -32,10 +32,7 @@ pub fn allergies(rng: &mut impl Rng, menu: &[MenuDish]) -> Vec<String> {
         5..=8 => 1,
         _ => 2,
     };
-    let mut out: Vec<String> = known
-        .choose_multiple(rng, n)
-        .map(|a| a.to_string())
-        .collect();
+    let mut out: Vec<String> = known.sample(rng, n).map(|a| a.to_string()).collect();
     out.sort();
     out
 }
@@ -47,7 +44,7 @@ pub fn items(rng: &mut impl Rng, menu: &[MenuDish], allergies: &[String]) -> Vec
         .filter(|d| !d.allergens.iter().any(|a| allergies.contains(a)))
         .collect();
     let n = rng.random_range(1..=3usize).min(safe.len());
-    let dishes: Vec<String> = safe.choose_multiple(rng, n).map(|d| d.id.clone()).collect();
+    let dishes: Vec<String> = safe.sample(rng, n).map(|d| d.id.clone()).collect();
     dishes
         .into_iter()
         .map(|d| (d, rng.random_range(1..=3u32)))

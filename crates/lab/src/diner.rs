@@ -28,7 +28,7 @@ use crate::scenario::ThinkTime;
 use bistro_client::{Client, Response};
 use http::Method;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -15,7 +15,7 @@
 use crate::diner::{Diner, DinerOutcome, DinerSetup};
 use crate::scenario::{LoadModel, LoadSpec};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,6 +4,7 @@
 
 use crate::StoreError;
 
+#[cfg(feature = "postgres")]
 /// Drops `schema` (and everything in it) from the database at `url`, if it exists.
 ///
 /// # Errors
@@ -36,6 +37,7 @@ pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<(), StoreEr
     result
 }
 
+#[cfg(feature = "redis")]
 /// Deletes every key starting with `prefix` from the Redis server at `url`.
 ///
 /// # Errors

@@ -3,7 +3,7 @@
 //! One place, so SQLite, PostgreSQL and Redis cannot drift apart on it (a document one
 //! writes must read back in the others' tests the same way).
 
-use crate::{SessionId, StoreError, StoredResponse};
+use crate::{StoreError, StoredResponse};
 use bistro_orders::Order;
 
 /// A document as JSON text.
@@ -25,26 +25,30 @@ pub(crate) fn decode_response(doc: &str) -> Result<StoredResponse, StoreError> {
 }
 
 /// Unix milliseconds (or a version) as a database's signed 64-bit integer.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A stored signed integer that must not be negative.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn stored_u64(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative stored number {v}")))
 }
 
 /// A session id from its 16 stored bytes.
-pub(crate) fn session_id(bytes: &[u8]) -> Result<SessionId, StoreError> {
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn session_id(bytes: &[u8]) -> Result<crate::SessionId, StoreError> {
     let bytes: [u8; 16] = bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("session id of {} bytes", bytes.len())))?;
-    Ok(SessionId::from_bytes(bytes))
+    Ok(crate::SessionId::from_bytes(bytes))
 }
 
-#[cfg(test)]
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod tests {
     use super::*;
+    use crate::SessionId;
 
     #[test]
     fn numbers_and_ids_round_trip_and_bad_ones_are_corrupt() {

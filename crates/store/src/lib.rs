@@ -35,26 +35,44 @@
 //! new expiry would be more than [`StoreConfig::touch_slack_ms`] later than the stored
 //! one: most reads are then read-only statements (no WAL record, no replication, no
 //! write lock), and a session still expires at most `touch_slack_ms` early.
+//!
+//! ## Backends are cargo features
+//!
+//! `sqlite`, `postgres` and `redis` (all on by default) each compile one central
+//! backend and its driver; the memory store is always there. A build without one still
+//! parses its URLs, and says which feature to rebuild with
+//! ([`StoreError::Config`]) instead of opening it.
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod admin;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod codec;
 mod error;
 mod ids;
 mod instrument;
 mod memory;
 mod open;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
-pub use admin::{delete_redis_prefix, drop_postgres_schema};
+#[cfg(feature = "redis")]
+pub use admin::delete_redis_prefix;
+#[cfg(feature = "postgres")]
+pub use admin::drop_postgres_schema;
 pub use error::{Source, StoreError};
 pub use ids::{SessionId, is_order_id, new_order_id};
 pub use instrument::{Instrumented, OpCount, StoreOp};
 pub use memory::{MemoryStore, SessionSnapshot};
 pub use open::{StoreUrl, open};
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

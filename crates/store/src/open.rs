@@ -34,20 +34,42 @@ impl StoreUrl {
                     "sqlite:// needs a file path, e.g. sqlite://bistro.db".into(),
                 ));
             }
-            return Ok(StoreUrl::Sqlite {
+            return StoreUrl::Sqlite {
                 path: path.to_string(),
-            });
+            }
+            .built();
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Ok(StoreUrl::Postgres { url: s.to_string() });
+            return StoreUrl::Postgres { url: s.to_string() }.built();
         }
         if s.starts_with("redis://") {
-            return Ok(StoreUrl::Redis { url: s.to_string() });
+            return StoreUrl::Redis { url: s.to_string() }.built();
         }
         Err(StoreError::Config(format!(
             "unsupported store URL {:?}; use memory, sqlite://PATH, postgres://USER@HOST/DB or redis://HOST:PORT",
             redact(s)
         )))
+    }
+
+    /// `self`, if this build has its backend: each central backend is a cargo feature
+    /// (`sqlite`, `postgres`, `redis`).
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] naming the feature to rebuild with.
+    pub fn built(self) -> Result<StoreUrl, StoreError> {
+        let (built, name, feature) = match self {
+            StoreUrl::Memory => return Ok(self),
+            StoreUrl::Sqlite { .. } => (cfg!(feature = "sqlite"), "SQLite", "sqlite"),
+            StoreUrl::Postgres { .. } => (cfg!(feature = "postgres"), "PostgreSQL", "postgres"),
+            StoreUrl::Redis { .. } => (cfg!(feature = "redis"), "Redis", "redis"),
+        };
+        if built {
+            Ok(self)
+        } else {
+            Err(StoreError::Config(format!(
+                "this build of bistro has no {name} support; rebuild with --features {feature}"
+            )))
+        }
     }
 
     /// The backend name (`memory`, `sqlite`, `postgres`, `redis`).
@@ -106,11 +128,16 @@ pub(crate) fn redact(url: &str) -> String {
 /// [`StoreError::Config`] for a bad URL, [`StoreError::Unavailable`] when the backend
 /// cannot be reached or migrated.
 pub async fn open(url: &StoreUrl, config: StoreConfig) -> Result<Arc<dyn OrderStore>, StoreError> {
-    Ok(match url {
+    Ok(match url.clone().built()? {
         StoreUrl::Memory => Arc::new(MemoryStore::new(config)),
-        StoreUrl::Sqlite { path } => Arc::new(crate::SqliteStore::open(path, config).await?),
-        StoreUrl::Postgres { url } => Arc::new(crate::PostgresStore::connect(url, config).await?),
-        StoreUrl::Redis { url } => Arc::new(crate::RedisStore::connect(url, config).await?),
+        #[cfg(feature = "sqlite")]
+        StoreUrl::Sqlite { path } => Arc::new(crate::SqliteStore::open(&path, config).await?),
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres { url } => Arc::new(crate::PostgresStore::connect(&url, config).await?),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis { url } => Arc::new(crate::RedisStore::connect(&url, config).await?),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("built() refuses the backends this build left out"),
     })
 }
 
@@ -119,6 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(all(feature = "sqlite", feature = "postgres", feature = "redis"))]
     fn parses_every_form_and_redacts_passwords() {
         assert_eq!(StoreUrl::parse("memory").unwrap(), StoreUrl::Memory);
         assert_eq!(
@@ -141,5 +169,41 @@ mod tests {
             StoreUrl::parse("sqlite://"),
             Err(StoreError::Config(_))
         ));
+    }
+
+    /// A backend left out of the build is refused by name, at parse time and at open.
+    #[tokio::test]
+    async fn a_backend_left_out_says_which_feature_brings_it() {
+        for (url, feature, built) in [
+            ("sqlite://x.db", "sqlite", cfg!(feature = "sqlite")),
+            ("postgres://u@h/db", "postgres", cfg!(feature = "postgres")),
+            (
+                "postgresql://u@h/db",
+                "postgres",
+                cfg!(feature = "postgres"),
+            ),
+            ("redis://h:6379/", "redis", cfg!(feature = "redis")),
+        ] {
+            match StoreUrl::parse(url) {
+                Ok(_) => assert!(built, "{url} parsed without its feature"),
+                Err(StoreError::Config(e)) => {
+                    assert!(!built, "{url}: {e}");
+                    assert!(e.starts_with("this build of bistro has no "), "{e}");
+                    assert!(
+                        e.ends_with(&format!("rebuild with --features {feature}")),
+                        "{e}"
+                    );
+                }
+                Err(e) => panic!("{url}: {e}"),
+            }
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let url = StoreUrl::Postgres {
+                url: "postgres://u@h/db".into(),
+            };
+            let e = open(&url, StoreConfig::default()).await.err().unwrap();
+            assert!(e.to_string().contains("--features postgres"), "{e}");
+        }
     }
 }

@@ -436,8 +436,8 @@ impl RedisStore {
         // before the caller gives up guessing (see the crate docs).
         let timeout = config.backend_timeout();
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout.min(CONNECT_TIMEOUT))
-            .set_response_timeout(timeout)
+            .set_connection_timeout(Some(timeout.min(CONNECT_TIMEOUT)))
+            .set_response_timeout(Some(timeout))
             // One connection attempt per call, no backoff: an outage should fail
             // requests at once (the next call tries again), not hold them for seconds.
             .set_number_of_retries(0);

@@ -132,42 +132,8 @@ impl Modify for SessionSchemes {
 pub fn document_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
-        let mut doc =
-            serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document serializes");
-        fix_link_keys(&mut doc);
-        doc.to_string()
+        serde_json::to_string(&ApiDoc::openapi()).expect("an OpenAPI document serializes")
     })
-}
-
-/// utoipa 5.5 writes a Link's `operationId` and `requestBody` in snake case, which no
-/// OpenAPI tool reads: rename them in every response's `links`.
-fn fix_link_keys(doc: &mut serde_json::Value) {
-    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
-        return;
-    };
-    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
-        for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
-            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
-                continue;
-            };
-            for response in responses.values_mut() {
-                let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
-                    continue;
-                };
-                for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
-                    for (from, to) in [
-                        ("operation_id", "operationId"),
-                        ("request_body", "requestBody"),
-                        ("operation_ref", "operationRef"),
-                    ] {
-                        if let Some(v) = link.remove(from) {
-                            link.insert(to.to_string(), v);
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Every route the router serves, as (method, path): what the document must list.

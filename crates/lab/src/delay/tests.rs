@@ -7,7 +7,7 @@
 
 use super::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// The longest any step of these tests may take before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(20);
