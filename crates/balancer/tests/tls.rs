@@ -14,7 +14,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{Balancer, Waiter, config, eventually};
@@ -23,31 +22,18 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A directory of its own per test, removed at the end.
-struct Dir(PathBuf);
+struct Dir(tempfile::TempDir);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!(
-            "bistro-tls-test-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
+        Dir(tempfile::Builder::new()
+            .prefix(&format!("bistro-tls-test-{tag}-"))
+            .tempdir()
+            .unwrap())
     }
-}
 
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
     }
 }
 
@@ -149,7 +135,7 @@ fn cookie_pair(set_cookie: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_diners_reach_http1_waiters_stick_and_get_secure_cookies() {
     let dir = Dir::new("h2");
-    let certs = write_loopback_certs(&dir.0).unwrap();
+    let certs = write_loopback_certs(dir.path()).unwrap();
     let waiters = Waiter::three("stateful").await;
     let balancer = Balancer::start(tls_config(&waiters.iter().collect::<Vec<_>>(), &certs)).await;
     let tls = connector(&certs.ca, &[b"h2", b"http/1.1"]);
@@ -224,7 +210,7 @@ async fn http2_diners_reach_http1_waiters_stick_and_get_secure_cookies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_over_tls_when_the_diner_or_the_balancer_does_not_offer_h2() {
     let dir = Dir::new("h1");
-    let certs = write_loopback_certs(&dir.0).unwrap();
+    let certs = write_loopback_certs(dir.path()).unwrap();
     let waiters = Waiter::three("stateless").await;
     let refs = waiters.iter().collect::<Vec<_>>();
 
@@ -270,7 +256,7 @@ async fn http1_over_tls_when_the_diner_or_the_balancer_does_not_offer_h2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_connections() {
     let dir = Dir::new("reload");
-    let first = write_loopback_certs(&dir.0.join("first")).unwrap();
+    let first = write_loopback_certs(&dir.path().join("first")).unwrap();
     let waiters = Waiter::three("stateless").await;
     let balancer = Balancer::start(tls_config(&waiters.iter().collect::<Vec<_>>(), &first)).await;
 
@@ -286,7 +272,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     assert_eq!(parts.status, StatusCode::OK);
 
     // Renewal: new files in place, then the reload (SIGHUP in `bistro balancer`).
-    let second = write_loopback_certs(&dir.0.join("second")).unwrap();
+    let second = write_loopback_certs(&dir.path().join("second")).unwrap();
     std::fs::copy(&second.cert, &first.cert).unwrap();
     std::fs::copy(&second.key, &first.key).unwrap();
     let reloaded = balancer
@@ -321,7 +307,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
 
     // A botched renewal (the new certificate with someone else's key) is refused with
     // the reason, and the certificate in use keeps serving.
-    let third = write_loopback_certs(&dir.0.join("third")).unwrap();
+    let third = write_loopback_certs(&dir.path().join("third")).unwrap();
     std::fs::copy(&third.key, &first.key).unwrap();
     let refused = balancer
         .admin()
@@ -344,7 +330,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_finish_a_handshake_are_cut_and_counted() {
     let dir = Dir::new("slow");
-    let certs = write_loopback_certs(&dir.0).unwrap();
+    let certs = write_loopback_certs(dir.path()).unwrap();
     let waiters = Waiter::three("stateless").await;
     let mut c = tls_config(&waiters.iter().collect::<Vec<_>>(), &certs);
     c.client.header_read_timeout_ms = 300;

@@ -9,24 +9,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{spawn_balancer, spawn_waiter};
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dir(tag: &str) -> Dir {
-    let path = std::env::temp_dir().join(format!("bistro-cli-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
-    Dir(path)
+fn dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bistro-cli-tls-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// One HTTP/1.1 exchange over TLS with a client trusting only `ca`; the raw answer.
@@ -78,7 +70,7 @@ fn tls_args(certs: &LoopbackCerts) -> Vec<String> {
 #[test]
 fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     let d = dir("hup");
-    let first = write_loopback_certs(&d.0.join("live")).unwrap();
+    let first = write_loopback_certs(&d.path().join("live")).unwrap();
     let waiter = spawn_waiter("w1", &["--mode", "stateful"]);
     let args = tls_args(&first);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -114,7 +106,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     );
 
     // Renewal: new files over the old ones, then SIGHUP.
-    let second = write_loopback_certs(&d.0.join("next")).unwrap();
+    let second = write_loopback_certs(&d.path().join("next")).unwrap();
     std::fs::copy(&second.cert, &first.cert).unwrap();
     std::fs::copy(&second.key, &first.key).unwrap();
     bistro_lab::send_signal("balancer", balancer.child.id(), "HUP").unwrap();
@@ -139,8 +131,8 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
 #[test]
 fn a_key_that_does_not_fit_the_certificate_stops_the_start_with_the_reason() {
     let d = dir("badkey");
-    let a = write_loopback_certs(&d.0.join("a")).unwrap();
-    let b = write_loopback_certs(&d.0.join("b")).unwrap();
+    let a = write_loopback_certs(&d.path().join("a")).unwrap();
+    let b = write_loopback_certs(&d.path().join("b")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bistro"))
         .args(["balancer", "--listen", "127.0.0.1:0", "--no-admin"])
         .args(["--backend", "w1=127.0.0.1:9"])

@@ -11,45 +11,31 @@
 use crate::error::LabError;
 use crate::process::{Proc, Ready, free_port};
 use crate::scenario::StoreSpec;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// A private temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
+/// A private temporary directory (`tempfile`'s), removed on drop.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// Creates `bistro-lab-<tag>-<pid>-<nanos>` under the system's temporary directory.
+    /// Creates `bistro-lab-<tag>-XXXXXX` under the system's temporary directory.
     ///
     /// # Errors
     /// [`LabError::Io`] when it cannot be created.
     pub fn new(tag: &str) -> Result<TempDir, LabError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("bistro-lab-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|source| LabError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(TempDir(path))
+        tempfile::Builder::new()
+            .prefix(&format!("bistro-lab-{tag}-"))
+            .tempdir()
+            .map(TempDir)
+            .map_err(|source| LabError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(
-                "cannot remove the lab's temporary directory {}: {e}",
-                self.0.display()
-            );
-        }
+        self.0.path()
     }
 }
 

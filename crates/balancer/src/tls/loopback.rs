@@ -112,8 +112,8 @@ mod tests {
 
     #[test]
     fn the_written_pair_loads_and_the_key_is_private() {
-        let dir = std::env::temp_dir().join(format!("bistro-loopback-{}", std::process::id()));
-        let files = write_loopback_certs(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let files = write_loopback_certs(&tmp.path().join("tls")).unwrap();
         let certs = TlsCerts::load(&TlsConfig {
             cert: Some(files.cert.clone()),
             key: Some(files.key.clone()),
@@ -134,6 +134,5 @@ mod tests {
                 .unwrap()
                 .contains("PRIVATE")
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -218,19 +218,17 @@ mod tests {
     use super::*;
 
     struct Files {
+        _tmp: tempfile::TempDir,
         dir: PathBuf,
     }
 
-    impl Drop for Files {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
     fn files(tag: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("bistro-tls-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Files { dir }
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("bistro-tls-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        Files { _tmp: tmp, dir }
     }
 
     fn write_pair(

@@ -24,37 +24,23 @@ use std::time::{Duration, Instant};
 /// Lines of a child's stderr kept for error messages.
 const KEPT_LINES: usize = 40;
 
-/// A directory under the system temp dir, removed with everything in it when dropped.
+/// The run's temporary directory (`tempfile`'s): configurations, pid files and logs of
+/// the children; removed on drop.
 #[derive(Debug)]
-pub(super) struct TempDir {
-    path: PathBuf,
-}
+pub(super) struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// Creates `bistro-bench-balancer-PID-NANOS` in the system temp dir.
+    /// Creates `bistro-bench-XXXXXX` in the system temp dir.
     pub(super) fn new() -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "bistro-bench-balancer-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&path)
-            .with_context(|| format!("creating the temporary directory {}", path.display()))?;
-        Ok(TempDir { path })
+        tempfile::Builder::new()
+            .prefix("bistro-bench-")
+            .tempdir()
+            .map(TempDir)
+            .context("creating the benchmark's temporary directory")
     }
 
     pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("warning: could not remove {}: {e}", self.path.display());
-        }
+        self.0.path()
     }
 }
 
