@@ -180,7 +180,9 @@ pub enum IdempotencyBegin {
 /// How many sessions and orders a store holds (live or not yet swept).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Sessions, expired ones the sweeper has not deleted yet included.
     pub sessions: u64,
+    /// Orders, across every session.
     pub orders: u64,
 }
 
