@@ -10,6 +10,8 @@
 //! it keeps `name=value` from `Set-Cookie`, drops cookies set with `Max-Age=0` or an
 //! empty value, and ignores `Path`/`Domain` (bistro sets every cookie on `/`).
 
+#![warn(missing_docs)]
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};

@@ -43,6 +43,8 @@
 //! parses its URLs, and says which feature to rebuild with
 //! ([`StoreError::Config`]) instead of opening it.
 
+#![warn(missing_docs)]
+
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod admin;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
