@@ -60,6 +60,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admin;
 mod affinity;
 mod backend;

@@ -10,6 +10,8 @@
 //! it keeps `name=value` from `Set-Cookie`, drops cookies set with `Max-Age=0` or an
 //! empty value, and ignores `Path`/`Domain` (bistro sets every cookie on `/`).
 
+#![warn(missing_docs)]
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -29,7 +31,9 @@ pub enum ClientError {
     /// The TCP connection could not be opened.
     #[error("could not connect to {addr}: {source}")]
     Connect {
+        /// The address the client talks to.
         addr: SocketAddr,
+        /// Why the connect failed (refused, unreachable, ...).
         source: std::io::Error,
     },
     /// The connection failed while the request was in flight.
@@ -53,8 +57,12 @@ impl ClientError {
 /// A response, fully read.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The status code.
     pub status: StatusCode,
+    /// The response headers, `Set-Cookie` included (the jar has already taken its
+    /// cookies).
     pub headers: HeaderMap,
+    /// The whole body, read to its end.
     pub body: Bytes,
 }
 

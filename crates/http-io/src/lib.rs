@@ -81,6 +81,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod alarm;
 mod client_io;
 mod exchanges;

@@ -17,6 +17,8 @@
 //! assert!(text.contains("demo_latency_seconds_count 1"));
 //! ```
 
+#![warn(missing_docs)]
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 

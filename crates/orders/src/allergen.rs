@@ -13,14 +13,23 @@ use std::str::FromStr;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Allergen {
+    /// `peanuts`. A legume, so listed apart from the tree nuts.
     Peanuts,
+    /// `tree-nuts`: almonds, walnuts, cashews and the like.
     TreeNuts,
+    /// `gluten`: wheat, barley, rye and what is made from them.
     Gluten,
+    /// `dairy`: milk and what is made from it.
     Dairy,
+    /// `egg`.
     Egg,
+    /// `soy`.
     Soy,
+    /// `fish`.
     Fish,
+    /// `shellfish`: crustaceans and molluscs.
     Shellfish,
+    /// `sesame`.
     Sesame,
 }
 

@@ -19,6 +19,8 @@
 //! assert_eq!(order.version, 2);
 //! ```
 
+#![warn(missing_docs)]
+
 mod allergen;
 mod menu;
 mod order;

@@ -228,9 +228,17 @@ pub enum Change {
     /// Replace every item (quantities of repeated dishes are summed).
     ReplaceItems(Vec<ItemInput>),
     /// Add portions of a dish (merged into an existing line).
-    AddItem { dish: String, quantity: u32 },
+    AddItem {
+        /// Dish id from the menu.
+        dish: String,
+        /// Portions to add, 1 to 20; the line's total must stay within 20 too.
+        quantity: u32,
+    },
     /// Remove a dish's line entirely.
-    RemoveItem { dish: String },
+    RemoveItem {
+        /// Dish id of the line to remove; it must be on the order.
+        dish: String,
+    },
     /// Set the spice level.
     SetSpice(u32),
     /// Replace the declared allergies.
@@ -244,7 +252,10 @@ pub enum Change {
     /// Open or placed → cancelled.
     Cancel,
     /// Placed → cooking (the kitchen does this).
-    StartCooking { cook_ms: u64 },
+    StartCooking {
+        /// From now to ready, in milliseconds: the new due time is `now + cook_ms`.
+        cook_ms: u64,
+    },
     /// Cooking → ready (the kitchen does this).
     MarkReady,
     /// Ready → served.
@@ -291,37 +302,88 @@ impl Change {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OrderError {
+    /// `unknown-dish`: an item names a dish id that is not on the menu.
     #[error("there is no dish {dish:?} on the menu; GET /v1/menu lists the dish ids")]
-    UnknownDish { dish: String },
+    UnknownDish {
+        /// The dish id as the client sent it.
+        dish: String,
+    },
+    /// `bad-quantity`: a line would hold fewer than [`MIN_QUANTITY`] or more than
+    /// [`MAX_QUANTITY`] portions.
     #[error("quantity {quantity} for {dish:?} is out of range; order 1 to 20 portions per dish")]
-    BadQuantity { dish: String, quantity: u32 },
+    BadQuantity {
+        /// Dish id of the line.
+        dish: String,
+        /// The quantity refused: as asked, or the line's new total when adding to an
+        /// existing line would pass the maximum.
+        quantity: u32,
+    },
+    /// `too-many-items`: a new dish would make more than [`MAX_LINES`] lines.
     #[error("an order can hold at most {MAX_LINES} different dishes")]
     TooManyLines,
+    /// `bad-spice`: a spice level above [`MAX_SPICE`]; the field is the level asked for.
     #[error("spice level {0} is out of range; choose 0 (none) to 5 (hottest)")]
     BadSpice(u32),
+    /// `requests-too-long`: the free-text requests are longer than
+    /// [`MAX_REQUEST_CHARS`].
     #[error("requests are {chars} characters long; keep them to at most 280")]
-    RequestsTooLong { chars: usize },
+    RequestsTooLong {
+        /// Length of the refused text, in characters (Unicode scalar values).
+        chars: usize,
+    },
+    /// `control-character`: the free-text requests contain a control character (a
+    /// newline included).
     #[error("requests contain a control character; use plain text on one line")]
     ControlCharacter,
+    /// `dish-contains-allergen`: an item being added contains an allergen the order
+    /// already declares.
     #[error(
         "{dish:?} contains {allergen}, which this order declares as an allergy; choose another dish or change the declared allergies"
     )]
-    DishContainsAllergen { dish: String, allergen: Allergen },
+    DishContainsAllergen {
+        /// Dish id of the refused item.
+        dish: String,
+        /// The declared allergen the dish contains (the first in [`Allergen::ALL`]
+        /// order, when several).
+        allergen: Allergen,
+    },
+    /// `allergy-conflicts-with-item`: an allergy being declared is contained in a dish
+    /// already on the order.
     #[error(
         "cannot declare an allergy to {allergen}: {dish:?} on this order contains it; remove that dish first"
     )]
-    AllergyConflictsWithItem { allergen: Allergen, dish: String },
+    AllergyConflictsWithItem {
+        /// The refused allergy.
+        allergen: Allergen,
+        /// Dish id of the first line on the order that contains it.
+        dish: String,
+    },
+    /// `not-on-order`: a removal names a dish the order does not hold.
     #[error("{dish:?} is not on this order")]
-    NotOnOrder { dish: String },
+    NotOnOrder {
+        /// The dish id as the client sent it.
+        dish: String,
+    },
+    /// `empty-order`: placing an order with no items, or a change that would leave an
+    /// order past `open` with none.
     #[error("a placed order must hold at least one dish; add a dish first, or cancel the order")]
     EmptyOrder,
+    /// `kitchen-started`: a change to the items or notes once the kitchen has started
+    /// (cooking or later).
     #[error(
         "the kitchen has started on this order (status {status}), so items and notes can no longer change"
     )]
-    KitchenStarted { status: Status },
+    KitchenStarted {
+        /// The order's status when the change was refused.
+        status: Status,
+    },
+    /// `invalid-transition`: a lifecycle step the order's status does not allow (pay
+    /// before served, cancel once cooking, any edit of a cancelled order, ...).
     #[error("cannot {action} an order that is {status}")]
     InvalidTransition {
+        /// The order's status when the change was refused.
         status: Status,
+        /// The refused change's verb, from [`Change::verb`] ("place", "cancel", ...).
         action: &'static str,
     },
 }

@@ -9,6 +9,8 @@
 //!
 //! No I/O and no async here: plain names, types and parsers.
 
+#![warn(missing_docs)]
+
 pub mod cookies;
 pub mod headers;
 pub mod mode;

@@ -17,7 +17,13 @@ pub enum StoreError {
     #[error(
         "the order was changed concurrently (expected version {expected}, stored version {actual})"
     )]
-    Conflict { expected: u64, actual: u64 },
+    Conflict {
+        /// The version the caller read and asked to replace.
+        expected: u64,
+        /// The version the store holds now: the caller should read the order again
+        /// before it decides whether its change still applies.
+        actual: u64,
+    },
     /// The session does not exist here, or has expired.
     #[error("unknown or expired session")]
     UnknownSession,
@@ -29,13 +35,22 @@ pub enum StoreError {
     DuplicateOrder,
     /// The store holds as many sessions as it may.
     #[error("the store holds its limit of {limit} sessions")]
-    SessionLimit { limit: usize },
+    SessionLimit {
+        /// The limit: [`StoreConfig`](crate::StoreConfig)'s `max_sessions`.
+        limit: usize,
+    },
     /// The session holds as many orders as it may.
     #[error("the session holds its limit of {limit} orders")]
-    OrderLimit { limit: usize },
+    OrderLimit {
+        /// The limit: [`StoreConfig`](crate::StoreConfig)'s `max_orders_per_session`.
+        limit: usize,
+    },
     /// The session holds as many live idempotency records as it may.
     #[error("the session holds its limit of {limit} idempotency keys")]
-    IdempotencyLimit { limit: usize },
+    IdempotencyLimit {
+        /// The limit: [`StoreConfig`](crate::StoreConfig)'s `max_idempotency_per_session`.
+        limit: usize,
+    },
     /// The backend could not be reached or failed the operation.
     #[error("the store is unavailable: {reason}")]
     Unavailable {

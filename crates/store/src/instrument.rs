@@ -17,18 +17,31 @@ use std::time::Duration;
 /// The operations counted, one per [`OrderStore`] method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOp {
+    /// [`OrderStore::ping`]: the liveness probe.
     Ping,
+    /// [`OrderStore::create_session`].
     CreateSession,
+    /// [`OrderStore::touch_session`]: extends a session's TTL.
     TouchSession,
+    /// [`OrderStore::list_orders`].
     ListOrders,
+    /// [`OrderStore::get_order`].
     GetOrder,
+    /// [`OrderStore::insert_order`].
     InsertOrder,
+    /// [`OrderStore::update_order`]: the compare-and-set of every order change.
     UpdateOrder,
+    /// [`OrderStore::idempotency_begin`]: claims a key or finds its earlier answer.
     IdempotencyBegin,
+    /// [`OrderStore::idempotency_finish`]: records a claimed key's response.
     IdempotencyFinish,
+    /// [`OrderStore::idempotency_abort`]: releases a claimed key.
     IdempotencyAbort,
+    /// [`OrderStore::kitchen_due`]: the kitchen's poll for due orders.
     KitchenDue,
+    /// [`OrderStore::sweep`]: deletes expired sessions and idempotency records.
     Sweep,
+    /// [`OrderStore::counts`]: how many sessions and orders the store holds.
     Counts,
 }
 
@@ -89,6 +102,7 @@ impl StoreOp {
 /// Totals for one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpCount {
+    /// The operation counted.
     pub op: StoreOp,
     /// Calls that returned `Ok` or a domain answer (conflict, unknown session, ...).
     pub ok: u64,

@@ -43,6 +43,8 @@
 //! parses its URLs, and says which feature to rebuild with
 //! ([`StoreError::Config`]) instead of opening it.
 
+#![warn(missing_docs)]
+
 #[cfg(any(feature = "postgres", feature = "redis"))]
 mod admin;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
@@ -180,7 +182,9 @@ pub enum IdempotencyBegin {
 /// How many sessions and orders a store holds (live or not yet swept).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Sessions, expired ones the sweeper has not deleted yet included.
     pub sessions: u64,
+    /// Orders, across every session.
     pub orders: u64,
 }
 

@@ -11,11 +11,23 @@ pub enum StoreUrl {
     /// This process's memory (stateful mode).
     Memory,
     /// A SQLite database file, shared by waiters on one machine.
-    Sqlite { path: String },
+    Sqlite {
+        /// The database file's path, what follows `sqlite://`, as given.
+        path: String,
+    },
     /// A PostgreSQL connection URL.
-    Postgres { url: String },
+    Postgres {
+        /// The whole URL, `postgres://` or `postgresql://` included, as the driver
+        /// takes it. It may hold a password: log the `StoreUrl` (its `Display` removes
+        /// it), not this field.
+        url: String,
+    },
     /// A Redis connection URL.
-    Redis { url: String },
+    Redis {
+        /// The whole URL, `redis://` included, as the driver takes it. It may hold a
+        /// password: log the `StoreUrl` (its `Display` removes it), not this field.
+        url: String,
+    },
 }
 
 impl StoreUrl {

@@ -19,6 +19,8 @@
 //! (which the Debian package creates). When a binary is missing the panic names the
 //! package to install.
 
+#![warn(missing_docs)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

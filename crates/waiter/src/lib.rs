@@ -43,6 +43,8 @@
 //! [`tcp`] module adds a line protocol on a second port (`nc`-friendly), served by
 //! [`run_tcp`] next to [`run`] on the same [`Waiter`].
 
+#![warn(missing_docs)]
+
 mod body;
 mod clock;
 mod config;

@@ -82,22 +82,35 @@ pub enum ParseError {
     /// A required argument is missing.
     #[error("{command} needs {what}; usage: {usage}")]
     Missing {
+        /// The command word, upper-case (`ADD`).
         command: &'static str,
+        /// What is missing, as the message names it (`a dish id`).
         what: &'static str,
+        /// The command's usage line (`ADD <dish> [qty]`), from
+        /// [`USAGE`](crate::tcp::commands::USAGE), so the client learns the right form.
         usage: &'static str,
     },
     /// An argument is not of the expected form.
     #[error("{command}: {problem}; usage: {usage}")]
     Invalid {
+        /// The command word, upper-case (`ADD`).
         command: &'static str,
+        /// What is wrong with it, for people (`the quantity must be a whole number, got
+        /// "two"`).
         problem: String,
+        /// The command's usage line (`ADD <dish> [qty]`), from
+        /// [`USAGE`](crate::tcp::commands::USAGE), so the client learns the right form.
         usage: &'static str,
     },
     /// More arguments than the command takes.
     #[error("{command} takes no argument {extra:?}; usage: {usage}")]
     Extra {
+        /// The command word, upper-case (`ADD`).
         command: &'static str,
+        /// The first word past the command's last argument.
         extra: String,
+        /// The command's usage line (`ADD <dish> [qty]`), from
+        /// [`USAGE`](crate::tcp::commands::USAGE), so the client learns the right form.
         usage: &'static str,
     },
 }

@@ -50,21 +50,37 @@ use bistro_orders::{Change, Order};
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// `HELLO [session-id]`: start a session, or resume one.
     Hello(Hello),
+    /// `MENU`: list the dishes.
     Menu(Menu),
+    /// `NEW`: start an order (and a session, if the connection has none).
     New(New),
+    /// `ADD <dish> [qty]`: add portions of a dish to the current order.
     Add(Add),
+    /// `REMOVE <dish>`: remove a dish's line from the current order.
     Remove(Remove),
+    /// `SPICE <0-5>`: set the spice level.
     Spice(Spice),
+    /// `ALLERGY <name>`: declare one more allergy.
     Allergy(Allergy),
+    /// `REQUEST <text>`: set the free-text request to the rest of the line.
     Request(Request),
+    /// `SHOW`: the current order, one data line per fact.
     Show(Show),
+    /// `PLACE`: send the current order to the kitchen.
     Place(Place),
+    /// `STATUS`: where the current order is, and when it should be ready.
     Status(Status),
+    /// `CANCEL`: cancel the current order before the kitchen starts on it.
     Cancel(Cancel),
+    /// `SERVE`: take a ready order to the table.
     Serve(Serve),
+    /// `PAY`: pay a served order.
     Pay(Pay),
+    /// `HELP`: every command, and what this waiter's mode means.
     Help(Help),
+    /// `QUIT`: say goodbye; the server closes the connection after its reply.
     Quit(Quit),
 }
 
