@@ -346,28 +346,8 @@ impl LoadModel {
     }
 }
 
-/// Where a waiter keeps the diners' notes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// In its own memory: the balancer pins each diner to one waiter.
-    Stateful,
-    /// In a central store: any waiter serves any request.
-    Stateless,
-    /// In its own memory with a copy on a peer: the balancer pins each diner to one
-    /// waiter and falls back to the peer named in its token.
-    Replicated,
-}
-
-impl Mode {
-    /// The `--mode` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Stateful => "stateful",
-            Mode::Stateless => "stateless",
-            Mode::Replicated => "replicated",
-        }
-    }
-}
+/// Where a waiter keeps the diners' notes: the contract's [`bistro_proto::Mode`].
+pub use bistro_proto::Mode;
 
 /// The central store of a stateless architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -453,13 +453,13 @@ fn architectures(raw: Vec<RawArchitecture>) -> Result<Vec<Architecture>, LabErro
                 "{at}: the name is used twice; names must be unique"
             )));
         }
-        let mode = match a.mode.as_str() {
-            "stateful" => Mode::Stateful,
-            "stateless" => Mode::Stateless,
-            "replicated" => Mode::Replicated,
-            other => {
+        // Exactly as written: a scenario file is not a command line.
+        let mode = match Mode::ALL.into_iter().find(|m| m.as_str() == a.mode) {
+            Some(mode) => mode,
+            None => {
                 return Err(bad(format!(
-                    "{at}: mode = {other:?} is unknown; use \"stateful\", \"stateless\" or \"replicated\""
+                    "{at}: mode = {:?} is unknown; use \"stateful\", \"stateless\" or \"replicated\"",
+                    a.mode
                 )));
             }
         };
