@@ -19,14 +19,14 @@ use crate::backend::{Core, Local};
 use crate::body::{BodyClock, ResponseBody, UpstreamBody};
 use crate::client_ip;
 use crate::clock::unix_secs;
-use crate::error::{Origin, ProxyError, RetrySafety};
+use crate::error::{Origin, ProxyError};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
 use crate::headers::{add_forwarded, add_via, join_cookies, strip_hop_by_hop};
 use crate::metrics::{AffinityOutcome, Refusal};
 use crate::per_ip::Counted;
 use crate::problem::{Problem, error_response};
-use crate::retry::may_resend;
+use crate::retry::{Failed, NextAttempt, may_resend, next_attempt};
 use crate::route::Route;
 use crate::spec::Mode;
 use crate::state::{Settings, Worker};
@@ -291,8 +291,16 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
             report(worker, error, &id, now_ms);
             error_response(error, &id)
         };
-        match error.retry_safety() {
-            RetrySafety::NotSent if out.available() && target.pinned() => {
+        let next = next_attempt(Failed {
+            safety: error.retry_safety(),
+            available: out.available(),
+            resendable: out.may_resend(),
+            pinned: target.pinned(),
+            holds_sessions: core.holds_sessions(),
+            backend_down: matches!(error, ProxyError::BackendDown { .. }),
+        });
+        match next {
+            NextAttempt::PinnedElsewhere => {
                 // A replicated diner's waiter cannot be reached: its backup holds the
                 // session's copy and takes it over.
                 if let Some(local) = failover_to(worker, &target.sticky, now_ms)
@@ -318,7 +326,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                     sticky: Sticky::rerouted(core.id.clone()),
                 };
             }
-            RetrySafety::NotSent if out.available() => {
+            NextAttempt::Elsewhere => {
                 if !may_retry(worker, &mut retries, now_ms) {
                     return fail(&error);
                 }
@@ -327,13 +335,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                 };
                 target.local = local;
             }
-            RetrySafety::MaybeSent if out.may_resend() => {
-                // A session-holding pinned backend is the only one with the diner's
-                // notes: the request is resent there, unless it just went down.
-                let stay = target.pinned() && core.holds_sessions();
-                if stay && matches!(error, ProxyError::BackendDown { .. }) {
-                    return fail(&error);
-                }
+            NextAttempt::Resend { stay } => {
                 if !may_retry(worker, &mut retries, now_ms) {
                     return fail(&error);
                 }
@@ -348,7 +350,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
                     target.local = local;
                 }
             }
-            _ => return fail(&error),
+            NextAttempt::Fail => return fail(&error),
         }
         tracing::debug!(backend = %core.id, error = %error, "retrying on {}", target.local.core.id);
     }

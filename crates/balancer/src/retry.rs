@@ -15,6 +15,7 @@
 //!   retry too. During an outage retries add at most ~20% load instead of multiplying it.
 
 use crate::config::ResendPolicy;
+use crate::error::RetrySafety;
 use http::{HeaderMap, Method};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -34,6 +35,62 @@ pub(crate) fn may_resend(policy: ResendPolicy, method: &Method, headers: &Header
         }
         ResendPolicy::IdempotencyKey => headers.contains_key("idempotency-key"),
         ResendPolicy::Never => false,
+    }
+}
+
+/// What the proxy knows about a failed attempt when it decides what comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failed {
+    /// Whether the request may have reached the backend.
+    pub(crate) safety: RetrySafety,
+    /// Whether the request can still be sent (a streamed body is used up once sent).
+    pub(crate) available: bool,
+    /// Whether it may be sent again after reaching a backend ([`may_resend`], with its
+    /// body buffered).
+    pub(crate) resendable: bool,
+    /// Whether the diner is pinned to the backend that failed.
+    pub(crate) pinned: bool,
+    /// Whether that backend holds sessions of its own (stateful or replicated).
+    pub(crate) holds_sessions: bool,
+    /// Whether the failure says the backend is down (not just this exchange).
+    pub(crate) backend_down: bool,
+}
+
+/// What to do after a failed attempt: the retry rules of the module docs as one pure
+/// decision, tested as a table; the proxy then applies it (which backend, the budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextAttempt {
+    /// The diner's own backend was never reached: its backup takes over (replicated),
+    /// or the session-lost policy decides, then another backend.
+    PinnedElsewhere,
+    /// Never reached a backend: another one, if the budget allows.
+    Elsewhere,
+    /// May have reached it, and may be sent again (budget allowing): to the same
+    /// backend when `stay` (it alone holds the diner's notes), else elsewhere.
+    Resend {
+        /// Whether the request goes back to the same backend.
+        stay: bool,
+    },
+    /// Answer the client with the failure.
+    Fail,
+}
+
+/// The decision for `failed` (see [`NextAttempt`]).
+pub(crate) fn next_attempt(failed: Failed) -> NextAttempt {
+    match failed.safety {
+        RetrySafety::NotSent if failed.available && failed.pinned => NextAttempt::PinnedElsewhere,
+        RetrySafety::NotSent if failed.available => NextAttempt::Elsewhere,
+        RetrySafety::MaybeSent if failed.resendable => {
+            // A session-holding pinned backend is the only one with the diner's notes:
+            // the request goes back there, unless it just went down.
+            let stay = failed.pinned && failed.holds_sessions;
+            if stay && failed.backend_down {
+                NextAttempt::Fail
+            } else {
+                NextAttempt::Resend { stay }
+            }
+        }
+        _ => NextAttempt::Fail,
     }
 }
 
@@ -99,6 +156,51 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_attempt_follows_the_retry_rules() {
+        use NextAttempt::*;
+        use RetrySafety::*;
+        // (safety, available, resendable, pinned, holds sessions, backend down) → next
+        let table = [
+            ((NotSent, true, false, false, false, false), Elsewhere),
+            ((NotSent, true, false, true, true, false), PinnedElsewhere),
+            ((NotSent, true, true, true, false, true), PinnedElsewhere),
+            ((NotSent, false, false, false, false, false), Fail),
+            ((NotSent, false, true, true, true, false), Fail),
+            ((MaybeSent, true, false, false, false, false), Fail),
+            (
+                (MaybeSent, true, true, false, false, false),
+                Resend { stay: false },
+            ),
+            (
+                (MaybeSent, true, true, true, false, false),
+                Resend { stay: false },
+            ),
+            (
+                (MaybeSent, true, true, true, true, false),
+                Resend { stay: true },
+            ),
+            ((MaybeSent, true, true, true, true, true), Fail),
+            (
+                (MaybeSent, true, true, false, true, true),
+                Resend { stay: false },
+            ),
+            ((Never, true, true, false, false, false), Fail),
+            ((Never, true, true, true, true, false), Fail),
+        ];
+        for ((safety, available, resendable, pinned, holds_sessions, backend_down), want) in table {
+            let failed = Failed {
+                safety,
+                available,
+                resendable,
+                pinned,
+                holds_sessions,
+                backend_down,
+            };
+            assert_eq!(next_attempt(failed), want, "{failed:?}");
+        }
+    }
 
     #[test]
     fn idempotency() {
