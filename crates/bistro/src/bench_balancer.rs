@@ -176,18 +176,8 @@ fn run_blocking(opts: &BenchBalancerOpts) -> anyhow::Result<()> {
         )?),
         LoadKind::Builtin => None,
     };
-    let (nginx, haproxy) = if opts.no_peers {
-        (None, None)
-    } else {
-        (find_in_path("nginx"), find_in_path("haproxy"))
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("bistro bench balancer");
-    println!("command:  {}", opts.command());
-    println!(
-        "machine:  {cores} cores, load average {} at the start",
-        procs::load_average()
-    );
+    let (nginx, haproxy) = procs::find_peers(opts.no_peers);
+    procs::print_header("bistro bench balancer", &opts.command());
     println!(
         "load:     {} connections, {} thread(s), GET {}, {} round(s) of {} s per setup, interleaved",
         opts.connections, opts.threads, opts.path, opts.rounds, opts.seconds

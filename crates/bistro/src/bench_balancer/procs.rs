@@ -44,6 +44,27 @@ impl TempDir {
     }
 }
 
+/// The lines every benchmark report starts with: its name, the command that repeats
+/// it, and the machine (cores, load average now).
+pub(super) fn print_header(name: &str, command: &str) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("{name}");
+    println!("command:  {command}");
+    println!(
+        "machine:  {cores} cores, load average {} at the start",
+        load_average()
+    );
+}
+
+/// nginx and HAProxy from `PATH`, unless the user left them out.
+pub(super) fn find_peers(no_peers: bool) -> (Option<PathBuf>, Option<PathBuf>) {
+    if no_peers {
+        (None, None)
+    } else {
+        (find_in_path("nginx"), find_in_path("haproxy"))
+    }
+}
+
 /// A child process, stopped when dropped.
 #[derive(Debug)]
 pub(super) struct Proc {

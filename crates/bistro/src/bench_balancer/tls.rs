@@ -20,7 +20,7 @@
 //! `Content-Length`.
 
 use super::peers::{self, PeerTls};
-use super::procs::{self, Proc, TempDir, find_in_path, spawn_bistro};
+use super::procs::{self, Proc, TempDir, spawn_bistro};
 use super::{WAITERS, strings};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -124,18 +124,8 @@ pub async fn run(opts: BenchTlsOpts) -> anyhow::Result<()> {
 }
 
 fn run_blocking(opts: &BenchTlsOpts) -> anyhow::Result<()> {
-    let (nginx, haproxy) = if opts.no_peers {
-        (None, None)
-    } else {
-        (find_in_path("nginx"), find_in_path("haproxy"))
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("bistro bench tls");
-    println!("command:  {}", opts.command());
-    println!(
-        "machine:  {cores} cores, load average {} at the start",
-        procs::load_average()
-    );
+    let (nginx, haproxy) = procs::find_peers(opts.no_peers);
+    procs::print_header("bistro bench tls", &opts.command());
     println!(
         "load:     new connections from {} clients (full handshake, one GET {} each), then {} keep-alive TLS connections; {} round(s) of {} s each, interleaved",
         opts.clients, opts.path, opts.connections, opts.rounds, opts.seconds

@@ -132,15 +132,12 @@ pub async fn run(opts: BenchWaiterOpts) -> anyhow::Result<()> {
 }
 
 fn run_blocking(opts: &BenchWaiterOpts) -> anyhow::Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("bistro bench waiter");
-    println!(
-        "command:  bistro bench waiter --connections {} --seconds {} --rounds {} --threads {}",
-        opts.connections, opts.seconds, opts.rounds, opts.threads
-    );
-    println!(
-        "machine:  {cores} cores, load average {} at the start",
-        procs::load_average()
+    procs::print_header(
+        "bistro bench waiter",
+        &format!(
+            "bistro bench waiter --connections {} --seconds {} --rounds {} --threads {}",
+            opts.connections, opts.seconds, opts.rounds, opts.threads
+        ),
     );
     let dir = TempDir::new()?;
     let (mut waiter, waiter_addr) = spawn_bistro(
