@@ -11,8 +11,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,21 +44,9 @@ fn tls_config(waiters: &[&Waiter], certs: &LoopbackCerts) -> BalancerConfig {
     c
 }
 
-/// A client trusting `ca`, offering `alpn`.
-fn connector(ca: &std::path::Path, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+/// A client trusting only `certs`' CA, offering `alpn`.
+fn connector(certs: &LoopbackCerts, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(Arc::new(certs.client_config(alpn).unwrap()))
 }
 
 async fn handshake(
@@ -138,7 +125,7 @@ async fn http2_diners_reach_http1_waiters_stick_and_get_secure_cookies() {
     let certs = write_loopback_certs(dir.path()).unwrap();
     let waiters = Waiter::three("stateful").await;
     let balancer = Balancer::start(tls_config(&waiters.iter().collect::<Vec<_>>(), &certs)).await;
-    let tls = connector(&certs.ca, &[b"h2", b"http/1.1"]);
+    let tls = connector(&certs, &[b"h2", b"http/1.1"]);
 
     let stream = handshake(balancer.addr, &tls).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -216,7 +203,7 @@ async fn http1_over_tls_when_the_diner_or_the_balancer_does_not_offer_h2() {
 
     // The diner offers only http/1.1.
     let balancer = Balancer::start(tls_config(&refs, &certs)).await;
-    let stream = handshake(balancer.addr, &connector(&certs.ca, &[b"http/1.1"]))
+    let stream = handshake(balancer.addr, &connector(&certs, &[b"http/1.1"]))
         .await
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -241,7 +228,7 @@ async fn http1_over_tls_when_the_diner_or_the_balancer_does_not_offer_h2() {
     c.tls.http2 = false;
     c.tls.hsts_max_age_secs = 0;
     let balancer = Balancer::start(c).await;
-    let stream = handshake(balancer.addr, &connector(&certs.ca, &[b"h2", b"http/1.1"]))
+    let stream = handshake(balancer.addr, &connector(&certs, &[b"h2", b"http/1.1"]))
         .await
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -260,7 +247,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     let waiters = Waiter::three("stateless").await;
     let balancer = Balancer::start(tls_config(&waiters.iter().collect::<Vec<_>>(), &first)).await;
 
-    let old = handshake(balancer.addr, &connector(&first.ca, &[b"h2"]))
+    let old = handshake(balancer.addr, &connector(&first, &[b"h2"]))
         .await
         .unwrap();
     let old_fingerprint = served_fingerprint(&old);
@@ -288,12 +275,12 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
     assert_ne!(new_fingerprint, old_fingerprint);
     assert_eq!(reloaded.value()["reloads"], 1);
 
-    let fresh = handshake(balancer.addr, &connector(&second.ca, &[b"h2"]))
+    let fresh = handshake(balancer.addr, &connector(&second, &[b"h2"]))
         .await
         .unwrap();
     assert_eq!(served_fingerprint(&fresh), new_fingerprint);
     assert!(
-        handshake(balancer.addr, &connector(&first.ca, &[b"h2"]))
+        handshake(balancer.addr, &connector(&first, &[b"h2"]))
             .await
             .is_err(),
         "a client trusting only the old CA now refuses the new certificate"
@@ -319,7 +306,7 @@ async fn a_reload_serves_new_handshakes_the_new_certificate_and_keeps_open_conne
         refused.header("content-type"),
         Some("application/problem+json")
     );
-    let again = handshake(balancer.addr, &connector(&second.ca, &[b"h2"]))
+    let again = handshake(balancer.addr, &connector(&second, &[b"h2"]))
         .await
         .unwrap();
     assert_eq!(served_fingerprint(&again), new_fingerprint);
@@ -367,7 +354,7 @@ async fn clients_that_never_finish_a_handshake_are_cut_and_counted() {
     assert!(counted, "both counted by result");
 
     // A proper diner is still served.
-    let stream = handshake(balancer.addr, &connector(&certs.ca, &[b"h2"]))
+    let stream = handshake(balancer.addr, &connector(&certs, &[b"h2"]))
         .await
         .unwrap();
     let mut diner = h2(stream).await;

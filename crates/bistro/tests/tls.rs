@@ -5,11 +5,9 @@
 mod support;
 
 use bistro_balancer::{LoopbackCerts, write_loopback_certs};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{spawn_balancer, spawn_waiter};
@@ -21,20 +19,12 @@ fn dir(tag: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
-/// One HTTP/1.1 exchange over TLS with a client trusting only `ca`; the raw answer.
-fn exchange(addr: SocketAddr, ca: &Path, request: &str) -> std::io::Result<String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+/// One HTTP/1.1 exchange over TLS with a client trusting only `certs`' CA; the raw
+/// answer.
+fn exchange(addr: SocketAddr, certs: &LoopbackCerts, request: &str) -> std::io::Result<String> {
+    let config = certs
+        .client_config(&[b"http/1.1"])
+        .map_err(std::io::Error::other)?;
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
@@ -76,7 +66,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let balancer = spawn_balancer(&[&waiter], ",mode=stateful", &args);
 
-    let menu = exchange(balancer.addr, &first.ca, &get("/v1/menu")).unwrap();
+    let menu = exchange(balancer.addr, &first, &get("/v1/menu")).unwrap();
     assert!(menu.starts_with("HTTP/1.1 200"), "{menu}");
     assert!(
         menu.to_ascii_lowercase()
@@ -91,7 +81,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
         "POST /v1/orders HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let created = exchange(balancer.addr, &first.ca, &order).unwrap();
+    let created = exchange(balancer.addr, &first, &order).unwrap();
     assert!(created.starts_with("HTTP/1.1 201"), "{created}");
     let cookies: Vec<&str> = created
         .lines()
@@ -112,7 +102,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     bistro_lab::send_signal("balancer", balancer.child.id(), "HUP").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match exchange(balancer.addr, &second.ca, &get("/v1/menu")) {
+        match exchange(balancer.addr, &second, &get("/v1/menu")) {
             Ok(answer) if answer.starts_with("HTTP/1.1 200") => break,
             Ok(answer) => panic!("unexpected answer after the reload: {answer}"),
             Err(e) if Instant::now() < deadline => {
@@ -123,7 +113,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
         }
     }
     assert!(
-        exchange(balancer.addr, &first.ca, &get("/v1/menu")).is_err(),
+        exchange(balancer.addr, &first, &get("/v1/menu")).is_err(),
         "the old certificate is no longer served"
     );
 }

@@ -13,7 +13,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The files [`write_loopback_certs`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +27,36 @@ pub struct LoopbackCerts {
     pub cert: PathBuf,
     /// The server certificate's private key (`--tls-key`), readable by its owner only.
     pub key: PathBuf,
+}
+
+impl LoopbackCerts {
+    /// A rustls client that trusts this CA and nothing else, offering `alpn` (most
+    /// preferred first): what `bistro bench tls` and the tests connect with.
+    ///
+    /// # Errors
+    /// [`TlsError::File`] when the CA file cannot be read or holds no usable certificate.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
+        let bad = |reason: String| TlsError::File {
+            what: "certificate",
+            path: self.ca.clone(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca).map_err(|e| bad(e.to_string()))? {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring's default provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
 }
 
 /// Writes `ca.pem`, `cert.pem` and `key.pem` for loopback into `dir` (created if need

@@ -26,7 +26,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,7 +148,7 @@ fn run_blocking(opts: &BenchTlsOpts) -> anyhow::Result<()> {
         combined,
     };
     println!("certificate: ECDSA P-256 for localhost, one CA, the same files for every server");
-    let client = Arc::new(client_config(&certs.ca)?);
+    let client = Arc::new(client_config(&certs)?);
     let mut fleet: Vec<Proc> = Vec::new();
     let result = bench(
         opts, &dir, &mut fleet, &certs, &peer_tls, &client, nginx, haproxy,
@@ -361,20 +360,8 @@ fn bench(
 
 /// The benchmark client: trusts the benchmark's CA only, asks for http/1.1, never
 /// resumes a session (every new connection pays a full handshake).
-fn client_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading {}", ca.display()))?
-    {
-        roots.add(cert.context("parsing the CA")?)?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+fn client_config(certs: &bistro_balancer::LoopbackCerts) -> anyhow::Result<rustls::ClientConfig> {
+    let mut config = certs.client_config(&[b"http/1.1"])?;
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
