@@ -320,7 +320,7 @@ pub async fn run(
         None => tracing::info!(backends = ?ids, "balancer listening on {scheme}://{local}"),
     }
     if ready_json {
-        crate::ready::announce(&bistro_proto::Ready {
+        bistro_supervise::announce(&bistro_proto::Ready {
             role: "balancer".into(),
             id: None,
             pid: std::process::id(),

@@ -193,7 +193,7 @@ fn run_blocking(opts: &BenchBalancerOpts) -> anyhow::Result<()> {
     let result = bench(opts, &dir, &mut fleet, wrk.as_deref(), nginx, haproxy);
     // Proxies first, then the waiters behind them.
     for proc in fleet.iter_mut().rev() {
-        proc.stop(Duration::from_secs(5));
+        proc.stop_blocking(Duration::from_secs(5));
     }
     let rows = result?;
     println!(
@@ -249,7 +249,7 @@ fn bench(
         script: None,
     }];
 
-    let key = crate::secret::random_hex();
+    let key = bistro_supervise::random_hex();
     for sticky in [false, true] {
         let mut args = strings(&[
             "balancer",

@@ -8,11 +8,10 @@
 
 use anyhow::{Context, bail};
 use bistro_client::Client;
+use bistro_supervise::{Proc, Spec};
 use clap::Args;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,7 +49,7 @@ pub async fn run(opts: BenchMemoryOpts) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("locating the bistro binary")?;
     let max = (opts.sessions + 1_000).to_string();
-    let mut child = Command::new(exe)
+    let spec = Spec::bistro("waiter mem", exe)
         .args([
             "waiter",
             "--id",
@@ -63,38 +62,16 @@ pub async fn run(opts: BenchMemoryOpts) -> anyhow::Result<()> {
             // would measure itself.
             "--session-rate",
             "0",
-            bistro_proto::ready::FLAG,
         ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting a waiter")?;
-    let result = measure(&mut child, &opts).await;
-    if let Err(e) = child.kill() {
-        eprintln!("warning: could not stop the waiter: {e}");
-    }
-    let _reaped = child.wait();
+        .isolated();
+    let (mut waiter, ready) = Proc::start(&spec, Duration::from_secs(20)).await?;
+    let addr = ready.context("the waiter's readiness line")?.http;
+    let result = measure(waiter.pid(), addr, &opts).await;
+    waiter.stop(Duration::from_secs(5)).await;
     result
 }
 
-async fn measure(child: &mut std::process::Child, opts: &BenchMemoryOpts) -> anyhow::Result<()> {
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    // Read to the end: a child writing to a closed pipe would die of SIGPIPE.
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(ready) = bistro_proto::Ready::parse(&line) {
-                sent = tx.send(ready.http).is_ok();
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .context("the waiter did not start")?;
-    let pid = child.id();
+async fn measure(pid: u32, addr: SocketAddr, opts: &BenchMemoryOpts) -> anyhow::Result<()> {
     // Warm up the allocator and the server's per-connection state with a few requests
     // before the baseline, so the figure is about sessions, not first-use costs.
     let warm = Client::new(addr);

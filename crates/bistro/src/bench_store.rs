@@ -422,7 +422,7 @@ async fn serve_cell(cell: &Cell<'_>) -> anyhow::Result<Vec<Served>> {
                 tokio::net::TcpListener::bind("127.0.0.1:0").await?,
             ];
             let addrs = [listeners[0].local_addr()?, listeners[1].local_addr()?];
-            let secret = crate::secret::random_hex();
+            let secret = bistro_supervise::random_hex();
             let mut served = Vec::new();
             for (i, listener) in listeners.into_iter().enumerate() {
                 let other = 1 - i;

@@ -13,8 +13,6 @@ mod config_file;
 mod fd_limit;
 mod lab_cmd;
 mod logging;
-mod ready;
-mod secret;
 mod signal;
 mod tour;
 mod up;

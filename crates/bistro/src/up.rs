@@ -13,13 +13,11 @@
 
 use crate::up_control::{self, Control, Waiter};
 use anyhow::{Context, bail};
+use bistro_supervise::{Output, Proc, Spec, Stopped};
 use clap::Args;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 /// Options of `bistro up`.
 #[derive(Debug, Clone, Args)]
@@ -78,8 +76,7 @@ fn loopback_certs(dir: &std::path::Path) -> anyhow::Result<bistro_balancer::Loop
 
 /// One child process and the addresses it reported.
 pub struct Member {
-    pub name: String,
-    pub child: Child,
+    pub proc: Proc,
     pub addr: SocketAddr,
     /// Its TCP (line-protocol) address, when it has one.
     pub tcp: Option<SocketAddr>,
@@ -87,88 +84,47 @@ pub struct Member {
     pub admin: Option<SocketAddr>,
 }
 
+impl Member {
+    /// Its name (`w1`, `balancer`).
+    pub fn name(&self) -> &str {
+        self.proc.name()
+    }
+}
+
 /// Starts `bistro ARGS --ready-json` (with `envs` added to its environment) as a child
-/// named `name`, forwards its stderr with a `[name]` prefix, and waits for its readiness
-/// line on stdout, which names its addresses.
+/// named `name`, its output shown with a `[name]` prefix, and waits for its readiness
+/// line on stdout, which names its addresses. The user's environment is passed on: in
+/// `bistro up` their settings (log format, say) are meant for the children too.
 pub async fn spawn_member(
     name: &str,
     args: &[String],
     envs: &[(&str, &str)],
 ) -> anyhow::Result<Member> {
     let exe = std::env::current_exe().context("locating the bistro binary")?;
-    let mut command = Command::new(exe);
-    command
+    let spec = Spec::bistro(name, exe)
         .args(args)
-        .arg(bistro_proto::ready::FLAG)
         .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // No waiter or balancer outlives a `bistro up` that is SIGKILLed.
-    bistro_lab::die_with_parent(command.as_std_mut());
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    let stderr = child.stderr.take().context("child stderr")?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let label = name.to_string();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("[{label}] {line}");
-        }
-    });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let label = name.to_string();
-    tokio::spawn(async move {
-        let mut tx = Some(tx);
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match bistro_proto::Ready::parse(&line) {
-                Some(ready) if tx.is_some() => {
-                    if let Some(tx) = tx.take() {
-                        // The receiver is gone only if the start already timed out.
-                        let _ = tx.send((ready.http, ready.tcp, ready.admin));
-                    }
-                }
-                _ => println!("[{label}] {line}"),
-            }
-        }
-    });
-    let (addr, tcp, admin) = tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .map_err(|_| anyhow::anyhow!("{name} did not start listening within 20 s"))?
-        .map_err(|_| anyhow::anyhow!("{name} exited before it started listening"))?;
+        .output(Output::Forward);
+    let (proc, ready) = Proc::start(&spec, Duration::from_secs(20)).await?;
+    let ready = ready.context("a bistro child's readiness line")?;
     Ok(Member {
-        name: name.to_string(),
-        child,
-        addr,
-        tcp,
-        admin,
+        proc,
+        addr: ready.http,
+        tcp: ready.tcp,
+        admin: ready.admin,
     })
 }
 
-/// Sends SIGTERM to every member, waits up to `grace`, then SIGKILLs what is left.
-pub async fn stop_all(members: &mut [Member], grace: Duration) {
-    for m in members.iter() {
-        if let Some(pid) = m.child.id()
-            && let Err(e) = bistro_lab::send_signal(&m.name, pid, "TERM")
-        {
-            eprintln!("{e}");
-        }
-    }
-    for m in members.iter_mut() {
-        match tokio::time::timeout(grace, m.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => eprintln!("{} exited with {status}", m.name),
-            Ok(Err(e)) => eprintln!("waiting for {}: {e}", m.name),
-            Err(_) => {
-                eprintln!("{} did not stop within {grace:?}; killing it", m.name);
-                if let Err(e) = m.child.kill().await {
-                    eprintln!("could not kill {}: {e}", m.name);
-                }
-            }
+/// Stops every member with one shared deadline: SIGTERM to all, up to `grace` for all
+/// of them, then SIGKILL to the rest; says which did not stop cleanly.
+pub async fn stop_all(members: Vec<Member>, grace: Duration) {
+    let mut procs: Vec<Proc> = members.into_iter().map(|m| m.proc).collect();
+    let outcomes = bistro_supervise::stop_all(&mut procs, grace).await;
+    for (p, outcome) in procs.iter().zip(outcomes) {
+        match outcome {
+            Stopped::Exited(status) if status.success() => {}
+            Stopped::Exited(status) => eprintln!("{} exited with {status}", p.name()),
+            Stopped::Killed => eprintln!("{} did not stop within {grace:?}; killed it", p.name()),
         }
     }
 }
@@ -216,12 +172,12 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     } else {
         vec![0; opts.waiters]
     };
-    let peer_secret = crate::secret::random_hex();
+    let peer_secret = bistro_supervise::random_hex();
     // The admin API can add backends and drain waiters: even on loopback, every local
     // process (and every web page a browser opens) could reach it, so it gets a token.
     let admin_token = match &opts.admin_token {
         Some(token) => token.clone(),
-        None => crate::secret::random_hex(),
+        None => bistro_supervise::random_hex(),
     };
     let tls = if opts.tls {
         Some(loopback_certs(&opts.tls_dir)?)
@@ -288,9 +244,9 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
             args.extend(["--tls-key".into(), certs.key.display().to_string()]);
         }
         for m in &members {
-            args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name, m.addr)]);
-            let tcp = m.tcp.with_context(|| format!("{} did not report its tcp address", m.name))?;
-            args.extend(["--tcp-backend".into(), format!("{}={tcp}", m.name)]);
+            args.extend(["--backend".into(), format!("{}={},mode={mode}", m.name(), m.addr)]);
+            let tcp = m.tcp.with_context(|| format!("{} did not report its tcp address", m.name()))?;
+            args.extend(["--tcp-backend".into(), format!("{}={tcp}", m.name())]);
         }
         // The token goes through the environment, not the command line, which any
         // local user can read in the process list.
@@ -303,7 +259,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     }
     .await;
     if let Err(e) = result {
-        stop_all(&mut members, Duration::from_secs(5)).await;
+        stop_all(members, Duration::from_secs(5)).await;
         return Err(e);
     }
     let balancer_member = members.pop().context("balancer")?;
@@ -327,7 +283,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     );
     let waiters = control.waiters.lock().await;
     for w in waiters.iter() {
-        println!("  waiter {:<4} http://{}", w.member.name, w.member.addr);
+        println!("  waiter {:<4} http://{}", w.member.name(), w.member.addr);
     }
     println!("  balancer    {scheme}://{balancer}   (admin http://{admin})");
     if let Some(certs) = &tls {
@@ -353,7 +309,7 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     );
     for w in waiters.iter() {
         if let Some(tcp) = w.member.tcp {
-            println!("  tcp {:<7} tcp://{tcp}", w.member.name);
+            println!("  tcp {:<7} tcp://{tcp}", w.member.name());
         }
     }
     drop(waiters);
@@ -381,16 +337,9 @@ pub async fn run(opts: UpOpts) -> anyhow::Result<()> {
     shutdown.await;
     control_task.abort();
     let mut waiters = control.waiters.lock().await;
-    // A paused waiter would not see SIGTERM until it runs again.
-    for w in waiters.iter_mut().filter(|w| w.paused) {
-        if let Some(pid) = w.member.child.id()
-            && let Err(e) = bistro_lab::send_signal(&w.member.name, pid, "CONT")
-        {
-            eprintln!("{e}");
-        }
-    }
+    // (A paused waiter is woken up by the supervisor before its SIGTERM.)
     let mut members: Vec<Member> = waiters.drain(..).map(|w| w.member).collect();
     members.push(balancer_member);
-    stop_all(&mut members, Duration::from_secs(15)).await;
+    stop_all(members, Duration::from_secs(15)).await;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! options on the same addresses, memory empty). The balancer is told its URL
 //! (`--control-url`) and passes the admin API's `POST /control/{id}/{action}` on to it,
 //! which is how the dashboard's fault buttons reach the processes: only `bistro up`
-//! owns them. The signals are the lab's ([`bistro_lab::send_signal`]), so a fault
+//! owns them. The signals go through the supervisor the lab uses ([`bistro_supervise::Proc`]), so a fault
 //! clicked here is the fault the lab puts in its scenarios.
 //!
 //! Answers are JSON: `{"waiter","action","pid","state"}`, or a problem (401 without the
@@ -61,20 +61,12 @@ impl Waiter {
     }
 
     fn running(&mut self) -> bool {
-        matches!(self.member.child.try_wait(), Ok(None))
+        !self.member.proc.has_exited()
     }
 
-    /// SIGKILL, and wait for it to be gone (a paused process dies too).
-    async fn kill(&mut self) {
-        if let Err(e) = self.member.child.start_kill() {
-            tracing::debug!(waiter = %self.member.name, "kill: {e}");
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.member.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(waiter = %self.member.name, "did not exit within 5 s of SIGKILL");
-        }
+    /// SIGKILL, and reap it (a paused process dies too).
+    fn kill(&mut self) {
+        self.member.proc.kill();
         self.paused = false;
     }
 }
@@ -202,7 +194,7 @@ async fn handle(control: &Control, request: Request<Incoming>) -> Response<Full<
         );
     }
     let mut waiters = control.waiters.lock().await;
-    let Some(waiter) = waiters.iter_mut().find(|w| w.member.name == *id) else {
+    let Some(waiter) = waiters.iter_mut().find(|w| w.member.name() == *id) else {
         return problem(
             StatusCode::NOT_FOUND,
             "unknown-waiter",
@@ -219,7 +211,7 @@ async fn handle(control: &Control, request: Request<Incoming>) -> Response<Full<
                 &json!({
                     "waiter": id,
                     "action": action,
-                    "pid": waiter.member.child.id(),
+                    "pid": waiter.member.proc.pid(),
                     "state": state,
                 }),
             )
@@ -230,7 +222,7 @@ async fn handle(control: &Control, request: Request<Incoming>) -> Response<Full<
 
 /// Carries out `action` on `waiter`; its state afterwards.
 async fn act(waiter: &mut Waiter, action: &str) -> Result<&'static str, Response<Full<Bytes>>> {
-    let name = waiter.member.name.clone();
+    let name = waiter.member.proc.name().to_string();
     let not_running = || {
         problem(
             StatusCode::CONFLICT,
@@ -252,26 +244,26 @@ async fn act(waiter: &mut Waiter, action: &str) -> Result<&'static str, Response
             if !waiter.running() {
                 return Err(not_running());
             }
-            waiter.kill().await;
+            waiter.kill();
             Ok("killed")
         }
         "pause" | "resume" => {
             if !waiter.running() {
                 return Err(not_running());
             }
-            let pid = waiter.member.child.id().unwrap_or(0);
-            let (signal, paused) = if action == "pause" {
-                ("STOP", true)
+            let paused = action == "pause";
+            let signalled = if paused {
+                waiter.member.proc.pause()
             } else {
-                ("CONT", false)
+                waiter.member.proc.resume()
             };
-            bistro_lab::send_signal(&name, pid, signal).map_err(|e| failed(e.to_string()))?;
+            signalled.map_err(|e| failed(e.to_string()))?;
             waiter.paused = paused;
             Ok(if paused { "paused" } else { "running" })
         }
         "restart" => {
             if waiter.running() {
-                waiter.kill().await;
+                waiter.kill();
             }
             let envs: Vec<(&str, &str)> = waiter
                 .envs

@@ -447,7 +447,7 @@ pub async fn run(opts: WaiterOpts, ready_json: bool) -> anyhow::Result<()> {
     }
     tracing::info!(id = %config.id, mode = %config.mode, store = %store_url, "waiter listening on http://{local}");
     if ready_json {
-        crate::ready::announce(&bistro_proto::Ready {
+        bistro_supervise::announce(&bistro_proto::Ready {
             role: "waiter".into(),
             id: Some(config.id.clone()),
             pid: std::process::id(),

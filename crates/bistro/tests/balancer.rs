@@ -302,7 +302,8 @@ fn bistro_up_starts_a_cluster_and_stops_every_process_on_sigterm() {
         assert_eq!(listed.status, 200, "{}", listed.text());
         assert_eq!(listed.value().as_array().unwrap().len(), 2);
     });
-    bistro_lab::send_signal("bistro up", up.id(), "TERM").expect("SIGTERM to bistro up");
+    bistro_supervise::send_signal("bistro up", up.id(), bistro_supervise::Signal::Term)
+        .expect("SIGTERM to bistro up");
     let deadline = Instant::now() + Duration::from_secs(20);
     while up.try_wait().unwrap().is_none() {
         assert!(

@@ -530,7 +530,11 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        let _ = bistro_lab::send_signal("bistro up", self.child.id(), "TERM");
+        let _ = bistro_supervise::send_signal(
+            "bistro up",
+            self.child.id(),
+            bistro_supervise::Signal::Term,
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

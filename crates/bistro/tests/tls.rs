@@ -64,7 +64,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     let waiter = spawn_waiter("w1", &["--mode", "stateful"]);
     let args = tls_args(&first);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let balancer = spawn_balancer(&[&waiter], ",mode=stateful", &args);
+    let mut balancer = spawn_balancer(&[&waiter], ",mode=stateful", &args);
 
     let menu = exchange(balancer.addr, &first, &get("/v1/menu")).unwrap();
     assert!(menu.starts_with("HTTP/1.1 200"), "{menu}");
@@ -99,7 +99,7 @@ fn the_balancer_serves_https_and_reloads_its_certificate_on_sighup() {
     let second = write_loopback_certs(&d.path().join("next")).unwrap();
     std::fs::copy(&second.cert, &first.cert).unwrap();
     std::fs::copy(&second.key, &first.key).unwrap();
-    bistro_lab::send_signal("balancer", balancer.child.id(), "HUP").unwrap();
+    balancer.signal(bistro_supervise::Signal::Hup);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match exchange(balancer.addr, &second, &get("/v1/menu")) {

@@ -13,15 +13,15 @@
 //! the lab's redis-server too), so faults work through it unchanged.
 //!
 //! [`Cluster::shutdown`] kills and reaps every process and stops every proxy; it is
-//! called on every path (end of run, failure, cancel), and `kill_on_drop` (a proxy's
-//! `Drop`) covers a panic.
+//! called on every path (end of run, failure, cancel), and a dropped
+//! [`bistro_supervise::Proc`] (or a proxy's `Drop`) covers a panic.
 
 use crate::delay::{Delay, DelayProxy};
 use crate::error::LabError;
-use crate::process::{Proc, Ready};
 use crate::report::LinkReport;
 use crate::scenario::{Architecture, ClusterSpec, Link, Mode, NetworkSpec};
 use crate::store::{Endpoint, Store};
+use bistro_supervise::{Proc, Spec};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -225,15 +225,11 @@ impl Cluster {
         let name = format!("{} balancer", self.arch.name);
         // The waiters' secret lets a drain fault hand their sessions off.
         let envs = [("BISTRO_PEER_SECRET", self.peer_secret.as_str())];
-        let (proc, addr) = Proc::start_with_env(
-            &name,
-            &self.bin,
-            &args,
-            &envs,
-            Ready::ReadyJson,
-            self.spec.ready_timeout,
-        )
-        .await?;
+        let spec = Spec::bistro(name, &self.bin)
+            .args(&args)
+            .envs(envs)
+            .isolated();
+        let (proc, addr) = Proc::start(&spec, self.spec.ready_timeout).await?;
         self.started.push(proc.pid());
         let ready = addr.expect("a readiness line carries the addresses");
         let addr = ready.http;
@@ -316,15 +312,11 @@ impl Cluster {
         } else {
             &[]
         };
-        let (proc, addr) = Proc::start_with_env(
-            &name,
-            &self.bin,
-            &args,
-            envs,
-            Ready::ReadyJson,
-            self.spec.ready_timeout,
-        )
-        .await?;
+        let spec = Spec::bistro(name, &self.bin)
+            .args(&args)
+            .envs(envs.iter().copied())
+            .isolated();
+        let (proc, addr) = Proc::start(&spec, self.spec.ready_timeout).await?;
         self.started.push(proc.pid());
         let w = &mut self.waiters[i];
         w.addr = addr.map(|r| r.http).or(w.addr);
@@ -348,7 +340,7 @@ impl Cluster {
         let Some(mut p) = self.waiters[i].proc.take() else {
             return Ok(false);
         };
-        p.kill().await;
+        p.kill();
         Ok(true)
     }
 
@@ -434,11 +426,11 @@ impl Cluster {
     /// SIGSTOPs waiter `id`; `false` if it is down.
     ///
     /// # Errors
-    /// [`LabError::Signal`] when the signal cannot be sent.
+    /// [`LabError::Process`] when the signal cannot be sent.
     pub async fn pause_waiter(&mut self, id: &str) -> Result<bool, LabError> {
         let i = self.index(id)?;
         match self.waiters[i].proc.as_mut() {
-            Some(p) => p.pause().await.map(|()| true),
+            Some(p) => p.pause().map(|()| true).map_err(LabError::from),
             None => Ok(false),
         }
     }
@@ -446,11 +438,11 @@ impl Cluster {
     /// SIGCONTs waiter `id`; `false` if it is down or not paused.
     ///
     /// # Errors
-    /// [`LabError::Signal`] when the signal cannot be sent.
+    /// [`LabError::Process`] when the signal cannot be sent.
     pub async fn resume_waiter(&mut self, id: &str) -> Result<bool, LabError> {
         let i = self.index(id)?;
         match self.waiters[i].proc.as_mut() {
-            Some(p) if p.is_paused() => p.resume().await.map(|()| true),
+            Some(p) if p.is_paused() => p.resume().map(|()| true).map_err(LabError::from),
             _ => Ok(false),
         }
     }
@@ -464,7 +456,7 @@ impl Cluster {
         {
             out.push(format!(
                 "{} exited during the run; its last log lines:\n{}",
-                p.name,
+                p.name(),
                 p.log_tail()
             ));
         }
@@ -474,7 +466,7 @@ impl Cluster {
             {
                 out.push(format!(
                     "{} exited during the run; its last log lines:\n{}",
-                    p.name,
+                    p.name(),
                     p.log_tail()
                 ));
             }
@@ -561,11 +553,11 @@ impl Cluster {
     /// files.
     pub async fn shutdown(&mut self) {
         if let Some((mut p, _)) = self.balancer.take() {
-            p.kill().await;
+            p.kill();
         }
         for w in &mut self.waiters {
             if let Some(mut p) = w.proc.take() {
-                p.kill().await;
+                p.kill();
             }
             for proxy in [w.balancer_proxy.take(), w.peer_proxy.take()]
                 .into_iter()

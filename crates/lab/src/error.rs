@@ -6,7 +6,6 @@
 //! are not errors: they are what the lab measures, and they end up in the report.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Why a lab run (or a scenario) was refused or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -27,36 +26,9 @@ pub enum LabError {
         /// The operating system's answer.
         source: std::io::Error,
     },
-    /// A process started but exited before it was ready.
-    #[error("{what} exited ({status}) before it was ready; its last log lines:\n{log}")]
-    Exited {
-        /// Which process.
-        what: String,
-        /// Its exit status.
-        status: String,
-        /// The last lines it wrote.
-        log: String,
-    },
-    /// A process did not report that it was ready in time.
-    #[error("{what} did not become ready within {waited:?}; its last log lines:\n{log}")]
-    NotReady {
-        /// Which process.
-        what: String,
-        /// How long the lab waited.
-        waited: Duration,
-        /// The last lines it wrote.
-        log: String,
-    },
-    /// A signal could not be delivered to a process the lab started.
-    #[error("cannot send SIG{signal} to {what}: {detail}")]
-    Signal {
-        /// Which process.
-        what: String,
-        /// The signal name without `SIG`.
-        signal: &'static str,
-        /// What went wrong.
-        detail: String,
-    },
+    /// A process the lab started did not get ready, or could not be signalled.
+    #[error(transparent)]
+    Process(#[from] bistro_supervise::Error),
     /// Reading or writing a file failed.
     #[error("cannot write {}: {source}", path.display())]
     Io {

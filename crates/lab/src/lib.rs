@@ -71,7 +71,7 @@ pub use check::{SMOKE_TOML, end_to_end_check};
 pub use delay::{Delay, DelayProxy, ProxyStats};
 pub use error::LabError;
 pub use fault::FaultRecord;
-pub use process::{die_with_parent, free_ports, send_signal};
+pub use process::free_ports;
 pub use rate::{RateResult, max_rate};
 pub use report::{
     ArchReport, FaultReport, GeneratorReport, LinkReport, Report, ScenarioInfo, SweepLine,

@@ -9,8 +9,9 @@
 //!   passes it to the waiters, and never stops it.
 
 use crate::error::LabError;
-use crate::process::{Proc, Ready, free_port};
+use crate::process::free_port;
 use crate::scenario::StoreSpec;
+use bistro_supervise::{Proc, Readiness, Spec};
 use std::path::Path;
 use std::time::Duration;
 
@@ -158,14 +159,10 @@ impl Store {
         } else {
             args.extend(["--appendonly", "no"].map(String::from));
         }
-        let (p, _) = Proc::start(
-            "redis-server",
-            Path::new("redis-server"),
-            &args,
-            Ready::StdoutLine("Ready to accept connections"),
-            ready_timeout,
-        )
-        .await?;
+        let spec = Spec::new("redis-server", "redis-server")
+            .args(&args)
+            .readiness(Readiness::Marker("Ready to accept connections".into()));
+        let (p, _) = Proc::start(&spec, ready_timeout).await?;
         *proc = Some(Box::new(p));
         Ok(())
     }
@@ -175,7 +172,7 @@ impl Store {
         if let Store::LabRedis { proc, .. } = self
             && let Some(mut p) = proc.take()
         {
-            p.kill().await;
+            p.kill();
         }
     }
 }

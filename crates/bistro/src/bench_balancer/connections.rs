@@ -278,7 +278,7 @@ impl Fleet<'_> {
             .map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
         proc.check_alive()
             .with_context(|| format!("{} died under {connections} connections", kind.label()))?;
-        proc.stop(Duration::from_secs(10));
+        proc.stop_blocking(Duration::from_secs(10));
         let (rps, non_2xx, socket_errors) = outcome?;
         Ok(Measured {
             kind,
@@ -370,7 +370,7 @@ fn run_blocking(opts: &BenchConnectionsOpts) -> anyhow::Result<()> {
         nginx,
         haproxy,
         fd_limit: fd_limit.unwrap_or(1 << 20),
-        key: crate::secret::random_hex(),
+        key: bistro_supervise::random_hex(),
     };
     let mut results: Vec<Measured> = Vec::new();
     let mut turn = 0;
@@ -402,7 +402,7 @@ fn run_blocking(opts: &BenchConnectionsOpts) -> anyhow::Result<()> {
         }
         Ok(())
     })();
-    waiter.stop(Duration::from_secs(5));
+    waiter.stop_blocking(Duration::from_secs(5));
     outcome?;
     println!();
     print!("{}", table(&results, &opts.connections, &kinds));

@@ -20,11 +20,10 @@
 //! response. Open-source nginx has no cookie-inserting stickiness, so it appears with
 //! round robin only.
 
-use super::procs::{Proc, free_port};
+use super::procs::{Proc, Spec, free_port, spawn_listening};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// The certificate a peer serves TLS with (`bistro bench tls`): the same files bistro
@@ -213,16 +212,14 @@ pub(super) fn start_nginx(
         &conf,
         nginx_conf(dir, listen, backends, workers, capacity, tls),
     )?;
-    let mut command = Command::new(bin);
-    command
+    let spec = Spec::new("nginx", bin)
         .arg("-p")
         .arg(dir)
         .arg("-e")
         .arg(dir.join("nginx-error.log"))
         .arg("-c")
         .arg(&conf);
-    let mut proc = Proc::spawn("nginx", command, None)?;
-    proc.wait_for_port(listen, START_TIMEOUT)
+    let proc = spawn_listening(&spec, listen, START_TIMEOUT)
         .map_err(|e| e.context(error_log(dir, "nginx-error.log")))?;
     Ok((proc, listen))
 }
@@ -245,10 +242,8 @@ pub(super) fn start_haproxy(
         &conf,
         haproxy_conf(listen, backends, threads, sticky, maxconn, tls),
     )?;
-    let mut command = Command::new(bin);
-    command.arg("-db").arg("-f").arg(&conf);
-    let mut proc = Proc::spawn(name, command, None)?;
-    proc.wait_for_port(listen, START_TIMEOUT)?;
+    let spec = Spec::new(name, bin).arg("-db").arg("-f").arg(&conf);
+    let proc = spawn_listening(&spec, listen, START_TIMEOUT)?;
     Ok((proc, listen))
 }
 

@@ -1,28 +1,21 @@
 //! The processes the benchmark starts, their temporary files, and the CPU they burn.
 //!
-//! Every process is a [`Proc`]: stopped (SIGTERM, then SIGKILL after a grace period)
-//! when dropped, so an error anywhere in the run still leaves nothing behind. Each child
-//! also asks the kernel for SIGTERM should the benchmark itself die (`PR_SET_PDEATHSIG`),
-//! which covers a `kill -9` of the benchmark, where no destructor runs. Their stderr is
-//! read by a thread that keeps the last lines (shown when a child fails to start); a
-//! bistro child is started with `--ready-json`, and its readiness line on stdout says
-//! where it listens.
+//! Every process is a [`bistro_supervise::Proc`]: stopped by the run (SIGTERM, then
+//! SIGKILL after a grace period), and SIGKILLed with its process group when dropped, so
+//! an error anywhere in the run still leaves nothing behind; each child also asks the
+//! kernel for SIGTERM should the benchmark itself die (`kill -9`, where no destructor
+//! runs). A bistro child says where it listens in its readiness line; nginx and HAProxy
+//! are ready when their port accepts connections ([`spawn_listening`]).
 //!
 //! CPU time comes from `/proc/PID/stat` (user + system ticks), summed over a process
 //! and its children for nginx, whose work happens in worker processes.
 
 use anyhow::{Context, bail};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+pub(super) use bistro_supervise::{Proc, Spec};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Lines of a child's stderr kept for error messages.
-const KEPT_LINES: usize = 40;
 
 /// The run's temporary directory (`tempfile`'s): configurations, pid files and logs of
 /// the children; removed on drop.
@@ -65,200 +58,46 @@ pub(super) fn find_peers(no_peers: bool) -> (Option<PathBuf>, Option<PathBuf>) {
     }
 }
 
-/// A child process, stopped when dropped.
-#[derive(Debug)]
-pub(super) struct Proc {
-    pub(super) name: String,
-    child: Child,
-    log: Arc<Mutex<VecDeque<String>>>,
-    stopped: bool,
-}
-
-impl Proc {
-    /// Starts `command` as `name`. When `listening` is given, the HTTP address of the
-    /// child's readiness line (stdout, `--ready-json`) is sent on it.
-    pub(super) fn spawn(
-        name: &str,
-        mut command: Command,
-        listening: Option<mpsc::Sender<SocketAddr>>,
-    ) -> anyhow::Result<Proc> {
-        bistro_lab::die_with_parent(&mut command);
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        if let Some(stderr) = child.stderr.take() {
-            keep_lines(stderr, log.clone(), None);
-        }
-        if let Some(stdout) = child.stdout.take() {
-            keep_lines(stdout, log.clone(), listening);
-        }
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            log,
-            stopped: false,
-        })
-    }
-
-    /// The process id.
-    pub(super) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines the child wrote, for an error message.
-    pub(super) fn recent_output(&self) -> String {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let lines: Vec<&str> = log.iter().map(String::as_str).collect();
-        if lines.is_empty() {
-            "(no output)".into()
-        } else {
-            lines.join("\n")
-        }
-    }
-
-    /// Fails (with the child's last output) when the child has exited.
-    pub(super) fn check_alive(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => {
-                self.stopped = true;
-                bail!(
-                    "{} exited ({status}); its last output:\n{}",
-                    self.name,
-                    self.recent_output()
-                )
-            }
-            Err(e) => Err(e).with_context(|| format!("checking on {}", self.name)),
-        }
-    }
-
-    /// Waits until `addr` accepts TCP connections, at most `timeout`.
-    pub(super) fn wait_for_port(
-        &mut self,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_alive()?;
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not accept connections on {addr} within {timeout:?}; its last output:\n{}",
-                    self.name,
-                    self.recent_output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then SIGKILL if the child is still running after `grace`.
-    pub(super) fn stop(&mut self, grace: Duration) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        if let Err(e) = bistro_lab::send_signal(&self.name, self.child.id(), "TERM") {
-            eprintln!("warning: {e}");
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break,
-            }
-        }
-        eprintln!(
-            "warning: {} did not stop within {grace:?}; killing it",
-            self.name
-        );
-        if let Err(e) = self.child.kill() {
-            eprintln!("warning: could not kill {}: {e}", self.name);
-        }
-        if let Err(e) = self.child.wait() {
-            eprintln!("warning: could not reap {}: {e}", self.name);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(5));
-    }
-}
-
-/// Reads `stream` line by line on a thread of its own (it ends when the child closes
-/// the pipe), keeping the last lines and reporting the HTTP address of the first
-/// readiness line (`--ready-json`).
-fn keep_lines(
-    stream: impl Read + Send + 'static,
-    log: Arc<Mutex<VecDeque<String>>>,
-    mut listening: Option<mpsc::Sender<SocketAddr>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if let Some(addr) = bistro_proto::Ready::parse(&line).map(|r| r.http)
-                && let Some(tx) = listening.take()
-            {
-                // The receiver is gone only when the start already timed out.
-                let _ = tx.send(addr);
-            }
-            let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-            if log.len() == KEPT_LINES {
-                log.pop_front();
-            }
-            log.push_back(line);
-        }
-    });
-}
-
-/// A `bistro` child (this very binary) with `args`, its `BISTRO_*` environment cleared
-/// so the user's settings cannot leak into the measurement, info-level logs, and
-/// `--ready-json`. Returns once its readiness line says where it listens.
+/// A `bistro` child (this very binary) with `args`, isolated from the user's `BISTRO_*`
+/// settings so they cannot leak into the measurement, with the readiness handshake.
+/// Returns once its readiness line says where it listens.
 pub(super) fn spawn_bistro(
     name: &str,
     args: &[String],
     env: &[(&str, &str)],
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let exe = std::env::current_exe().context("locating the bistro binary")?;
-    let mut command = Command::new(exe);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("BISTRO_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("RUST_LOG", "info")
+    let spec = Spec::bistro(name, exe)
         .args(args)
-        .arg(bistro_proto::ready::FLAG);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let (tx, rx) = mpsc::channel();
-    let mut proc = Proc::spawn(name, command, Some(tx))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
+        .envs(env.iter().copied())
+        .isolated();
+    let (proc, ready) = Proc::start_blocking(&spec, Duration::from_secs(20))?;
+    let ready = ready.context("a bistro child's readiness line")?;
+    Ok((proc, ready.http))
+}
+
+/// Starts a third-party program (nginx, HAProxy) as `name` and waits, at most
+/// `timeout`, until `addr` accepts TCP connections.
+pub(super) fn spawn_listening(
+    spec: &Spec,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<Proc> {
+    let mut proc = Proc::spawn(spec)?;
+    let deadline = Instant::now() + timeout;
     loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(addr) => return Ok((proc, addr)),
-            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                proc.check_alive()?;
-            }
-            Err(_) => bail!(
-                "{name} did not report a listening address within 20 s; its last output:\n{}",
-                proc.recent_output()
-            ),
+        proc.check_alive()?;
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(proc);
         }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not accept connections on {addr} within {timeout:?}; its last output:\n{}",
+                proc.name(),
+                proc.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

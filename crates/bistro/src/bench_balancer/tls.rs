@@ -154,7 +154,7 @@ fn run_blocking(opts: &BenchTlsOpts) -> anyhow::Result<()> {
         opts, &dir, &mut fleet, &certs, &peer_tls, &client, nginx, haproxy,
     );
     for proc in fleet.iter_mut().rev() {
-        proc.stop(Duration::from_secs(5));
+        proc.stop_blocking(Duration::from_secs(5));
     }
     let rows = result?;
     println!(
@@ -218,7 +218,7 @@ fn bench(
             &format!("{id}={addr},mode=stateful"),
         ]));
     }
-    let key = crate::secret::random_hex();
+    let key = bistro_supervise::random_hex();
     let (proc, addr) = spawn_bistro("balancer", &args, &[("BISTRO_AFFINITY_KEY", &key)])?;
     setups.push(Setup {
         label: "bistro balancer (rustls, ring)".into(),

@@ -93,7 +93,7 @@ pub async fn baseline(opts: BaselineOpts, ready_json: bool) -> anyhow::Result<()
     let local = listener.local_addr()?;
     tracing::info!("baseline listening on http://{local}");
     if ready_json {
-        crate::ready::announce(&bistro_proto::Ready {
+        bistro_supervise::announce(&bistro_proto::Ready {
             role: "baseline".into(),
             id: None,
             pid: std::process::id(),
@@ -226,8 +226,8 @@ fn run_blocking(opts: &BenchWaiterOpts) -> anyhow::Result<()> {
             ));
         }
     }
-    baseline.stop(Duration::from_secs(5));
-    waiter.stop(Duration::from_secs(5));
+    baseline.stop_blocking(Duration::from_secs(5));
+    waiter.stop_blocking(Duration::from_secs(5));
     let rows: Vec<Row> = setups
         .iter()
         .zip(&rounds)

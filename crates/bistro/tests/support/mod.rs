@@ -4,15 +4,14 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
-use std::io::{BufRead, BufReader};
+use bistro_supervise::{Output, Readiness, Signal, Spec};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A running `bistro` child process.
+/// A running `bistro` child process (through the same supervisor as the lab, `bistro
+/// up` and the benchmarks): killed with its process group when dropped.
 pub struct Proc {
-    pub child: Child,
+    pub proc: bistro_supervise::Proc,
     pub addr: SocketAddr,
     pub name: String,
     /// The admin address, when it has an admin API.
@@ -24,93 +23,55 @@ pub struct Proc {
 impl Proc {
     /// SIGKILL: the process dies at once, with whatever it held in memory.
     pub fn kill(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("kill {}: {e}", self.name);
-        }
-        if let Err(e) = self.child.wait() {
-            eprintln!("wait {}: {e}", self.name);
-        }
+        self.proc.kill();
     }
 
     /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        if let Err(e) = bistro_lab::send_signal(&self.name, self.child.id(), "TERM") {
-            panic!("{e}");
-        }
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.proc.terminate_blocking(timeout)
     }
-}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.kill();
+    /// Sends `signal` to the process.
+    pub fn signal(&mut self, signal: Signal) {
+        if let Err(e) = self.proc.signal(signal) {
+            panic!("{e}");
         }
     }
 }
 
 /// Starts `bistro <args> --ready-json` and waits for its readiness line.
 pub fn spawn_bistro(name: &str, args: &[&str]) -> Proc {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bistro"));
-    command.args(args).arg("--ready-json");
-    spawn_command(name, command)
+    let spec = Spec::bistro(name, env!("CARGO_BIN_EXE_bistro")).args(args);
+    spawn_spec(spec)
 }
 
 /// Like [`spawn_bistro`], with the child's file-descriptor limit (soft and hard) set to
 /// `nofile` before it starts (by the shell's `ulimit`, then `exec`).
 pub fn spawn_bistro_with_fd_limit(name: &str, nofile: u32, args: &[&str]) -> Proc {
-    let mut command = Command::new("sh");
-    command
+    let spec = Spec::new(name, "sh")
         .arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_bistro"))
         .args(args)
-        .arg("--ready-json");
-    spawn_command(name, command)
+        .readiness(Readiness::Json);
+    spawn_spec(spec)
 }
 
-fn spawn_command(name: &str, mut command: Command) -> Proc {
+fn spawn_spec(spec: Spec) -> Proc {
     let verbose = std::env::var_os("BISTRO_TEST_VERBOSE").is_some();
-    let mut child = command
-        .env("RUST_LOG", "info")
-        .env_remove("BISTRO_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(if verbose {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .expect("the bistro binary starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    // Keep draining stdout for the child's whole life, or it blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if !sent && let Some(ready) = bistro_proto::Ready::parse(&line) {
-                sent = tx.send(ready).is_ok();
-            }
-        }
+    let spec = spec.isolated().output(if verbose {
+        Output::Forward
+    } else {
+        Output::Keep
     });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("{name} printed no readiness line within 20 s")
-        });
+    let name = spec.name().to_string();
+    let (proc, ready) = bistro_supervise::Proc::start_blocking(&spec, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ready = ready.unwrap_or_else(|| panic!("{name} printed no readiness line"));
     Proc {
-        child,
+        proc,
         addr: ready.http,
-        name: name.to_string(),
+        name,
         admin: ready.admin,
         tcp: ready.tcp,
     }
