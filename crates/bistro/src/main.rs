@@ -6,9 +6,6 @@
 
 mod admin_cmd;
 mod balancer_cmd;
-mod bench_balancer;
-mod bench_memory;
-mod bench_store;
 mod config_file;
 mod fd_limit;
 mod lab_cmd;
@@ -66,26 +63,7 @@ enum Command {
     Admin(admin_cmd::AdminOpts),
     /// Measure bistro against baselines taken in the same run
     #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Store operations per backend, and one waiter's HTTP rate per architecture
-    Store(bench_store::BenchStoreOpts),
-    /// Bytes of memory a stateful waiter spends per held session
-    Memory(bench_memory::BenchMemoryOpts),
-    /// The balancer against a waiter alone, nginx and HAProxy: requests/s, p50/p99, CPU per request
-    Balancer(bench_balancer::BenchBalancerOpts),
-    /// 1k and 10k keep-alive clients through the balancer, nginx and HAProxy: errors and memory
-    Connections(bench_balancer::BenchConnectionsOpts),
-    /// TLS termination: handshakes/s and keep-alive TLS requests/s of the balancer against nginx and HAProxy with the same certificate
-    Tls(bench_balancer::BenchTlsOpts),
-    /// The waiter against a minimal axum server answering the same bytes: requests/s, p50/p99, CPU per request
-    Waiter(bench_balancer::BenchWaiterOpts),
-    /// The minimal axum server `bench waiter` measures against (started by it)
-    #[command(hide = true)]
-    Baseline(bench_balancer::BaselineOpts),
+    Bench(bistro_bench::BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,16 +107,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let file_token = file.balancer.and_then(|b| b.admin.token);
             admin_cmd::run(opts, file_token).await
         }
-        Command::Bench(BenchCommand::Store(opts)) => bench_store::run(opts).await,
-        Command::Bench(BenchCommand::Memory(opts)) => bench_memory::run(opts).await,
-        Command::Bench(BenchCommand::Balancer(opts)) => bench_balancer::run(opts).await,
-        Command::Bench(BenchCommand::Connections(opts)) => {
-            bench_balancer::run_connections(opts).await
-        }
-        Command::Bench(BenchCommand::Waiter(opts)) => bench_balancer::run_waiter(opts).await,
-        Command::Bench(BenchCommand::Tls(opts)) => bench_balancer::run_tls(opts).await,
-        Command::Bench(BenchCommand::Baseline(opts)) => {
-            bench_balancer::baseline(opts, cli.ready_json).await
-        }
+        Command::Bench(cmd) => bistro_bench::run(cmd, cli.ready_json).await,
     }
 }

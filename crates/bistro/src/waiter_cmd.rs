@@ -410,7 +410,7 @@ fn check_secret(secret: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a waiter until SIGINT/SIGTERM.
-/// `ready_json`: print the readiness line (see [`crate::ready`]) once listening.
+/// `ready_json`: print the readiness line (see [`bistro_supervise::announce`]) once listening.
 pub async fn run(opts: WaiterOpts, ready_json: bool) -> anyhow::Result<()> {
     let (config, store_url, store_config) = opts.resolve()?;
     let replication = opts.replication()?;

@@ -20,12 +20,12 @@
 //!
 //! Everything runs on 127.0.0.1 with ports picked at run time; configurations, pid
 //! files and logs live in a temporary directory; every process is stopped at the end,
-//! on error too (see [`procs`]). Every loop is bounded in time. Linux only (`/proc`).
+//! on error too (see `procs`). Every loop is bounded in time. Linux only (`/proc`).
 //!
-//! Modules: [`load`] (the built-in load generator), [`wrk`] (wrk instead), [`peers`]
-//! (nginx and HAProxy configurations), [`procs`] (child processes, CPU time),
-//! [`report`] (medians, ratios, verdicts), [`connections`]: `bistro bench
-//! connections`, thousands of clients at once, errors and memory, and [`tls`]: `bistro
+//! Modules: `load` (the built-in load generator), `wrk` (wrk instead), `peers`
+//! (nginx and HAProxy configurations), `procs` (child processes, CPU time),
+//! `report` (medians, ratios, verdicts), `connections`: `bistro bench
+//! connections`, thousands of clients at once, errors and memory, and `tls`: `bistro
 //! bench tls`, TLS handshakes and requests against nginx and HAProxy.
 
 mod connections;

@@ -313,7 +313,11 @@ pub async fn run(opts: BenchConnectionsOpts) -> anyhow::Result<()> {
 }
 
 fn run_blocking(opts: &BenchConnectionsOpts) -> anyhow::Result<()> {
-    crate::fd_limit::raise("bench");
+    // Thousands of client sockets in this one process: the usual soft limit of 1024
+    // would fail the run, not measure it.
+    if let Err(e) = bistro_balancer::raise_fd_limit() {
+        eprintln!("warning: could not raise the file-descriptor limit: {e}");
+    }
     let fd_limit = bistro_balancer::fd_limit().map(|l| l.soft);
     opts.validate(fd_limit)?;
     let wrk = match opts.load {
