@@ -48,15 +48,20 @@ use crate::spec::{BackendSpec, Mode};
 use crate::state::Shared;
 use crate::table::TableError;
 use crate::tcp::{self, TcpProxy};
-use bytes::Bytes;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse as _;
+use axum::routing::{get, post};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -87,6 +92,12 @@ pub(crate) async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(ms(shared.config.client.header_read_timeout_ms));
+    let app = router(Admin {
+        shared,
+        tcp,
+        hosts,
+        stop: shutdown.clone(),
+    });
     loop {
         let (stream, peer) = tokio::select! {
             () = signalled(&mut shutdown) => return,
@@ -99,16 +110,8 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let (shared, tcp, hosts) = (shared.clone(), tcp.clone(), hosts.clone());
-        let stop = shutdown.clone();
-        let service = service_fn(move |request| {
-            let (shared, tcp, hosts, stop) =
-                (shared.clone(), tcp.clone(), hosts.clone(), stop.clone());
-            async move {
-                Ok::<_, Infallible>(handle(&shared, tcp.as_deref(), &hosts, &stop, request).await)
-            }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
@@ -123,6 +126,158 @@ pub(crate) async fn serve(
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
         });
+    }
+}
+
+/// What the admin API's handlers and checks share.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    shared: Arc<Shared>,
+    /// The TCP proxy, when the balancer runs one.
+    tcp: Option<Arc<TcpProxy>>,
+    /// The names the API answers to.
+    hosts: Arc<AllowedHosts>,
+    /// The balancer's shutdown signal, which ends the dashboard's event streams.
+    stop: watch::Receiver<bool>,
+}
+
+/// The admin API: the routes (see the module docs) behind the checks every request
+/// passes, in this order: `Host`/`Origin`, token, content type.
+///
+/// The checks wrap the routing itself rather than each route, so they run before a
+/// path is looked up: an unknown path or a wrong method without the token is a `401`
+/// (which tells nothing about what exists), and the path is normalised
+/// ([`normalize`]) before it is matched.
+pub(crate) fn router(admin: Admin) -> Router {
+    let routes = Router::new()
+        .route("/", get(page))
+        .route("/index.html", get(page))
+        .route("/backends", get(list).post(add))
+        .route("/backends/{id}", get(backend).delete(remove))
+        .route("/backends/{id}/weight", post(weight))
+        .route("/backends/{id}/drain", post(drain))
+        .route("/backends/{id}/undrain", post(undrain))
+        .route("/drains", get(drains))
+        .route("/status", get(status_of))
+        .route("/metrics", get(metrics))
+        .route("/plan", get(plan))
+        .route("/tcp/backends", get(tcp_backends))
+        .route("/events", get(events))
+        .route("/control/{id}/{action}", post(control))
+        .route("/tls", get(tls))
+        .route("/tls/reload", post(tls_reload))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(admin.clone());
+    // `layer` wraps what is already there, so the last one added runs first.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_request(normalize))
+        .layer(middleware::from_fn(json_bodies))
+        .layer(middleware::from_fn_with_state(admin.clone(), token))
+        .layer(middleware::from_fn_with_state(admin, same_origin))
+}
+
+/// Refuses a request from another place than the admin API's own address (see the
+/// module docs).
+async fn same_origin(
+    State(admin): State<Admin>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    if let Some(why) = admin.hosts.refuse(request.headers()) {
+        tracing::warn!(reason = %why, "admin request refused");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "forbidden-origin",
+            "Request from outside the admin API's address",
+            why,
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuses a request without the admin token, when one is configured.
+async fn token(
+    State(admin): State<Admin>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    // The dashboard's page needs no token: it is the same bytes for everyone (compiled
+    // in), holds no data, and sends the token itself with every request it makes for
+    // data or changes. Asking for the token here would only make a browser show its
+    // own login prompt, which cannot send a bearer token.
+    let page = matches!(*request.method(), Method::GET | Method::HEAD)
+        && matches!(request.uri().path(), "/" | "/index.html");
+    if page || authorized(&admin.shared, request.headers()) {
+        return next.run(request).await;
+    }
+    let mut response = problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Admin token required",
+        "send the admin token as `Authorization: Bearer <token>`".into(),
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response.into_response()
+}
+
+/// Refuses a request with a body that is not JSON (see the module docs).
+async fn json_bodies(request: Request, next: Next) -> axum::response::Response {
+    if request.method() != Method::GET && not_json(&request) {
+        return problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Admin request bodies are JSON",
+            "send the body as `Content-Type: application/json`".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Makes `/backends/`, `//backends` and `/backends` one path, as they have always been
+/// here (the path's slashes at either end do not count), before it is matched.
+async fn normalize(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let trimmed = path.trim_matches('/');
+    // `/` itself stays: trimming would leave an empty path. So does `//` (no route).
+    if trimmed.is_empty() || path.strip_prefix('/') == Some(trimmed) {
+        return request;
+    }
+    let normalized = match request.uri().query() {
+        Some(query) => format!("/{trimmed}?{query}"),
+        None => format!("/{trimmed}"),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(normalized) = PathAndQuery::try_from(normalized) {
+        parts.path_and_query = Some(normalized);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+/// A route's path parameters, percent-decoded; a parameter that is not UTF-8 once
+/// decoded is a `400` problem (axum's own rejection is plain text).
+struct Segments<T>(T);
+
+impl<S, T> FromRequestParts<S> for Segments<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response<ResponseBody>;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(segments)) => Ok(Segments(segments)),
+            Err(e) => Err(invalid(e.body_text())),
+        }
     }
 }
 
@@ -155,8 +310,7 @@ impl AllowedHosts {
     }
 
     /// Why the request comes from the wrong place, if it does.
-    fn refuse(&self, request: &Request<Incoming>) -> Option<String> {
-        let headers = request.headers();
+    fn refuse(&self, headers: &HeaderMap) -> Option<String> {
         // HTTP/1.1 requires `Host`; a client without one is not a browser.
         if let Some(host) = headers.get(HOST) {
             let host = host.to_str().unwrap_or("");
@@ -291,26 +445,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(shared: &Shared, request: &Request<Incoming>) -> bool {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let Some(token) = &shared.config.admin.token else {
         return true;
     };
-    request
-        .headers()
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
+/// The body as JSON: `413` past [`MAX_BODY`], `400` when it is not the expected JSON.
 async fn read_json<T: serde::de::DeserializeOwned>(
-    request: Request<Incoming>,
+    body: Body,
 ) -> Result<T, Response<ResponseBody>> {
-    let body: Bytes = Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| invalid(format!("could not read the body: {e}")))?
-        .to_bytes();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request-too-large",
+                "Request body too large",
+                format!("admin request bodies are at most {MAX_BODY} bytes"),
+            ));
+        }
+        Err(e) => return Err(invalid(format!("could not read the body: {e}"))),
+    };
     serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("the body is not the expected JSON: {e}")))
 }
@@ -344,8 +505,10 @@ pub(crate) fn view_of(shared: &Shared, b: &crate::backend::Backend, now_ms: u64)
     }
 }
 
-async fn add(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBody> {
-    let new: NewBackend = match read_json(request).await {
+/// `POST /backends`.
+async fn add(State(admin): State<Admin>, body: Body) -> Response<ResponseBody> {
+    let shared = &admin.shared;
+    let new: NewBackend = match read_json(body).await {
         Ok(new) => new,
         Err(response) => return response,
     };
@@ -380,15 +543,16 @@ async fn add(shared: &Shared, request: Request<Incoming>) -> Response<ResponseBo
 
 /// `POST /backends/{id}/drain` with an optional [`DrainRequest`] body.
 async fn drain(
-    shared: &Arc<Shared>,
-    id: &str,
-    request: Request<Incoming>,
+    State(admin): State<Admin>,
+    Segments(id): Segments<String>,
+    body: Body,
 ) -> Response<ResponseBody> {
     use http_body::Body as _;
-    let asked: DrainRequest = if request.body().is_end_stream() {
+    let (shared, id) = (&admin.shared, id.as_str());
+    let asked: DrainRequest = if body.is_end_stream() {
         DrainRequest::default()
     } else {
-        match read_json(request).await {
+        match read_json(body).await {
             Ok(asked) => asked,
             Err(response) => return response,
         }
@@ -429,7 +593,7 @@ async fn drain(
 }
 
 /// Whether a request carries a body that is not JSON (see the module docs).
-fn not_json(request: &Request<Incoming>) -> bool {
+fn not_json(request: &Request) -> bool {
     use http_body::Body as _;
     let content_type = request
         .headers()
@@ -470,191 +634,202 @@ pub(crate) fn status(shared: &Shared) -> serde_json::Value {
     })
 }
 
-/// Answers one admin request; `stop` is the balancer's shutdown signal, which ends
-/// the dashboard's event streams.
-pub(crate) async fn handle(
-    shared: &Arc<Shared>,
-    tcp: Option<&TcpProxy>,
-    hosts: &AllowedHosts,
-    stop: &watch::Receiver<bool>,
-    request: Request<Incoming>,
+/// `GET /` and `GET /index.html`: the dashboard's page.
+async fn page() -> Response<ResponseBody> {
+    crate::dashboard::page()
+}
+
+/// `GET /backends`.
+async fn list(State(admin): State<Admin>) -> Response<ResponseBody> {
+    let shared = &admin.shared;
+    let now_ms = shared.clock.now_ms();
+    let table = shared.registry.snapshot();
+    let views: Vec<BackendView> = table
+        .backends()
+        .iter()
+        .map(|b| view_of(shared, b, now_ms))
+        .collect();
+    json(StatusCode::OK, &views)
+}
+
+/// `GET /backends/{id}`.
+async fn backend(
+    State(admin): State<Admin>,
+    Segments(id): Segments<String>,
 ) -> Response<ResponseBody> {
-    if let Some(why) = hosts.refuse(&request) {
-        tracing::warn!(reason = %why, "admin request refused");
-        return problem(
-            StatusCode::FORBIDDEN,
-            "forbidden-origin",
-            "Request from outside the admin API's address",
-            why,
-        );
-    }
-    // The dashboard's page needs no token: it is the same bytes for everyone (compiled
-    // in), holds no data, and sends the token itself with every request it makes for
-    // data or changes. Asking for the token here would only make a browser show its
-    // own login prompt, which cannot send a bearer token.
-    if matches!(*request.method(), Method::GET | Method::HEAD)
-        && matches!(request.uri().path(), "/" | "/index.html")
-    {
-        return crate::dashboard::page();
-    }
-    if !authorized(shared, &request) {
-        let mut response = problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Admin token required",
-            "send the admin token as `Authorization: Bearer <token>`".into(),
-        );
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    if request.method() != Method::GET && not_json(&request) {
-        return problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Admin request bodies are JSON",
-            "send the body as `Content-Type: application/json`".into(),
-        );
-    }
-    let path = request.uri().path().trim_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').collect();
-    let method = request.method().clone();
-    let result = match (&method, segments.as_slice()) {
-        (&Method::GET, ["backends"]) => {
-            let now_ms = shared.clock.now_ms();
-            let table = shared.registry.snapshot();
-            let views: Vec<BackendView> = table
-                .backends()
-                .iter()
-                .map(|b| view_of(shared, b, now_ms))
-                .collect();
-            return json(StatusCode::OK, &views);
-        }
-        (&Method::POST, ["backends"]) => return add(shared, request).await,
-        (&Method::GET, ["status"]) => return json(StatusCode::OK, &status(shared)),
-        (&Method::GET, ["events"]) => return crate::dashboard::events(shared, stop),
-        (&Method::POST, ["control", id, action]) => {
-            return crate::dashboard::control(shared, id, action).await;
-        }
-        (&Method::DELETE, ["backends", id]) => shared.registry.remove(id).map(|()| {
-            shared.drains.stop(id);
+    view(&admin.shared, &id)
+}
+
+/// `DELETE /backends/{id}`.
+async fn remove(
+    State(admin): State<Admin>,
+    Segments(id): Segments<String>,
+) -> Response<ResponseBody> {
+    let shared = &admin.shared;
+    match shared.registry.remove(&id) {
+        Ok(()) => {
+            shared.drains.stop(&id);
             tracing::info!(backend = %id, "backend removed");
             let mut response = Response::new(ResponseBody::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
-        }),
-        (&Method::POST, ["backends", id, "weight"]) => {
-            match read_json::<NewWeight>(request).await {
-                Ok(new) => shared.registry.set_weight(id, new.weight).map(|()| {
-                    tracing::info!(backend = %id, weight = new.weight, "backend weight changed");
-                    view(shared, id)
-                }),
-                Err(response) => return response,
-            }
         }
-        (&Method::GET, ["plan"]) => return crate::plan::respond(shared, request.uri().query()),
-        (&Method::GET, ["backends", id]) => return view(shared, id),
-        (&Method::GET, ["drains"]) => return json(StatusCode::OK, &shared.drains.all()),
-        (&Method::POST, ["backends", id, "drain"]) => return drain(shared, id, request).await,
-        (&Method::POST, ["backends", id, "undrain"]) => {
-            shared.drains.stop(id);
-            shared.registry.set_draining(id, false).map(|()| {
-                tracing::info!(backend = %id, "backend undrained");
-                view(shared, id)
-            })
-        }
-        (&Method::GET, ["tcp", "backends"]) => {
-            return match tcp {
-                Some(tcp) => {
-                    let mut response = Response::new(ResponseBody::full(tcp::backends_json(tcp)));
-                    response
-                        .headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                    response
-                }
-                None => problem(
-                    StatusCode::NOT_FOUND,
-                    "no-tcp-proxy",
-                    "No TCP proxy",
-                    "this balancer runs no TCP proxy; start it with --tcp-listen and --tcp-backend"
-                        .into(),
-                ),
-            };
-        }
-        (&Method::GET, ["tls"]) => {
-            return match &shared.tls {
-                Some(tls) => json(StatusCode::OK, &tls.certs.info()),
-                None => no_tls(),
-            };
-        }
-        (&Method::POST, ["tls", "reload"]) => {
-            return match &shared.tls {
-                Some(tls) => match tls.certs.reload() {
-                    Ok(info) => {
-                        tracing::info!(fingerprint = %info.sha256_fingerprint, "TLS certificate reloaded (admin API)");
-                        json(StatusCode::OK, &info)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS certificate reload failed; the old one keeps serving");
-                        problem(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "tls-reload-failed",
-                            "The certificate was not reloaded",
-                            format!("{e}; the certificate in use keeps serving"),
-                        )
-                    }
-                },
-                None => no_tls(),
-            };
-        }
-        (&Method::GET, ["metrics"]) => {
-            let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
-            let mut text = shared
-                .metrics
-                .render(&table, now_ms, shared.gauges(&table, now_ms));
-            if let Some(tcp) = tcp {
-                text.push_str(&tcp::render_metrics(tcp));
-            }
-            let mut response = Response::new(ResponseBody::full(text));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return response;
-        }
-        (
-            _,
-            ["backends", ..]
-            | ["metrics"]
-            | ["status"]
-            | ["plan"]
-            | ["drains"]
-            | ["tcp", "backends"]
-            | ["events"]
-            | ["tls"]
-            | ["tls", "reload"]
-            | ["control", _, _],
-        ) => {
-            return problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-                format!("{method} is not supported on /{path}"),
-            );
-        }
-        _ => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "No such admin endpoint",
-                format!(
-                    "/{path} is not an admin endpoint; see GET /backends, GET /status, GET /metrics and GET /plan, or open / in a browser"
-                ),
-            );
-        }
+        Err(e) => table_error(&e),
+    }
+}
+
+/// `POST /backends/{id}/weight`.
+async fn weight(
+    State(admin): State<Admin>,
+    Segments(id): Segments<String>,
+    body: Body,
+) -> Response<ResponseBody> {
+    let new: NewWeight = match read_json(body).await {
+        Ok(new) => new,
+        Err(response) => return response,
     };
-    result.unwrap_or_else(|e| table_error(&e))
+    match admin.shared.registry.set_weight(&id, new.weight) {
+        Ok(()) => {
+            tracing::info!(backend = %id, weight = new.weight, "backend weight changed");
+            view(&admin.shared, &id)
+        }
+        Err(e) => table_error(&e),
+    }
+}
+
+/// `POST /backends/{id}/undrain`.
+async fn undrain(
+    State(admin): State<Admin>,
+    Segments(id): Segments<String>,
+) -> Response<ResponseBody> {
+    let shared = &admin.shared;
+    shared.drains.stop(&id);
+    match shared.registry.set_draining(&id, false) {
+        Ok(()) => {
+            tracing::info!(backend = %id, "backend undrained");
+            view(shared, &id)
+        }
+        Err(e) => table_error(&e),
+    }
+}
+
+/// `GET /drains`.
+async fn drains(State(admin): State<Admin>) -> Response<ResponseBody> {
+    json(StatusCode::OK, &admin.shared.drains.all())
+}
+
+/// `GET /status`.
+async fn status_of(State(admin): State<Admin>) -> Response<ResponseBody> {
+    json(StatusCode::OK, &status(&admin.shared))
+}
+
+/// `GET /metrics`: the balancer's, and the TCP proxy's when there is one.
+async fn metrics(State(admin): State<Admin>) -> Response<ResponseBody> {
+    let shared = &admin.shared;
+    let (table, now_ms) = (shared.registry.snapshot(), shared.clock.now_ms());
+    let mut text = shared
+        .metrics
+        .render(&table, now_ms, shared.gauges(&table, now_ms));
+    if let Some(tcp) = &admin.tcp {
+        text.push_str(&tcp::render_metrics(tcp));
+    }
+    let mut response = Response::new(ResponseBody::full(text));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// `GET /plan?…`.
+async fn plan(State(admin): State<Admin>, RawQuery(query): RawQuery) -> Response<ResponseBody> {
+    crate::plan::respond(&admin.shared, query.as_deref())
+}
+
+/// `GET /tcp/backends`.
+async fn tcp_backends(State(admin): State<Admin>) -> Response<ResponseBody> {
+    match &admin.tcp {
+        Some(tcp) => {
+            let mut response = Response::new(ResponseBody::full(tcp::backends_json(tcp)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "no-tcp-proxy",
+            "No TCP proxy",
+            "this balancer runs no TCP proxy; start it with --tcp-listen and --tcp-backend".into(),
+        ),
+    }
+}
+
+/// `GET /events`: the dashboard's stream, which the balancer's shutdown ends.
+async fn events(State(admin): State<Admin>) -> Response<ResponseBody> {
+    crate::dashboard::events(&admin.shared, &admin.stop)
+}
+
+/// `POST /control/{id}/{action}`.
+async fn control(
+    State(admin): State<Admin>,
+    Segments((id, action)): Segments<(String, String)>,
+) -> Response<ResponseBody> {
+    crate::dashboard::control(&admin.shared, &id, &action).await
+}
+
+/// `GET /tls`.
+async fn tls(State(admin): State<Admin>) -> Response<ResponseBody> {
+    match &admin.shared.tls {
+        Some(tls) => json(StatusCode::OK, &tls.certs.info()),
+        None => no_tls(),
+    }
+}
+
+/// `POST /tls/reload`.
+async fn tls_reload(State(admin): State<Admin>) -> Response<ResponseBody> {
+    let Some(tls) = &admin.shared.tls else {
+        return no_tls();
+    };
+    match tls.certs.reload() {
+        Ok(info) => {
+            tracing::info!(fingerprint = %info.sha256_fingerprint, "TLS certificate reloaded (admin API)");
+            json(StatusCode::OK, &info)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "TLS certificate reload failed; the old one keeps serving");
+            problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "tls-reload-failed",
+                "The certificate was not reloaded",
+                format!("{e}; the certificate in use keeps serving"),
+            )
+        }
+    }
+}
+
+/// Any path that is no route.
+async fn not_found(uri: Uri) -> Response<ResponseBody> {
+    let path = uri.path().trim_matches('/');
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "No such admin endpoint",
+        format!(
+            "/{path} is not an admin endpoint; see GET /backends, GET /status, GET /metrics and GET /plan, or open / in a browser"
+        ),
+    )
+}
+
+/// A route asked with a method it does not take (axum adds `Allow`).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response<ResponseBody> {
+    let path = uri.path().trim_matches('/');
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not supported on /{path}"),
+    )
 }
 
 #[cfg(test)]
