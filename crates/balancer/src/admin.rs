@@ -835,6 +835,495 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response<ResponseBody> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BalancerConfig;
+    use crate::problem::PROBLEM_BASE;
+    use axum::body::Bytes;
+    use http::header::{ALLOW, CACHE_CONTROL};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+
+    /// The admin listener's address the requests below name in `Host`.
+    const ADDR: &str = "127.0.0.1:8081";
+    const TOKEN: &str = "t0ken";
+
+    /// The admin router over a balancer with one backend (`w1`) and a token, as
+    /// [`serve`] builds it; and the balancer's shutdown signal.
+    fn app(extra: &str) -> (Router, watch::Sender<bool>) {
+        let config = BalancerConfig::from_toml(&format!(
+            r#"
+            [[backends]]
+            id = "w1"
+            address = "127.0.0.1:1"
+            mode = "stateful"
+            [admin]
+            token = "{TOKEN}"
+            {extra}
+            "#
+        ))
+        .unwrap();
+        let shared = Arc::new(Shared::new(config, b"unit-test-key-0123456789", 1));
+        let hosts = Arc::new(AllowedHosts::new(
+            ADDR.parse().unwrap(),
+            &shared.config.admin.allowed_hosts,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let admin = Admin {
+            shared,
+            tcp: None,
+            hosts,
+            stop: stopped,
+        };
+        (router(admin), stop)
+    }
+
+    /// A request as the operator's tools send it: the admin address and the token.
+    fn request(method: Method, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, ADDR)
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+    }
+
+    fn empty(method: Method, path: &str) -> Request {
+        request(method, path).body(Body::empty()).unwrap()
+    }
+
+    fn json_request(method: Method, path: &str, body: &Value) -> Request {
+        request(method, path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    impl Answer {
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+        }
+
+        /// Asserts a problem+json answer of this status and kind.
+        fn problem(&self, status: StatusCode, kind: &str) -> Value {
+            assert_eq!(
+                self.status,
+                status,
+                "{}",
+                String::from_utf8_lossy(&self.body)
+            );
+            assert_eq!(self.headers[CONTENT_TYPE], "application/problem+json");
+            assert_eq!(self.headers[CACHE_CONTROL], "no-store");
+            let body = self.json();
+            assert_eq!(body["type"], format!("{PROBLEM_BASE}{kind}"), "{body}");
+            assert_eq!(body["status"], status.as_u16(), "{body}");
+            body
+        }
+    }
+
+    async fn call(app: &Router, request: Request) -> Answer {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .expect("the body ends")
+            .unwrap()
+            .to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    async fn backend_count(app: &Router) -> usize {
+        let list = call(app, empty(Method::GET, "/backends")).await;
+        assert_eq!(list.status, StatusCode::OK);
+        list.json().as_array().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_or_origin_is_refused_before_anything_else() {
+        let (app, _stop) = app("");
+        // DNS rebinding: the page's own name, resolved to the admin address. Refused
+        // before the token is looked at, and before the path is.
+        for path in ["/backends", "/nothing-here", "/"] {
+            let rebound = Request::get(path)
+                .header(HOST, "evil.example:8081")
+                .body(Body::empty())
+                .unwrap();
+            let body = call(&app, rebound)
+                .await
+                .problem(StatusCode::FORBIDDEN, "forbidden-origin");
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("evil.example:8081"),
+                "{body}"
+            );
+        }
+        let foreign = request(Method::POST, "/backends")
+            .header(ORIGIN, "http://evil.example")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"id":"evil","address":"127.0.0.1:9"}"#))
+            .unwrap();
+        call(&app, foreign)
+            .await
+            .problem(StatusCode::FORBIDDEN, "forbidden-origin");
+        assert_eq!(backend_count(&app).await, 1, "nothing was added");
+
+        // The operator's own page, by any of the loopback names.
+        for origin in ["http://127.0.0.1:8081", "http://localhost:8081/"] {
+            let own = request(Method::GET, "/status")
+                .header(ORIGIN, origin)
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(call(&app, own).await.status, StatusCode::OK, "{origin}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_is_required_everywhere_but_on_the_page() {
+        let (app, _stop) = app("");
+        let bare = |method: Method, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(HOST, ADDR)
+        };
+        for (method, path) in [
+            (Method::GET, "/backends"),
+            (Method::DELETE, "/backends/w1"),
+            // Unknown paths and wrong methods too: a 404 or 405 would tell what exists.
+            (Method::GET, "/nothing-here"),
+            (Method::PUT, "/backends"),
+            (Method::POST, "/"),
+        ] {
+            let answer = call(
+                &app,
+                bare(method.clone(), path).body(Body::empty()).unwrap(),
+            )
+            .await;
+            answer.problem(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(
+                answer.headers[WWW_AUTHENTICATE], "Bearer",
+                "{method} {path}"
+            );
+        }
+        for wrong in ["Bearer nope", "Bearer t0ke", "t0ken", "Basic dDBrZW4="] {
+            let request = bare(Method::GET, "/status")
+                .header(AUTHORIZATION, wrong)
+                .body(Body::empty())
+                .unwrap();
+            call(&app, request)
+                .await
+                .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+        assert_eq!(backend_count(&app).await, 1, "w1 is still there");
+
+        for path in ["/", "/index.html"] {
+            let page = call(&app, bare(Method::GET, path).body(Body::empty()).unwrap()).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}");
+            assert_eq!(page.headers[CONTENT_TYPE], "text/html; charset=utf-8");
+            assert!(String::from_utf8_lossy(&page.body).contains("bistro balancer"));
+        }
+        let head = call(&app, bare(Method::HEAD, "/").body(Body::empty()).unwrap()).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.body.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_must_be_small_json() {
+        let (app, _stop) = app("");
+        let add = r#"{"id":"w4","address":"127.0.0.1:9"}"#;
+        // What a web page can send cross-site without a preflight.
+        let text_plain = request(Method::POST, "/backends")
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Body::from(add))
+            .unwrap();
+        call(&app, text_plain)
+            .await
+            .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+        let untyped = request(Method::POST, "/backends")
+            .body(Body::from(add))
+            .unwrap();
+        call(&app, untyped)
+            .await
+            .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+        // Before the path is looked up.
+        let elsewhere = request(Method::POST, "/nothing-here")
+            .header(CONTENT_TYPE, "text/plain")
+            .body(Body::from(add))
+            .unwrap();
+        call(&app, elsewhere)
+            .await
+            .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+
+        let padding = "x".repeat(MAX_BODY);
+        let big = json!({"id": "w4", "address": "127.0.0.1:9", "pad": padding});
+        let body = call(&app, json_request(Method::POST, "/backends", &big))
+            .await
+            .problem(StatusCode::PAYLOAD_TOO_LARGE, "request-too-large");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&MAX_BODY.to_string()),
+            "{body}"
+        );
+        assert_eq!(backend_count(&app).await, 1, "nothing was added");
+
+        // A charset is fine; JSON of the wrong shape is a 400.
+        let with_charset = request(Method::POST, "/backends")
+            .header(CONTENT_TYPE, "Application/JSON; charset=utf-8")
+            .body(Body::from(add))
+            .unwrap();
+        assert_eq!(call(&app, with_charset).await.status, StatusCode::CREATED);
+        for wrong in [
+            json!({"id": "w5"}),
+            json!({"id": "w5", "address": "127.0.0.1:9", "colour": "red"}),
+        ] {
+            call(&app, json_request(Method::POST, "/backends", &wrong))
+                .await
+                .problem(StatusCode::BAD_REQUEST, "invalid-request");
+        }
+        let not_json = request(Method::POST, "/backends")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from("{"))
+            .unwrap();
+        call(&app, not_json)
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid-request");
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_wrong_methods_are_problems() {
+        let (app, _stop) = app("");
+        for path in [
+            "/nothing-here",
+            "/backends/w1/nothing",
+            "/tcp",
+            "/control/w1",
+        ] {
+            let body = call(&app, empty(Method::GET, path))
+                .await
+                .problem(StatusCode::NOT_FOUND, "not-found");
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{path} is not an admin endpoint")),
+                "{body}"
+            );
+        }
+        for (method, path, allow) in [
+            (Method::PUT, "/backends", "GET,HEAD,POST"),
+            (Method::DELETE, "/status", "GET,HEAD"),
+            (Method::GET, "/backends/w1/weight", "POST"),
+            (Method::GET, "/control/w1/kill", "POST"),
+            (Method::GET, "/tls/reload", "POST"),
+        ] {
+            let answer = call(&app, empty(method.clone(), path)).await;
+            let body = answer.problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+            assert_eq!(
+                body["detail"],
+                format!("{method} is not supported on {path}"),
+                "{body}"
+            );
+            assert_eq!(answer.headers[ALLOW], allow, "{method} {path}");
+        }
+        // The slashes at either end of a path do not count.
+        for path in ["/backends/", "//backends", "/backends/w1/"] {
+            assert_eq!(
+                call(&app, empty(Method::GET, path)).await.status,
+                StatusCode::OK,
+                "{path}"
+            );
+        }
+        // Path parameters are percent-decoded; one that is not UTF-8 then is refused.
+        let decoded = call(&app, empty(Method::GET, "/backends/w%31")).await;
+        assert_eq!(decoded.status, StatusCode::OK);
+        assert_eq!(decoded.json()["id"], "w1");
+        call(&app, empty(Method::GET, "/backends/%FF"))
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid-request");
+    }
+
+    #[tokio::test]
+    async fn backends_are_added_read_reweighted_and_removed() {
+        let (app, _stop) = app("");
+        let new = json!({"id": "w4", "address": "127.0.0.1:9", "weight": 2, "mode": "stateless"});
+        let added = call(&app, json_request(Method::POST, "/backends", &new)).await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.json());
+        assert_eq!(added.headers[CONTENT_TYPE], "application/json");
+        let view = added.json();
+        assert_eq!(view["id"], "w4");
+        assert_eq!(view["address"], "127.0.0.1:9");
+        assert_eq!(view["weight"], 2);
+        assert_eq!(view["mode"], "stateless");
+        assert_eq!(view["draining"], false);
+        assert_eq!(view["drain"], Value::Null);
+
+        let read = call(&app, empty(Method::GET, "/backends/w4")).await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.json()["address"], "127.0.0.1:9");
+        assert_eq!(backend_count(&app).await, 2);
+
+        let twice = json!({"id": "w4", "address": "127.0.0.1:10"});
+        call(&app, json_request(Method::POST, "/backends", &twice))
+            .await
+            .problem(StatusCode::CONFLICT, "backend-exists");
+        let bad_id = json!({"id": "bad id", "address": "127.0.0.1:10"});
+        call(&app, json_request(Method::POST, "/backends", &bad_id))
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid-request");
+
+        let zero = json!({"weight": 0});
+        call(
+            &app,
+            json_request(Method::POST, "/backends/w4/weight", &zero),
+        )
+        .await
+        .problem(StatusCode::BAD_REQUEST, "invalid-request");
+        let three = json!({"weight": 3});
+        let weighted = call(
+            &app,
+            json_request(Method::POST, "/backends/w4/weight", &three),
+        )
+        .await;
+        assert_eq!(weighted.status, StatusCode::OK);
+        assert_eq!(weighted.json()["weight"], 3);
+        call(
+            &app,
+            json_request(Method::POST, "/backends/w9/weight", &three),
+        )
+        .await
+        .problem(StatusCode::NOT_FOUND, "unknown-backend");
+
+        let removed = call(&app, empty(Method::DELETE, "/backends/w4")).await;
+        assert_eq!(removed.status, StatusCode::NO_CONTENT);
+        assert!(removed.body.is_empty());
+        for (method, path) in [
+            (Method::GET, "/backends/w4"),
+            (Method::DELETE, "/backends/w4"),
+        ] {
+            call(&app, empty(method, path))
+                .await
+                .problem(StatusCode::NOT_FOUND, "unknown-backend");
+        }
+        assert_eq!(backend_count(&app).await, 1);
+    }
+
+    #[tokio::test]
+    async fn drain_and_undrain() {
+        let (app, _stop) = app("");
+        let drained = call(&app, empty(Method::POST, "/backends/w1/drain")).await;
+        assert_eq!(drained.status, StatusCode::OK);
+        assert_eq!(drained.json()["draining"], true);
+        assert!(drained.json()["drain"].is_object(), "{}", drained.json());
+        let drains = call(&app, empty(Method::GET, "/drains")).await.json();
+        assert!(drains.get("w1").is_some(), "{drains}");
+
+        let undrained = call(&app, empty(Method::POST, "/backends/w1/undrain")).await;
+        assert_eq!(undrained.status, StatusCode::OK);
+        assert_eq!(undrained.json()["draining"], false);
+
+        // Handoff needs the waiters' secret, which this balancer lacks.
+        let handoff = json!({"handoff": true});
+        call(
+            &app,
+            json_request(Method::POST, "/backends/w1/drain", &handoff),
+        )
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "handoff-unavailable");
+        call(&app, empty(Method::POST, "/backends/w9/drain"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "unknown-backend");
+        call(&app, empty(Method::POST, "/backends/w9/undrain"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "unknown-backend");
+    }
+
+    #[tokio::test]
+    async fn status_metrics_and_what_this_balancer_lacks() {
+        let (app, _stop) = app("");
+        let status = call(&app, empty(Method::GET, "/status")).await;
+        assert_eq!(status.status, StatusCode::OK);
+        assert_eq!(status.headers[CONTENT_TYPE], "application/json");
+        let status = status.json();
+        let mut keys: Vec<&str> = status
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backends",
+                "backends_available",
+                "client_connections",
+                "control",
+                "max_connections",
+                "panic_mode",
+                "sessions_handed_off",
+                "store_outage",
+            ]
+        );
+        assert_eq!(status["backends"], 1);
+        assert_eq!(status["client_connections"], 0);
+        assert_eq!(status["sessions_handed_off"], 0);
+        assert_eq!(status["store_outage"], false);
+        assert_eq!(status["control"], false);
+
+        let metrics = call(&app, empty(Method::GET, "/metrics")).await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert_eq!(metrics.headers[CONTENT_TYPE], "text/plain; version=0.0.4");
+        assert!(String::from_utf8_lossy(&metrics.body).contains("backend=\"w1\""));
+
+        let plan = call(&app, empty(Method::GET, "/plan?remove=w1")).await;
+        assert_eq!(plan.status, StatusCode::OK, "{}", plan.json());
+        call(&app, empty(Method::GET, "/plan?remove=w9"))
+            .await
+            .problem(StatusCode::BAD_REQUEST, "invalid-request");
+
+        call(&app, empty(Method::GET, "/tcp/backends"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "no-tcp-proxy");
+        call(&app, empty(Method::GET, "/tls"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "no-tls");
+        call(&app, empty(Method::POST, "/tls/reload"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "no-tls");
+        call(&app, empty(Method::POST, "/control/w1/kill"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "no-control");
+    }
+
+    #[tokio::test]
+    async fn the_event_stream_ends_on_shutdown() {
+        let (app, stop) = app("");
+        let response = app.oneshot(empty(Method::GET, "/events")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/event-stream");
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(first.starts_with(b"event: snapshot\ndata: "), "{first:?}");
+        stop.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream ends on shutdown");
+    }
 
     #[test]
     fn only_the_admin_address_is_a_host() {
