@@ -35,6 +35,18 @@
 //! - a request with a body must say `Content-Type: application/json`: otherwise `415`
 //!   (a browser cannot send that cross-site without a preflight, which is refused).
 //!
+//! ## Errors
+//!
+//! Every refusal is `application/problem+json`: `403`, `401` (with
+//! `WWW-Authenticate: Bearer`) and `415` from the checks above, in that order and before
+//! the path is looked at; `413` for a body over 64 KiB; `404 not-found` for a path that
+//! is no endpoint; `405 method-not-allowed` (with `Allow`) for a method an endpoint does
+//! not take. The slashes at either end of a path do not count (`/backends/` is
+//! `/backends`), and `{id}` is percent-decoded.
+//!
+//! The routes are an [axum](https://docs.rs/axum) router and the checks are middleware
+//! around the routing itself, so an unknown path gets the same checks as a known one.
+//!
 //! `sessions_pinned` is approximate: affinity cookies issued naming the backend, minus
 //! those the balancer saw cleared or moved away. Diners who just leave are never
 //! subtracted, so it is an upper bound on the diners who still hold a pin.
