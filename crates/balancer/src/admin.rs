@@ -41,8 +41,9 @@
 //! `WWW-Authenticate: Bearer`) and `415` from the checks above, in that order and before
 //! the path is looked at; `413` for a body over 64 KiB; `404 not-found` for a path that
 //! is no endpoint; `405 method-not-allowed` (with `Allow`) for a method an endpoint does
-//! not take. The slashes at either end of a path do not count (`/backends/` is
-//! `/backends`), and `{id}` is percent-decoded.
+//! not take. Every `GET` endpoint answers `HEAD` too (the headers alone). The slashes at
+//! either end of a path do not count (`/backends/` is `/backends`), and `{id}` is
+//! percent-decoded.
 //!
 //! The routes are an [axum](https://docs.rs/axum) router and the checks are middleware
 //! around the routing itself, so an unknown path gets the same checks as a known one.
@@ -1048,6 +1049,19 @@ mod tests {
         let head = call(&app, bare(Method::HEAD, "/").body(Body::empty()).unwrap()).await;
         assert_eq!(head.status, StatusCode::OK);
         assert!(head.body.is_empty());
+        // `HEAD` is a `GET`, token and all.
+        let head = call(&app, empty(Method::HEAD, "/status")).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers[CONTENT_TYPE], "application/json");
+        assert!(head.body.is_empty());
+        let head = call(
+            &app,
+            bare(Method::HEAD, "/status").body(Body::empty()).unwrap(),
+        )
+        .await;
+        // (No body to look at: the wire carries none for a `HEAD`.)
+        assert_eq!(head.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(head.headers[WWW_AUTHENTICATE], "Bearer");
     }
 
     #[tokio::test]
