@@ -474,23 +474,20 @@ pub async fn run(opts: WaiterOpts, ready_json: bool) -> anyhow::Result<()> {
         _ => Waiter::new(config, store),
     };
 
-    // One signal, two servers: each waits on its own receiver.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The process's shutdown tree: the signal cancels the root, each server waits on a
+    // child of it (and builds its own tree below: drain, background tasks, connections).
+    let root = tokio_util::sync::CancellationToken::new();
+    let cancel = root.clone();
     tokio::spawn(async move {
         shutdown.await;
-        if stop_tx.send(true).is_err() {
-            tracing::debug!("the servers stopped before the shutdown signal");
-        }
+        cancel.cancel();
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        if rx.wait_for(|&stop| stop).await.is_err() {
-            tracing::debug!("shutdown sender dropped; stopping");
-        }
-    };
-    let http = bistro_waiter::run(listener, waiter.clone(), stopped(stop_rx.clone()));
+    let stopped = |token: tokio_util::sync::CancellationToken| token.cancelled_owned();
+    let http = bistro_waiter::run(listener, waiter.clone(), stopped(root.child_token()));
     match tcp_listener {
         Some(tcp) => {
-            let tcp = bistro_waiter::run_tcp_with(tcp, waiter, tcp_config, stopped(stop_rx));
+            let tcp =
+                bistro_waiter::run_tcp_with(tcp, waiter, tcp_config, stopped(root.child_token()));
             // Either failing ends both: the other is dropped.
             tokio::try_join!(
                 async { http.await.context("the HTTP server failed") },

@@ -19,8 +19,8 @@
 use crate::Waiter;
 use crate::service::ServiceError;
 use bistro_store::OrderStore;
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 /// Orders fetched per store round trip.
 pub const BATCH: usize = 256;
@@ -28,9 +28,8 @@ pub const BATCH: usize = 256;
 /// cannot keep the kitchen in one poll forever.
 const MAX_BATCHES_PER_POLL: usize = 8;
 
-/// Runs the kitchen until `stop` changes (or its sender is dropped); a poll in progress
-/// is finished first.
-pub async fn run(waiter: Waiter, mut stop: watch::Receiver<bool>) {
+/// Runs the kitchen until `stop` is cancelled; a poll in progress is finished first.
+pub async fn run(waiter: Waiter, stop: CancellationToken) {
     let mut tick = tokio::time::interval(waiter.config().kitchen_poll);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -38,7 +37,7 @@ pub async fn run(waiter: Waiter, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 cook(&waiter).await;
             }
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
         }
     }
     tracing::debug!("kitchen stopped");

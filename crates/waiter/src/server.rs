@@ -43,9 +43,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Refused sockets lingering at once (see [`refuse`]); beyond, they close at once.
 const MAX_LINGERING: usize = 1024;
@@ -62,9 +63,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let kitchen = tokio::spawn(kitchen::run(waiter.clone(), stop_rx.clone()));
-    let sweeper = tokio::spawn(sweeper::run(waiter.clone(), stop_rx));
+    // The server's shutdown tree: the background tasks and the connections each get a
+    // child of it; `serve` cancels the connections' token first (the drain), the
+    // background tasks stop after the last request.
+    let stop = CancellationToken::new();
+    let background = stop.child_token();
+    let kitchen = tokio::spawn(kitchen::run(waiter.clone(), background.clone()));
+    let sweeper = tokio::spawn(sweeper::run(waiter.clone(), background));
 
     let config = waiter.config();
     tracing::info!(
@@ -77,11 +82,8 @@ pub async fn run(
         keep_alive_idle_ms = config.http.keep_alive_idle.as_millis(),
         "waiter listening"
     );
-    serve(listener, &waiter, shutdown).await;
-
-    if stop_tx.send(true).is_err() {
-        tracing::debug!("the background tasks had already stopped");
-    }
+    serve(listener, &waiter, shutdown, stop.child_token()).await;
+    stop.cancel();
     for (name, task) in [("kitchen", kitchen), ("sweeper", sweeper)] {
         if let Err(e) = task.await {
             tracing::error!(task = name, error = %e, "a background task failed");
@@ -92,7 +94,12 @@ pub async fn run(
 }
 
 /// The accept loop until `shutdown`, then the drain (see the module docs).
-async fn serve(listener: TcpListener, waiter: &Waiter, shutdown: impl Future<Output = ()>) {
+async fn serve(
+    listener: TcpListener,
+    waiter: &Waiter,
+    shutdown: impl Future<Output = ()>,
+    drain: CancellationToken,
+) {
     let limits = waiter.config().http;
     let answers = Answers::render(waiter).await;
     let router = waiter.router();
@@ -100,7 +107,6 @@ async fn serve(listener: TcpListener, waiter: &Waiter, shutdown: impl Future<Out
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
-    let (drain_tx, drain_rx) = watch::channel(false);
     let mut refusals = Throttle::default();
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
@@ -144,7 +150,7 @@ async fn serve(listener: TcpListener, waiter: &Waiter, shutdown: impl Future<Out
             router: router.clone(),
             limits,
             answers: answers.clone(),
-            drain: drain_rx.clone(),
+            drain: drain.clone(),
             _slot: slot,
         }));
     }
@@ -152,7 +158,7 @@ async fn serve(listener: TcpListener, waiter: &Waiter, shutdown: impl Future<Out
     waiter.begin_shutdown();
     tracing::info!("shutting down: accepting no new connections, finishing requests in flight");
     drop(listener);
-    drain_tx.send_replace(true);
+    drain.cancel();
     let grace = waiter.config().request_timeout + Duration::from_secs(1);
     let drained = tokio::time::timeout(grace, async {
         while let Some(done) = tasks.join_next().await {
@@ -184,14 +190,14 @@ struct Connection {
     router: Router,
     limits: HttpLimits,
     answers: Answers,
-    drain: watch::Receiver<bool>,
+    drain: CancellationToken,
     /// The connection's place under the cap, given back when the task ends.
     _slot: OwnedSemaphorePermit,
 }
 
 /// Serves one connection until the client or a timeout closes it; on the drain signal,
 /// lets the request in flight finish and closes.
-async fn connection(mut c: Connection) {
+async fn connection(c: Connection) {
     let exchanges = Arc::new(Exchanges::default());
     let timeouts = Timeouts {
         header: c.limits.header_read_timeout,
@@ -222,7 +228,7 @@ async fn connection(mut c: Connection) {
     tokio::pin!(conn);
     let served = tokio::select! {
         served = conn.as_mut() => served,
-        () = drained(&mut c.drain) => {
+        () = c.drain.cancelled() => {
             // A connection waiting for a request closes now; one serving a request
             // finishes it, without keep-alive, then closes.
             exchanges.drain();
@@ -232,13 +238,6 @@ async fn connection(mut c: Connection) {
     };
     if let Err(e) = served {
         tracing::debug!(peer = %c.peer, error = %e, "HTTP connection ended with an error");
-    }
-}
-
-/// Resolves once the drain starts (or its sender is gone).
-async fn drained(drain: &mut watch::Receiver<bool>) {
-    if drain.wait_for(|&drain| drain).await.is_err() {
-        tracing::debug!("drain sender dropped; closing the connection");
     }
 }
 

@@ -7,12 +7,12 @@
 
 use crate::Waiter;
 use bistro_store::OrderStore;
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
-/// Runs the sweeper until `stop` changes (or its sender is dropped); the first sweep is
-/// at once, so the counts are known from the start.
-pub async fn run(waiter: Waiter, mut stop: watch::Receiver<bool>) {
+/// Runs the sweeper until `stop` is cancelled; the first sweep is at once, so the counts
+/// are known from the start.
+pub async fn run(waiter: Waiter, stop: CancellationToken) {
     let mut tick = tokio::time::interval(waiter.config().sweep_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -20,7 +20,7 @@ pub async fn run(waiter: Waiter, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 sweep(&waiter).await;
             }
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
         }
     }
     tracing::debug!("sweeper stopped");

@@ -51,7 +51,7 @@ use crate::Waiter;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Limits of the TCP front end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,13 +117,12 @@ pub async fn run_tcp_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
     let signal = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("tcp protocol shutting down: saying BYE to every connection");
-        if stop_tx.send(true).is_err() {
-            tracing::debug!("the tcp server stopped before the shutdown signal");
-        }
+        cancel.cancel();
     });
     tracing::info!(
         %addr,
@@ -134,7 +133,7 @@ pub async fn run_tcp_with(
         write_timeout_secs = config.write_timeout.as_secs_f64(),
         "tcp protocol serving"
     );
-    server::serve(listener, waiter, config, stop_rx).await;
+    server::serve(listener, waiter, config, stop).await;
     signal.abort();
     tracing::info!(%addr, "tcp protocol stopped");
     Ok(())

@@ -1,7 +1,7 @@
 //! The accept loop and one task per connection.
 //!
 //! The listener side follows mini-redis: the caller binds, a [`Semaphore`] caps the
-//! connections, a watch channel tells every connection task to stop, and the loop waits
+//! connections, a cancellation token tells every connection task to stop, and the loop waits
 //! for the tasks before returning. Two differences: a second cap counts connections per
 //! client address ([`PerIp`]), so one client cannot take every slot; and a client over
 //! either cap is not left waiting in the kernel's backlog but told `ERR
@@ -27,19 +27,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// How long a refused client is given to read its `ERR too-many-connections`.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves until `stop` turns true; then tells every connection `BYE` and waits for them
+/// Serves until `stop` is cancelled; then tells every connection `BYE` and waits for them
 /// (at most `request_timeout` + 1 s, the time the last command may still take).
 pub(crate) async fn serve(
     listener: TcpListener,
     waiter: Waiter,
     config: TcpConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(
         config.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -49,7 +50,7 @@ pub(crate) async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = signalled(&mut stop) => break,
+            () = stop.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a tcp connection task failed");
@@ -112,13 +113,6 @@ pub(crate) async fn serve(
     }
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-async fn signalled(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|&stop| stop).await.is_err() {
-        tracing::debug!("tcp shutdown sender dropped; stopping");
-    }
-}
-
 /// The cap a refused connection is over.
 #[derive(Debug, Clone, Copy)]
 enum Cap {
@@ -163,7 +157,7 @@ struct Handler {
     waiter: Waiter,
     conversation: Conversation,
     idle_timeout: Duration,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     peer: SocketAddr,
 }
 
@@ -222,7 +216,7 @@ impl Handler {
         loop {
             let incoming = tokio::select! {
                 read = tokio::time::timeout(self.idle_timeout, self.connection.read_line()) => read,
-                () = signalled(&mut self.stop) => return Ok(Ending::Say(self.bye(
+                () = self.stop.cancelled() => return Ok(Ending::Say(self.bye(
                     "shutting-down",
                     "the waiter is shutting down; reconnect to continue",
                 ))),
