@@ -99,6 +99,7 @@ mod tcp;
 mod throttle;
 mod tls;
 
+pub use clock::{Clock, ManualClock};
 pub use config::{
     AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, Cidr,
     ClientConfig, HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig,

@@ -37,7 +37,7 @@ pub(crate) async fn run(proxy: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool
             }
             let core = backend.core.clone();
             let (timeout, rise, fall) = (ms(config.timeout_ms), config.rise, config.fall);
-            let clock = proxy.http.clock;
+            let clock = proxy.http.clock.clone();
             round.spawn(async move {
                 let outcome = match tokio::time::timeout(timeout, TcpStream::connect(core.addr)).await {
                     Ok(Ok(_)) => Ok(()),
