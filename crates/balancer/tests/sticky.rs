@@ -3,7 +3,7 @@
 
 mod support;
 
-use bistro_balancer::{LostPolicy, RouteConfig, Stickiness};
+use bistro_balancer::{LostPolicy, ManualClock, RouteConfig, Stickiness};
 use std::collections::HashSet;
 use std::time::Duration;
 use support::{Balancer, Waiter, config, waiter_of};
@@ -275,12 +275,19 @@ async fn forged_wrong_key_and_unknown_cookies_are_replaced_not_refused() {
 async fn an_expired_cookie_is_replaced() {
     let waiters = Waiter::three("stateful").await;
     let mut c = config(&waiters.iter().collect::<Vec<_>>());
-    c.affinity.max_age_secs = 1;
+    c.affinity.max_age_secs = 60;
+    let clock = ManualClock::new();
+    c.clock = clock.clock();
     let balancer = Balancer::start(c).await;
     let diner = balancer.diner();
     diner.get("/v1/orders").await.unwrap();
     let old = diner.cookie("bistro_affinity").unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // Within its lifetime (and before half of it, when it would be re-issued) the
+    // cookie is honoured as it is.
+    let r = diner.get("/v1/orders").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(diner.cookie("bistro_affinity").unwrap(), old);
+    clock.advance(Duration::from_secs(61));
     let r = diner.get("/v1/orders").await.unwrap();
     assert_eq!(r.status, 200);
     assert_ne!(diner.cookie("bistro_affinity").unwrap(), old);
