@@ -56,8 +56,9 @@ async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
     let waiters = Waiter::three("stateless").await;
     let mut c = unpinned(&waiters);
     c.health.eject_after = 3;
-    c.health.ejection_base_ms = 2_000;
-    c.health.ejection_max_ms = 4_000;
+    // Far longer than the test runs in real time: only advancing the clock ends it.
+    c.health.ejection_base_ms = 60_000;
+    c.health.ejection_max_ms = 120_000;
     let clock = ManualClock::new();
     c.clock = clock.clock();
     let balancer = Balancer::start(c).await;
@@ -80,7 +81,7 @@ async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
     );
 
     waiters[0].set_failing(false);
-    // Still ejected: the backoff runs on the balancer's clock, which has not moved.
+    // Still ejected: the backoff runs on the balancer's clock, which has not been advanced.
     for _ in 0..6 {
         assert_eq!(diner.get("/v1/menu").await.unwrap().status, 200);
     }
@@ -89,7 +90,7 @@ async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
         3,
         "no request reaches w1 while ejected"
     );
-    clock.advance(Duration::from_millis(2_100));
+    clock.advance(Duration::from_millis(60_100));
     for _ in 0..30 {
         assert_eq!(diner.get("/v1/menu").await.unwrap().status, 200);
     }
