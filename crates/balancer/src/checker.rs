@@ -368,6 +368,118 @@ async fn get(core: &Core, path: &str) -> Result<(StatusCode, Option<Mode>, Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BalancingConfig;
+    use crate::slots::Capacity;
+    use crate::spec::BackendSpec;
+    use crate::table::Registry;
+    use std::sync::Mutex;
+
+    /// A probe that answers from a script, one step per round, and stops the loop when
+    /// the script ends.
+    struct Scripted {
+        table: Arc<Table>,
+        script: Mutex<Vec<Option<Attempt>>>,
+        round: Mutex<usize>,
+        changes: Mutex<Vec<(usize, bool)>>,
+        timeouts: Mutex<usize>,
+        passes: Mutex<usize>,
+        stop: watch::Sender<bool>,
+    }
+
+    impl Probe for Scripted {
+        fn table(&self) -> Arc<Table> {
+            self.table.clone()
+        }
+
+        async fn attempt(&self, _backend: &Backend) -> Attempt {
+            // `None` hangs: only the loop's timeout ends it.
+            let step = self.script.lock().unwrap().remove(0);
+            match step {
+                Some(attempt) => attempt,
+                None => std::future::pending().await,
+            }
+        }
+
+        fn timed_out(&self, _backend: &Backend, _timeout: Duration) {
+            *self.timeouts.lock().unwrap() += 1;
+        }
+
+        fn changed(&self, _backend: &Backend, up: bool) {
+            let round = *self.round.lock().unwrap();
+            self.changes.lock().unwrap().push((round, up));
+        }
+
+        async fn passed(&self, _backend: &Backend, _timeout: Duration) {
+            *self.passes.lock().unwrap() += 1;
+        }
+
+        fn round_done(&self, _table: &Table) {
+            *self.round.lock().unwrap() += 1;
+            if self.script.lock().unwrap().is_empty() {
+                self.stop.send_replace(true);
+            }
+        }
+    }
+
+    fn scripted(script: Vec<Option<Attempt>>) -> (Arc<Scripted>, watch::Receiver<bool>) {
+        let spec = BackendSpec::new("w1", "127.0.0.1:1".parse().unwrap());
+        let registry = Registry::new(&[spec], BalancingConfig::default(), 1, Capacity::UNUSED);
+        let (stop, stopped) = watch::channel(false);
+        let probe = Scripted {
+            table: registry.snapshot(),
+            script: Mutex::new(script),
+            round: Mutex::new(0),
+            changes: Mutex::new(Vec::new()),
+            timeouts: Mutex::new(0),
+            passes: Mutex::new(0),
+            stop,
+        };
+        (Arc::new(probe), stopped)
+    }
+
+    fn health() -> HealthConfig {
+        HealthConfig {
+            interval_ms: 100,
+            timeout_ms: 300,
+            rise: 1,
+            fall: 2,
+            ..HealthConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_times_out_counts_and_skips_as_configured() {
+        let (probe, stopped) = scripted(vec![
+            Some(Attempt::Fail(DownReason::Failing)),
+            // Says nothing about the backend: had it counted, round 1 would take it down.
+            Some(Attempt::Skip),
+            None,
+            Some(Attempt::Pass),
+        ]);
+        run_loop(probe.clone(), &health(), Clock::system(), stopped).await;
+        assert_eq!(*probe.round.lock().unwrap(), 4);
+        assert_eq!(
+            *probe.changes.lock().unwrap(),
+            [(2, false), (3, true)],
+            "down at the second counted failure (the timeout), up at the first pass"
+        );
+        assert_eq!(*probe.timeouts.lock().unwrap(), 1);
+        assert_eq!(*probe.passes.lock().unwrap(), 1, "only after a pass");
+        let backend = &probe.table.backends()[0];
+        assert!(backend.core.health.is_available(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_loop_when_active_checks_are_off() {
+        let (probe, stopped) = scripted(vec![Some(Attempt::Pass)]);
+        let config = HealthConfig {
+            active: false,
+            ..health()
+        };
+        run_loop(probe.clone(), &config, Clock::system(), stopped).await;
+        assert_eq!(*probe.round.lock().unwrap(), 0);
+        assert_eq!(probe.script.lock().unwrap().len(), 1, "never probed");
+    }
 
     #[test]
     fn the_readiness_problem_names_the_reason() {
