@@ -146,9 +146,15 @@ pub(crate) struct Local {
     pub(crate) down: Notify,
 }
 
-/// A backend in the table: the shared core plus one `Local` per worker.
+/// One backend as a balancing strategy sees it: its id, address, weight, mode and
+/// load, read-only (see [`Selection`](crate::Selection)).
+///
+/// A cheap handle: cloning it clones two reference counts. Health, draining and
+/// whatever else decides whether a backend may take a request is not here but behind
+/// the `accept` filter a strategy is handed, so a strategy cannot get it wrong.
 #[derive(Debug, Clone)]
-pub(crate) struct Backend {
+pub struct Backend {
+    // Inside the crate: the shared core plus one `Local` per worker.
     pub(crate) core: Arc<Core>,
     locals: Arc<[Arc<Local>]>,
 }
@@ -182,9 +188,25 @@ impl Backend {
         Backend { core, locals }
     }
 
-    /// The id.
-    pub(crate) fn id(&self) -> &str {
+    /// The operator's name for it (unique in the table).
+    pub fn id(&self) -> &str {
         &self.core.id
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.core.addr
+    }
+
+    /// Its weight now (1 to [`MAX_WEIGHT`](crate::MAX_WEIGHT); the admin API can change
+    /// it, and the strategy is then built again).
+    pub fn weight(&self) -> u32 {
+        self.core.weight()
+    }
+
+    /// Its mode: the configured one, else what the waiter said, else `None` (unknown).
+    pub fn mode(&self) -> Option<Mode> {
+        self.core.mode()
     }
 
     /// Worker `worker`'s part.
@@ -192,10 +214,10 @@ impl Backend {
         &self.locals[worker % self.locals.len()]
     }
 
-    /// Requests in flight from worker `worker`: the load the strategies compare. Each
-    /// worker balances its own requests (as nginx workers do without a shared zone),
-    /// which keeps selection free of cross-core reads.
-    pub(crate) fn load(&self, worker: usize) -> u64 {
+    /// Requests in flight from worker `worker` (a [`Pick::worker`](crate::Pick::worker)):
+    /// the load the strategies compare. Each worker balances its own requests (as nginx
+    /// workers do without a shared zone), which keeps selection free of cross-core reads.
+    pub fn load(&self, worker: usize) -> u64 {
         self.local(worker).stats.active.load(Relaxed).max(0) as u64
     }
 

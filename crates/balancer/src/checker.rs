@@ -21,18 +21,27 @@
 //!
 //! Probes open a fresh connection each time: at four probes per backend and second the
 //! cost is nil, and a fresh connection is what a new request would need.
+//!
+//! The round itself (interval, timeout, shutdown, one task per backend, rise/fall
+//! counting) is [`run_loop`], shared with the TCP proxy's connect checks
+//! ([`crate::tcp`]): each kind of check is a [`Probe`] that only says how to ask a
+//! backend and what to log when it goes up or down.
 
 use crate::backend::{Backend, Core};
+use crate::clock::Clock;
 use crate::config::{HealthConfig, ms};
 use crate::health::DownReason;
 use crate::server::signalled;
 use crate::spec::Mode;
 use crate::state::Shared;
+use crate::table::Table;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -40,12 +49,70 @@ use tokio::task::JoinSet;
 /// Largest `/v1/waiter` body read.
 const MAX_INFO_BODY: usize = 64 * 1024;
 
-/// Runs health rounds until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let config = Arc::new(shared.config.health.clone());
+/// One kind of active check: what [`run_loop`] does to each backend every interval.
+///
+/// The loop owns the timing (the interval, the probe timeout, shutdown), runs one
+/// probe per backend concurrently, waits for the round to finish and records each
+/// verdict through the rise/fall counting; a probe says only how to ask a backend and
+/// how to tell about what changed.
+pub(crate) trait Probe: Send + Sync + 'static {
+    /// The backend table this round probes (read afresh each round, so backends added
+    /// through the admin API are checked from the next round on).
+    fn table(&self) -> Arc<Table>;
+
+    /// Whether `backend` is probed at all.
+    fn probes(&self, _backend: &Backend) -> bool {
+        true
+    }
+
+    /// Asks `backend` once; the loop bounds the wait by `health.timeout_ms`.
+    fn attempt(&self, backend: &Backend) -> impl Future<Output = Attempt> + Send;
+
+    /// The attempt on `backend` did not finish within `timeout` (it counts as
+    /// [`DownReason::Timeout`]).
+    fn timed_out(&self, _backend: &Backend, _timeout: Duration) {}
+
+    /// `backend` went up (`true`) or down (`false`) with this verdict.
+    fn changed(&self, backend: &Backend, up: bool);
+
+    /// Follow-up work after a passing verdict was recorded, bounded by `timeout`.
+    fn passed(&self, _backend: &Backend, _timeout: Duration) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Every probe of the round over `table` has finished.
+    fn round_done(&self, _table: &Table) {}
+}
+
+/// What one attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The backend answered as a ready one does.
+    Pass,
+    /// It did not, for this reason.
+    Fail(DownReason),
+    /// The attempt failed because of the balancer itself (out of file descriptors):
+    /// it says nothing about the backend and is not recorded.
+    Skip,
+}
+
+/// Runs `probe`'s rounds every `health.interval_ms` until shutdown (not at all when
+/// `health.active` is off). Verdicts are recorded at `clock`'s time.
+pub(crate) async fn run_loop<P: Probe>(
+    probe: Arc<P>,
+    config: &HealthConfig,
+    clock: Clock,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if !config.active {
         return;
     }
+    let counting = Counting {
+        timeout: ms(config.timeout_ms),
+        rise: config.rise,
+        fall: config.fall,
+        clock,
+    };
     let mut tick = tokio::time::interval(ms(config.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,23 +120,147 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             _ = tick.tick() => {}
             () = signalled(&mut shutdown) => return,
         }
-        let table = shared.registry.snapshot();
+        let table = probe.table();
         let mut round = JoinSet::new();
-        for backend in table.backends() {
-            round.spawn(check(backend.clone(), shared.clone(), config.clone()));
+        for backend in table.backends().iter().filter(|b| probe.probes(b)) {
+            let (probe, backend, counting) = (probe.clone(), backend.clone(), counting.clone());
+            round.spawn(async move { counting.check(&*probe, &backend).await });
         }
         tokio::select! {
             () = async { while round.join_next().await.is_some() {} } => {}
             () = signalled(&mut shutdown) => return,
         }
-        note_round(&shared, &table);
+        probe.round_done(&table);
+    }
+}
+
+/// How verdicts are timed and counted (the `[health]` settings).
+#[derive(Debug, Clone)]
+struct Counting {
+    timeout: Duration,
+    rise: u32,
+    fall: u32,
+    clock: Clock,
+}
+
+impl Counting {
+    /// Probes one backend and records the verdict.
+    async fn check(&self, probe: &impl Probe, backend: &Backend) {
+        let outcome = match tokio::time::timeout(self.timeout, probe.attempt(backend)).await {
+            Ok(Attempt::Pass) => Ok(()),
+            Ok(Attempt::Fail(reason)) => Err(reason),
+            Ok(Attempt::Skip) => return,
+            Err(_) => {
+                probe.timed_out(backend, self.timeout);
+                Err(DownReason::Timeout)
+            }
+        };
+        let ok = outcome.is_ok();
+        let health = &backend.core.health;
+        if let Some(up) = health.record_check(outcome, self.rise, self.fall, self.clock.now_ms()) {
+            probe.changed(backend, up);
+        }
+        if ok {
+            probe.passed(backend, self.timeout).await;
+        }
+    }
+}
+
+/// Runs `GET /readyz` rounds until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let clock = shared.clock.clone();
+    let readiness = Arc::new(Readiness {
+        shared: shared.clone(),
+    });
+    run_loop(readiness, &shared.config.health, clock, shutdown).await;
+}
+
+/// The HTTP backends' probe: `GET /readyz`, and `GET /v1/waiter` while the mode is
+/// unknown.
+struct Readiness {
+    shared: Arc<Shared>,
+}
+
+impl Probe for Readiness {
+    fn table(&self) -> Arc<Table> {
+        self.shared.registry.snapshot()
+    }
+
+    async fn attempt(&self, backend: &Backend) -> Attempt {
+        let core = &backend.core;
+        match get(core, &self.shared.config.health.path).await {
+            Ok((status, mode, body)) => {
+                if let Some(mode) = mode {
+                    core.learn_mode(mode);
+                }
+                if status.is_success() {
+                    Attempt::Pass
+                } else {
+                    Attempt::Fail(reason_of(status, &body))
+                }
+            }
+            Err(ProbeError::Connect(e)) if crate::error::is_local_exhaustion(&e) => {
+                tracing::warn!(backend = %core.id, error = %e, "health check skipped: the balancer is out of resources");
+                Attempt::Skip
+            }
+            Err(e) => {
+                tracing::debug!(backend = %core.id, error = %e, "health check failed");
+                Attempt::Fail(match e {
+                    ProbeError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        DownReason::Refused
+                    }
+                    _ => DownReason::Failing,
+                })
+            }
+        }
+    }
+
+    fn timed_out(&self, backend: &Backend, timeout: Duration) {
+        tracing::debug!(backend = %backend.core.id, ?timeout, "health check timed out");
+    }
+
+    fn changed(&self, backend: &Backend, up: bool) {
+        let core = &backend.core;
+        if up {
+            tracing::info!(backend = %core.id, "backend is up again (health checks pass)");
+        } else {
+            tracing::warn!(backend = %core.id, reason = core.health.reason().as_str(), "backend is down (health checks fail)");
+            // Requests waiting on it (for a connection slot or an answer) need not wait
+            // out their timeouts: those that may be sent again go elsewhere now.
+            backend.wake_waiters();
+        }
+    }
+
+    async fn passed(&self, backend: &Backend, timeout: Duration) {
+        let core = &backend.core;
+        if !core.mode_unknown() {
+            return;
+        }
+        let info_path = &self.shared.config.health.info_path;
+        match tokio::time::timeout(timeout, get(core, info_path)).await {
+            Ok(Ok((status, header_mode, body))) if status.is_success() => {
+                if let Some(mode) = header_mode.or_else(|| mode_from_json(&body)) {
+                    tracing::info!(backend = %core.id, %mode, "learned the backend's mode");
+                    core.learn_mode(mode);
+                }
+            }
+            Ok(Ok((status, _, _))) => {
+                tracing::debug!(backend = %core.id, %status, "mode probe refused")
+            }
+            Ok(Err(e)) => tracing::debug!(backend = %core.id, error = %e, "mode probe failed"),
+            Err(_) => tracing::debug!(backend = %core.id, "mode probe timed out"),
+        }
+    }
+
+    fn round_done(&self, table: &Table) {
+        note_round(&self.shared, table);
     }
 }
 
 /// Says once when the balancer enters panic mode and when it leaves it, and likewise
 /// when every backend is out because its store is unavailable; the flags feed
 /// `/metrics` and the admin API.
-fn note_round(shared: &Shared, table: &crate::table::Table) {
+fn note_round(shared: &Shared, table: &Table) {
     let now_ms = shared.clock.now_ms();
     let panic = shared.in_panic(table, now_ms);
     if shared.set_panic_seen(panic) {
@@ -97,74 +288,6 @@ fn note_round(shared: &Shared, table: &crate::table::Table) {
             );
         } else {
             tracing::info!("the store outage is over: waiters report ready again");
-        }
-    }
-}
-
-/// Probes one backend and records the verdict.
-async fn check(backend: Backend, shared: Arc<Shared>, config: Arc<HealthConfig>) {
-    let core = &backend.core;
-    let timeout = ms(config.timeout_ms);
-    let probe = tokio::time::timeout(timeout, get(core, &config.path)).await;
-    let outcome = match &probe {
-        Ok(Ok((status, mode, body))) => {
-            if let Some(mode) = mode {
-                core.learn_mode(*mode);
-            }
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(reason_of(*status, body))
-            }
-        }
-        Ok(Err(ProbeError::Connect(e))) if crate::error::is_local_exhaustion(e) => {
-            tracing::warn!(backend = %core.id, error = %e, "health check skipped: the balancer is out of resources");
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(backend = %core.id, error = %e, "health check failed");
-            Err(match e {
-                ProbeError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    DownReason::Refused
-                }
-                _ => DownReason::Failing,
-            })
-        }
-        Err(_) => {
-            tracing::debug!(backend = %core.id, ?timeout, "health check timed out");
-            Err(DownReason::Timeout)
-        }
-    };
-    let ok = outcome.is_ok();
-    let now_ms = shared.clock.now_ms();
-    match core
-        .health
-        .record_check(outcome, config.rise, config.fall, now_ms)
-    {
-        Some(true) => {
-            tracing::info!(backend = %core.id, "backend is up again (health checks pass)")
-        }
-        Some(false) => {
-            tracing::warn!(backend = %core.id, reason = core.health.reason().as_str(), "backend is down (health checks fail)");
-            // Requests waiting on it (for a connection slot or an answer) need not wait
-            // out their timeouts: those that may be sent again go elsewhere now.
-            backend.wake_waiters();
-        }
-        None => {}
-    }
-    if ok && core.mode_unknown() {
-        match tokio::time::timeout(timeout, get(core, &config.info_path)).await {
-            Ok(Ok((status, header_mode, body))) if status.is_success() => {
-                if let Some(mode) = header_mode.or_else(|| mode_from_json(&body)) {
-                    tracing::info!(backend = %core.id, %mode, "learned the backend's mode");
-                    core.learn_mode(mode);
-                }
-            }
-            Ok(Ok((status, _, _))) => {
-                tracing::debug!(backend = %core.id, %status, "mode probe refused")
-            }
-            Ok(Err(e)) => tracing::debug!(backend = %core.id, error = %e, "mode probe failed"),
-            Err(_) => tracing::debug!(backend = %core.id, "mode probe timed out"),
         }
     }
 }
@@ -245,6 +368,118 @@ async fn get(core: &Core, path: &str) -> Result<(StatusCode, Option<Mode>, Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BalancingConfig;
+    use crate::slots::Capacity;
+    use crate::spec::BackendSpec;
+    use crate::table::Registry;
+    use std::sync::Mutex;
+
+    /// A probe that answers from a script, one step per round, and stops the loop when
+    /// the script ends.
+    struct Scripted {
+        table: Arc<Table>,
+        script: Mutex<Vec<Option<Attempt>>>,
+        round: Mutex<usize>,
+        changes: Mutex<Vec<(usize, bool)>>,
+        timeouts: Mutex<usize>,
+        passes: Mutex<usize>,
+        stop: watch::Sender<bool>,
+    }
+
+    impl Probe for Scripted {
+        fn table(&self) -> Arc<Table> {
+            self.table.clone()
+        }
+
+        async fn attempt(&self, _backend: &Backend) -> Attempt {
+            // `None` hangs: only the loop's timeout ends it.
+            let step = self.script.lock().unwrap().remove(0);
+            match step {
+                Some(attempt) => attempt,
+                None => std::future::pending().await,
+            }
+        }
+
+        fn timed_out(&self, _backend: &Backend, _timeout: Duration) {
+            *self.timeouts.lock().unwrap() += 1;
+        }
+
+        fn changed(&self, _backend: &Backend, up: bool) {
+            let round = *self.round.lock().unwrap();
+            self.changes.lock().unwrap().push((round, up));
+        }
+
+        async fn passed(&self, _backend: &Backend, _timeout: Duration) {
+            *self.passes.lock().unwrap() += 1;
+        }
+
+        fn round_done(&self, _table: &Table) {
+            *self.round.lock().unwrap() += 1;
+            if self.script.lock().unwrap().is_empty() {
+                self.stop.send_replace(true);
+            }
+        }
+    }
+
+    fn scripted(script: Vec<Option<Attempt>>) -> (Arc<Scripted>, watch::Receiver<bool>) {
+        let spec = BackendSpec::new("w1", "127.0.0.1:1".parse().unwrap());
+        let registry = Registry::new(&[spec], BalancingConfig::default(), 1, Capacity::UNUSED);
+        let (stop, stopped) = watch::channel(false);
+        let probe = Scripted {
+            table: registry.snapshot(),
+            script: Mutex::new(script),
+            round: Mutex::new(0),
+            changes: Mutex::new(Vec::new()),
+            timeouts: Mutex::new(0),
+            passes: Mutex::new(0),
+            stop,
+        };
+        (Arc::new(probe), stopped)
+    }
+
+    fn health() -> HealthConfig {
+        HealthConfig {
+            interval_ms: 100,
+            timeout_ms: 300,
+            rise: 1,
+            fall: 2,
+            ..HealthConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_times_out_counts_and_skips_as_configured() {
+        let (probe, stopped) = scripted(vec![
+            Some(Attempt::Fail(DownReason::Failing)),
+            // Says nothing about the backend: had it counted, round 1 would take it down.
+            Some(Attempt::Skip),
+            None,
+            Some(Attempt::Pass),
+        ]);
+        run_loop(probe.clone(), &health(), Clock::system(), stopped).await;
+        assert_eq!(*probe.round.lock().unwrap(), 4);
+        assert_eq!(
+            *probe.changes.lock().unwrap(),
+            [(2, false), (3, true)],
+            "down at the second counted failure (the timeout), up at the first pass"
+        );
+        assert_eq!(*probe.timeouts.lock().unwrap(), 1);
+        assert_eq!(*probe.passes.lock().unwrap(), 1, "only after a pass");
+        let backend = &probe.table.backends()[0];
+        assert!(backend.core.health.is_available(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_loop_when_active_checks_are_off() {
+        let (probe, stopped) = scripted(vec![Some(Attempt::Pass)]);
+        let config = HealthConfig {
+            active: false,
+            ..health()
+        };
+        run_loop(probe.clone(), &config, Clock::system(), stopped).await;
+        assert_eq!(*probe.round.lock().unwrap(), 0);
+        assert_eq!(probe.script.lock().unwrap().len(), 1, "never probed");
+    }
 
     #[test]
     fn the_readiness_problem_names_the_reason() {

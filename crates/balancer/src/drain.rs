@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 /// How often a drain asks the waiter how many sessions it holds.
 const POLL: Duration = Duration::from_millis(250);
@@ -128,8 +127,10 @@ pub(crate) struct DrainView {
 pub(crate) struct Drain {
     id: Arc<str>,
     request: DrainRequest,
+    /// Unix seconds on the balancer's clock.
     started_at: u64,
-    deadline: Instant,
+    /// When it expires, in the balancer clock's milliseconds.
+    deadline_ms: u64,
     state: Mutex<DrainState>,
     /// `u64::MAX` until the waiter answered once.
     left: AtomicU64,
@@ -148,7 +149,6 @@ impl Drain {
     /// What the admin API shows.
     pub(crate) fn view(&self) -> DrainView {
         let left = self.left.load(Relaxed);
-        let deadline_in = self.deadline.saturating_duration_since(Instant::now());
         DrainView {
             state: *lock(&self.state),
             handoff: self.request.handoff,
@@ -156,7 +156,7 @@ impl Drain {
             moved: self.moved.load(Relaxed),
             lost: self.lost.load(Relaxed),
             started_at: self.started_at,
-            deadline_at: crate::clock::unix_secs() + deadline_in.as_secs(),
+            deadline_at: self.started_at + self.request.deadline_seconds,
             remove_when_done: self.request.remove_when_done,
             last_error: lock(&self.last_error).clone(),
         }
@@ -188,8 +188,11 @@ impl Drains {
         let drain = Arc::new(Drain {
             id: Arc::from(id),
             request,
-            started_at: crate::clock::unix_secs(),
-            deadline: Instant::now() + Duration::from_secs(request.deadline_seconds),
+            started_at: shared.clock.unix_secs(),
+            deadline_ms: shared
+                .clock
+                .now_ms()
+                .saturating_add(request.deadline_seconds.saturating_mul(1000)),
             state: Mutex::new(DrainState::Draining),
             left: AtomicU64::new(u64::MAX),
             moved: AtomicU64::new(0),
@@ -307,7 +310,7 @@ async fn run(shared: Arc<Shared>, drain: Arc<Drain>) {
             }
         }
         let left = drain.left.load(Relaxed);
-        let expired = Instant::now() >= drain.deadline;
+        let expired = shared.clock.now_ms() >= drain.deadline_ms;
         if left == 0 || expired {
             let state = if left == 0 {
                 DrainState::Done

@@ -21,8 +21,10 @@
 //!
 //! Modules, one concept each: [`config`] (what can be configured), `spec` (one backend
 //! and the `--backend` flag), `strategy` (round robin, smooth weighted round robin,
-//! least connections, power of two choices, consistent hashing; all behind one trait
-//! with an accept filter), `affinity` (HMAC-signed tokens), `route` (per-path
+//! least connections, power of two choices, consistent hashing; all behind one public
+//! trait, [`Selection`], with an accept filter, so a [`CustomStrategy`] can come from
+//! outside), `clock` (the time every decision reads; a [`ManualClock`] moves it in
+//! tests), `affinity` (HMAC-signed tokens), `route` (per-path
 //! stickiness), `target` (affinity resolved or a backend selected), `health` and
 //! `checker` (passive ejection, active checks), `table` (the live backend set),
 //! `framing` (ambiguous requests), `pool`, `body` and `forward` (upstream connections
@@ -99,6 +101,8 @@ mod tcp;
 mod throttle;
 mod tls;
 
+pub use backend::Backend;
+pub use clock::{Clock, ManualClock};
 pub use config::{
     AFFINITY_KEY_ENV, AdminConfig, AffinityConfig, BalancerConfig, BalancingConfig, Cidr,
     ClientConfig, HashKey, HealthConfig, LostPolicy, ResendPolicy, RetryConfig, RouteConfig,
@@ -108,6 +112,7 @@ pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, Re
 pub use fd_limit::{FdLimit, fd_limit, raise_fd_limit};
 pub use problem::PROBLEM_BASE;
 pub use spec::{BackendSpec, MAX_WEIGHT, Mode, parse_backend_flag, resolve_address};
+pub use strategy::{CustomStrategy, Pick, Selection};
 pub use tls::loopback::{LoopbackCerts, write_loopback_certs};
 pub use tls::{CertInfo, TlsCerts, TlsError};
 

@@ -38,6 +38,9 @@
 //! distance (the sum of the positive differences); its flows go from the backends that
 //! lose share to those that gain it, in proportion.
 //!
+//! A custom strategy ([`BalancingConfig::custom`]) is code the plan cannot see into: it
+//! is refused rather than guessed.
+//!
 //! When no backend is eligible on one side there is nothing to compare on that side:
 //! `moved_share` is 0 and the session flows are empty (the sessions are still counted
 //! in `moving`).
@@ -397,6 +400,13 @@ fn plan(
     before: &[Member],
     changes: &[Change],
 ) -> Result<Plan, String> {
+    if let Some(custom) = &balancing.custom {
+        // Its shares are whatever its code does: guessing them would mislead.
+        return Err(format!(
+            "this balancer uses the custom strategy {:?}; plans are computed only for the built-in strategies",
+            custom.name()
+        ));
+    }
     let after = apply(before, changes)?;
     let (old, new) = (
         Spread::new(balancing, before),
@@ -603,6 +613,16 @@ mod tests {
 
     fn run(strategy: StrategyKind, before: &[Member], query: &str) -> Plan {
         plan(&config(strategy), before, &parse(Some(query)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_custom_strategy_is_refused_not_guessed() {
+        let mut balancing = config(StrategyKind::RoundRobin);
+        balancing.custom = Some(crate::CustomStrategy::new("mine", |_, workers| {
+            Box::new(crate::strategy::RoundRobin::new(workers))
+        }));
+        let err = plan(&balancing, &three(), &parse(Some("remove=w2")).unwrap()).unwrap_err();
+        assert!(err.contains("custom strategy \"mine\""), "{err}");
     }
 
     fn row<'a>(plan: &'a Plan, id: &str) -> &'a Row {

@@ -18,7 +18,6 @@ use crate::affinity::{Verdict, VerdictCache, find_cookie};
 use crate::backend::{Core, Local};
 use crate::body::{BodyClock, ResponseBody, UpstreamBody};
 use crate::client_ip;
-use crate::clock::unix_secs;
 use crate::error::{Origin, ProxyError};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
@@ -180,7 +179,11 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
         return problem.into_response();
     }
     let route = shared.routes.find(uri.path());
-    let unix_now = if route.is_sticky() { unix_secs() } else { 0 };
+    let unix_now = if route.is_sticky() {
+        shared.clock.unix_secs()
+    } else {
+        0
+    };
     let table = shared.registry.load();
     let key = if table.uses_key() {
         shared.key_source.key(&headers, client)

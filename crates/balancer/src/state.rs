@@ -159,7 +159,7 @@ impl Shared {
             ),
             key_source: KeySource::from(&config.balancing.hash_key),
             metrics: Metrics::new(workers),
-            clock: Clock::new(),
+            clock: config.clock.clone(),
             per_ip: Connections::new(config.client.max_connections_per_ip),
             session_rate: SessionRate::new(
                 config.client.session_rate_per_ip,

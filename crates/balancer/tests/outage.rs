@@ -3,7 +3,7 @@
 
 mod support;
 
-use bistro_balancer::{RouteConfig, Stickiness, StrategyKind};
+use bistro_balancer::{ManualClock, RouteConfig, Stickiness, StrategyKind};
 use std::time::{Duration, Instant};
 use support::{Balancer, Waiter, config, eventually, waiter_of};
 
@@ -179,7 +179,9 @@ async fn a_live_but_hung_stateful_waiter_keeps_its_diners_until_it_is_back() {
 async fn a_waiter_out_for_longer_than_lost_after_loses_its_sessions() {
     let waiters = Waiter::three("stateful").await;
     let mut c = config(&waiters.iter().collect::<Vec<_>>());
-    c.affinity.lost_after_down_ms = 500;
+    c.affinity.lost_after_down_ms = 60_000;
+    let clock = ManualClock::new();
+    c.clock = clock.clock();
     let balancer = Balancer::start(c).await;
     let diner = balancer.diner();
     let home = waiter_of(&diner.get("/v1/orders").await.unwrap());
@@ -190,11 +192,24 @@ async fn a_waiter_out_for_longer_than_lost_after_loses_its_sessions() {
         .set_failing(true);
     assert!(
         eventually(WITHIN, || async {
-            let r = diner.get("/v1/orders").await.unwrap();
-            r.header("bistro-session-lost") == Some("1")
+            balancer.backend(&home).await["health"] == "down"
         })
-        .await,
-        "after lost_after_down_ms the session counts as lost"
+        .await
+    );
+    let r = diner.get("/v1/orders").await.unwrap();
+    assert_eq!(
+        r.value()["type"],
+        "https://bistro.dev/problems/backend-unavailable",
+        "down for less than lost_after_down_ms: the diner is asked to retry"
+    );
+    assert!(r.header("bistro-session-lost").is_none());
+    clock.advance(Duration::from_millis(60_100));
+    let r = diner.get("/v1/orders").await.unwrap();
+    assert_eq!(
+        r.header("bistro-session-lost"),
+        Some("1"),
+        "after lost_after_down_ms the session counts as lost: {}",
+        r.text()
     );
     assert_eq!(
         diner.cookie("bistro_affinity"),

@@ -3,7 +3,7 @@
 
 mod support;
 
-use bistro_balancer::{RouteConfig, Stickiness};
+use bistro_balancer::{ManualClock, RouteConfig, Stickiness};
 use http::Method;
 use std::time::Duration;
 use support::{Balancer, Waiter, config, eventually, waiter_of};
@@ -56,8 +56,11 @@ async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
     let waiters = Waiter::three("stateless").await;
     let mut c = unpinned(&waiters);
     c.health.eject_after = 3;
-    c.health.ejection_base_ms = 2_000;
-    c.health.ejection_max_ms = 4_000;
+    // Far longer than the test runs in real time: only advancing the clock ends it.
+    c.health.ejection_base_ms = 60_000;
+    c.health.ejection_max_ms = 120_000;
+    let clock = ManualClock::new();
+    c.clock = clock.clock();
     let balancer = Balancer::start(c).await;
     waiters[0].set_failing(true);
     let diner = balancer.diner();
@@ -78,7 +81,16 @@ async fn consecutive_5xx_eject_a_waiter_until_it_recovers() {
     );
 
     waiters[0].set_failing(false);
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // Still ejected: the backoff runs on the balancer's clock, which has not been advanced.
+    for _ in 0..6 {
+        assert_eq!(diner.get("/v1/menu").await.unwrap().status, 200);
+    }
+    assert_eq!(
+        waiters[0].requests(),
+        3,
+        "no request reaches w1 while ejected"
+    );
+    clock.advance(Duration::from_millis(60_100));
     for _ in 0..30 {
         assert_eq!(diner.get("/v1/menu").await.unwrap().status, 200);
     }
@@ -219,7 +231,17 @@ async fn shutdown_finishes_in_flight_requests_then_stops_accepting() {
     let addr = balancer.addr;
     let diner = balancer.diner();
     let slow = tokio::spawn(async move { diner.get("/v1/orders").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down only once the request is in flight (a fixed pause could come too early
+    // on a busy machine, and the request would then never have started).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            balancer
+                .metric("bistro_balancer_backend_active_connections{backend=\"w1\"}")
+                .await
+                >= 1.0
+        })
+        .await
+    );
     balancer.shutdown().await.unwrap();
     let r = slow.await.unwrap().unwrap();
     assert_eq!(

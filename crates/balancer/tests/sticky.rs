@@ -3,10 +3,10 @@
 
 mod support;
 
-use bistro_balancer::{LostPolicy, RouteConfig, Stickiness};
+use bistro_balancer::{LostPolicy, ManualClock, RouteConfig, Stickiness};
 use std::collections::HashSet;
 use std::time::Duration;
-use support::{Balancer, Waiter, config, waiter_of};
+use support::{Balancer, Waiter, config, eventually, waiter_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diner_stays_with_one_waiter_for_100_requests() {
@@ -272,15 +272,56 @@ async fn forged_wrong_key_and_unknown_cookies_are_replaced_not_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_expires_at_its_deadline_on_the_balancers_clock() {
+    let waiters = Waiter::three("stateful").await;
+    let mut c = config(&waiters.iter().collect::<Vec<_>>());
+    let clock = ManualClock::new();
+    c.clock = clock.clock();
+    let balancer = Balancer::start(c).await;
+    let drained = balancer
+        .admin()
+        .post_json(
+            "/backends/w1/drain",
+            &serde_json::json!({"deadline_seconds": 60}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(drained.status, 200, "{}", drained.text());
+    let drain = &drained.value()["drain"];
+    assert_eq!(drain["state"], "draining");
+    let (started, deadline) = (drain["started_at"].as_u64(), drain["deadline_at"].as_u64());
+    assert_eq!(deadline.unwrap() - started.unwrap(), 60);
+    // The test waiter does not count its sessions, so only the deadline ends the drain,
+    // and a minute of real time does not pass in this test.
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            balancer.backend("w1").await["drain"]["state"] == "expired"
+        })
+        .await,
+        "{}",
+        balancer.backend("w1").await
+    );
+    balancer.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_cookie_is_replaced() {
     let waiters = Waiter::three("stateful").await;
     let mut c = config(&waiters.iter().collect::<Vec<_>>());
-    c.affinity.max_age_secs = 1;
+    c.affinity.max_age_secs = 60;
+    let clock = ManualClock::new();
+    c.clock = clock.clock();
     let balancer = Balancer::start(c).await;
     let diner = balancer.diner();
     diner.get("/v1/orders").await.unwrap();
     let old = diner.cookie("bistro_affinity").unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // Within its lifetime (and before half of it, when it would be re-issued) the
+    // cookie is honoured as it is.
+    let r = diner.get("/v1/orders").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(diner.cookie("bistro_affinity").unwrap(), old);
+    clock.advance(Duration::from_secs(61));
     let r = diner.get("/v1/orders").await.unwrap();
     assert_eq!(r.status, 200);
     assert_ne!(diner.cookie("bistro_affinity").unwrap(), old);

@@ -42,6 +42,7 @@ pub use routing::{
 pub use tcp::{TcpConfig, TcpStrategy};
 pub use tls::{MAX_HSTS_AGE_SECS, TlsConfig};
 
+use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::spec::BackendSpec;
 use serde::Deserialize;
@@ -87,6 +88,11 @@ pub struct BalancerConfig {
     pub tcp: TcpConfig,
     /// TLS and HTTP/2 towards diners (off unless a certificate is set).
     pub tls: TlsConfig,
+    /// The time the balancer decides by (ejection backoff, affinity token expiry, drain
+    /// deadlines): the system clock unless a test or a simulation sets a
+    /// [`ManualClock`](crate::ManualClock)'s. Not part of the TOML document.
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for BalancerConfig {
@@ -105,6 +111,7 @@ impl Default for BalancerConfig {
             admin: AdminConfig::default(),
             tcp: TcpConfig::default(),
             tls: TlsConfig::default(),
+            clock: Clock::system(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{MIN_KEY_LEN, positive};
 use crate::error::ConfigError;
+use crate::strategy::CustomStrategy;
 use serde::{Deserialize, Deserializer};
 use std::str::FromStr;
 
@@ -73,6 +74,11 @@ pub struct BalancingConfig {
     pub virtual_nodes: u32,
     /// Seed for power of two choices; the same seed gives the same choices.
     pub seed: u64,
+    /// A strategy written outside the crate, used instead of `strategy` by the HTTP
+    /// proxy (the TCP proxy keeps `tcp.strategy`). Not part of the TOML document: set it
+    /// in code. `/plan` cannot predict a custom strategy and says so.
+    #[serde(skip)]
+    pub custom: Option<CustomStrategy>,
 }
 
 impl Default for BalancingConfig {
@@ -82,6 +88,7 @@ impl Default for BalancingConfig {
             hash_key: HashKey::ClientIp,
             virtual_nodes: 256,
             seed: 0x0b15_7a0b,
+            custom: None,
         }
     }
 }

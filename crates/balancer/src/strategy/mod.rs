@@ -18,6 +18,10 @@
 //! | [`LeastConnections`] | rotating tie-break | yes | yes | no |
 //! | [`PowerOfTwoChoices`] | seeded random state | yes | yes | no |
 //! | [`ConsistentHash`] | ring with virtual nodes | yes | no | yes |
+//!
+//! The trait is public ([`Selection`], with [`Pick`] and the read-only [`Backend`]), so
+//! a strategy can also be written outside the crate and configured as a
+//! [`CustomStrategy`] in [`BalancingConfig::custom`].
 
 mod consistent;
 mod hash;
@@ -38,23 +42,36 @@ pub(crate) use weighted::WeightedRoundRobin;
 use crate::backend::Backend;
 use crate::config::{BalancingConfig, StrategyKind};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What a selection may look at besides the backends.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Pick {
-    /// The selecting worker (indexes per-worker state and loads).
-    pub(crate) worker: usize,
-    /// The request's hash key, for strategies that use one (see [`Selection::uses_key`]).
-    pub(crate) key: u64,
+#[non_exhaustive]
+pub struct Pick {
+    /// The selecting worker, below the worker count the strategy was built for: index
+    /// per-worker state (a cursor, a random state) and [`Backend::load`] with it, so
+    /// workers never contend.
+    pub worker: usize,
+    /// The request's hash key (from `balancing.hash_key`), for strategies that use one
+    /// (see [`Selection::uses_key`]); 0 otherwise.
+    pub key: u64,
 }
 
-/// A balancing strategy over one snapshot of the backend set.
-pub(crate) trait Selection: Send + Sync + fmt::Debug {
+/// A balancing strategy over one snapshot of the backend set: which backend gets a
+/// request that has no (valid) affinity.
+///
+/// A strategy is built for one backend table (see [`CustomStrategy`]) and asked to
+/// select on every such request, on every worker at once: keep per-request work small
+/// and mutable state per worker ([`Pick::worker`]).
+pub trait Selection: Send + Sync + fmt::Debug {
     /// Returns the index in `backends` (the snapshot the strategy was built for) of the
     /// preferred backend that `accept` allows, or `None` when it allows none.
     ///
-    /// `accept` may be called several times, also for the same backend; it must not
+    /// `accept` is how health, ejection, draining and a retry's already-tried backends
+    /// combine with the strategy without it knowing about them: ask it about the
+    /// backends you would pick, in your order of preference, and return the first it
+    /// allows. It may be called several times, also for the same backend; it does not
     /// change its answer during one call.
     fn select(
         &self,
@@ -69,12 +86,90 @@ pub(crate) trait Selection: Send + Sync + fmt::Debug {
     }
 }
 
+/// Builds a [`Selection`] for one backend table and a number of workers.
+type Build = dyn Fn(&[Backend], usize) -> Box<dyn Selection> + Send + Sync;
+
+/// A strategy defined outside the crate, for [`BalancingConfig::custom`]: it replaces
+/// the built-in `strategy` for the HTTP proxy.
+///
+/// The function is called with the backends of every new table (at start, and after
+/// each admin change: a backend added or removed, a weight changed) and the number of
+/// proxy workers, and returns the [`Selection`] for that table, so precomputation
+/// happens there and not per request. Affinity, health and draining stay the
+/// balancer's: the strategy only chooses for requests without a (valid) pin, among the
+/// backends its `accept` filter allows.
+///
+/// ```
+/// use bistro_balancer::{Backend, CustomStrategy, Pick, Selection};
+///
+/// /// Always the first backend `accept` allows, in table order.
+/// #[derive(Debug)]
+/// struct First;
+///
+/// impl Selection for First {
+///     fn select(
+///         &self,
+///         backends: &[Backend],
+///         _pick: Pick,
+///         accept: &mut dyn FnMut(&Backend) -> bool,
+///     ) -> Option<usize> {
+///         backends.iter().position(accept)
+///     }
+/// }
+///
+/// let mut config = bistro_balancer::BalancerConfig::default();
+/// config.balancing.custom = Some(CustomStrategy::new("first", |_backends, _workers| {
+///     Box::new(First)
+/// }));
+/// ```
+#[derive(Clone)]
+pub struct CustomStrategy {
+    name: Arc<str>,
+    build: Arc<Build>,
+}
+
+impl CustomStrategy {
+    /// A strategy called `name` (in logs and errors), built by `build(backends,
+    /// workers)` for each backend table.
+    pub fn new(
+        name: impl Into<String>,
+        build: impl Fn(&[Backend], usize) -> Box<dyn Selection> + Send + Sync + 'static,
+    ) -> CustomStrategy {
+        CustomStrategy {
+            name: name.into().into(),
+            build: Arc::new(build),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for CustomStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CustomStrategy").field(&self.name).finish()
+    }
+}
+
+impl PartialEq for CustomStrategy {
+    /// The same strategy: made by the same [`CustomStrategy::new`] call (functions
+    /// cannot be compared otherwise).
+    fn eq(&self, other: &CustomStrategy) -> bool {
+        Arc::ptr_eq(&self.build, &other.build)
+    }
+}
+
 /// Builds the configured strategy for `backends`, with per-worker state for `workers`.
 pub(crate) fn build(
     config: &BalancingConfig,
     backends: &[Backend],
     workers: usize,
 ) -> Box<dyn Selection> {
+    if let Some(custom) = &config.custom {
+        return (custom.build)(backends, workers.max(1));
+    }
     match config.strategy {
         StrategyKind::RoundRobin => Box::new(RoundRobin::new(workers)),
         StrategyKind::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(backends, workers)),

@@ -1,63 +1,59 @@
 //! Active checks for TCP backends that have no HTTP twin: can we connect?
 //!
 //! A connect that succeeds within `health.timeout_ms` passes; the verdicts go through
-//! the same rise/fall counting as the HTTP checks (a refused connect takes the backend
+//! the same rise/fall counting as the HTTP checks, in the same loop
+//! ([`run_loop`](crate::checker::run_loop)): a refused connect takes the backend
 //! down at once; a connect that fails for the balancer's own lack of descriptors is not
-//! counted). The probe closes at once, so the
+//! counted. The probe closes at once, so the
 //! waiter sees a connection that leaves before its greeting (counted in its
 //! `bistro_tcp_connections_total` like any other). Backends that share an id with an
 //! HTTP backend are skipped: their health is the HTTP backend's.
 
 use super::TcpProxy;
-use crate::config::ms;
+use crate::backend::Backend;
+use crate::checker::{Attempt, Probe, run_loop};
 use crate::health::DownReason;
-use crate::server::signalled;
+use crate::table::Table;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// Runs connect checks until shutdown (not at all when `health.active` is off).
-pub(crate) async fn run(proxy: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(proxy: Arc<TcpProxy>, shutdown: watch::Receiver<bool>) {
+    let clock = proxy.http.clock.clone();
     let config = proxy.http.config.health.clone();
-    if !config.active {
-        return;
+    run_loop(Arc::new(Connect(proxy)), &config, clock, shutdown).await;
+}
+
+/// The TCP backends' probe: a plain connect.
+struct Connect(Arc<TcpProxy>);
+
+impl Probe for Connect {
+    fn table(&self) -> Arc<Table> {
+        self.0.registry.snapshot()
     }
-    let mut tick = tokio::time::interval(ms(config.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = signalled(&mut shutdown) => return,
-        }
-        let mut round = JoinSet::new();
-        for backend in proxy.registry.snapshot().backends() {
-            if proxy.twin(backend.id()).is_some() {
-                continue;
+
+    fn probes(&self, backend: &Backend) -> bool {
+        self.0.twin(backend.id()).is_none()
+    }
+
+    async fn attempt(&self, backend: &Backend) -> Attempt {
+        match TcpStream::connect(backend.core.addr).await {
+            Ok(_) => Attempt::Pass,
+            Err(e) if crate::error::is_local_exhaustion(&e) => Attempt::Skip,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Attempt::Fail(DownReason::Refused)
             }
-            let core = backend.core.clone();
-            let (timeout, rise, fall) = (ms(config.timeout_ms), config.rise, config.fall);
-            let clock = proxy.http.clock;
-            round.spawn(async move {
-                let outcome = match tokio::time::timeout(timeout, TcpStream::connect(core.addr)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) if crate::error::is_local_exhaustion(&e) => return,
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        Err(DownReason::Refused)
-                    }
-                    Ok(Err(_)) => Err(DownReason::Failing),
-                    Err(_) => Err(DownReason::Timeout),
-                };
-                match core.health.record_check(outcome, rise, fall, clock.now_ms()) {
-                    Some(true) => tracing::info!(backend = %core.id, "tcp backend is up again (connect checks pass)"),
-                    Some(false) => tracing::warn!(backend = %core.id, addr = %core.addr, "tcp backend is down (connect checks fail)"),
-                    None => {}
-                }
-            });
+            Err(_) => Attempt::Fail(DownReason::Failing),
         }
-        tokio::select! {
-            () = async { while round.join_next().await.is_some() {} } => {}
-            () = signalled(&mut shutdown) => return,
+    }
+
+    fn changed(&self, backend: &Backend, up: bool) {
+        let core = &backend.core;
+        if up {
+            tracing::info!(backend = %core.id, "tcp backend is up again (connect checks pass)");
+        } else {
+            tracing::warn!(backend = %core.id, addr = %core.addr, "tcp backend is down (connect checks fail)");
         }
     }
 }

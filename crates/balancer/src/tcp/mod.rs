@@ -65,6 +65,8 @@ impl TcpProxy {
     pub(crate) fn new(config: &TcpConfig, http: Arc<Shared>) -> TcpProxy {
         let balancing = BalancingConfig {
             strategy: config.strategy.kind(),
+            // A custom strategy is the HTTP proxy's; connections follow tcp.strategy.
+            custom: None,
             ..http.config.balancing.clone()
         };
         TcpProxy {
