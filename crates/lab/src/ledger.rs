@@ -10,6 +10,7 @@
 //! produced ([`OrderRecord::unconfirmed`]). Finding those contents in the store is not a
 //! divergence: the diner simply never learnt that its write had landed.
 
+use bistro_proto::views::OrderView;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -81,37 +82,26 @@ pub struct OrderSnapshot {
 }
 
 impl OrderSnapshot {
-    /// Reads the order JSON of the waiter API (`id`, `status`, `version`, `items`,
-    /// `notes`); `None` when a field is missing or of the wrong type.
+    /// Reads an order as the waiter API shows it ([`bistro_proto::views::OrderView`]);
+    /// `None` when it is not one.
     pub fn from_json(v: &Value) -> Option<OrderSnapshot> {
-        let id = v.get("id")?.as_str()?.to_string();
-        let status = v.get("status")?.as_str()?.to_string();
-        let version = v.get("version")?.as_u64()?;
-        let items = v
-            .get("items")?
-            .as_array()?
+        let view: OrderView = serde_json::from_value(v.clone()).ok()?;
+        let items = view
+            .items
+            .into_iter()
+            .map(|i| (i.dish, i.quantity))
+            .collect();
+        let allergies = view
+            .notes
+            .allergies
             .iter()
-            .map(|i| {
-                Some((
-                    i.get("dish")?.as_str()?.to_string(),
-                    u32::try_from(i.get("quantity")?.as_u64()?).ok()?,
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        let notes = v.get("notes")?;
-        let spice = u8::try_from(notes.get("spice")?.as_u64()?).ok()?;
-        let allergies = notes
-            .get("allergies")?
-            .as_array()?
-            .iter()
-            .map(|a| a.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()?;
-        let requests = notes.get("requests")?.as_str()?.to_string();
+            .map(|a| a.as_str().to_string())
+            .collect();
         Some(OrderSnapshot {
-            id,
-            status,
-            version,
-            contents: Contents::new(items, spice, allergies, requests),
+            id: view.id,
+            status: view.status.as_str().to_string(),
+            version: view.version,
+            contents: Contents::new(items, view.notes.spice, allergies, view.notes.requests),
         })
     }
 }
@@ -264,6 +254,7 @@ mod tests {
     fn reads_the_waiter_order_json_and_normalises_it() {
         let v = json!({
             "id": "o1", "status": "placed", "version": 3, "total_cents": 900,
+            "created_at_ms": 1, "updated_at_ms": 2, "placed_at_ms": 2,
             "items": [{"dish": "salmon", "quantity": 1, "unit_price_cents": 1950, "name": "Grilled salmon"},
                       {"dish": "fries", "quantity": 2, "unit_price_cents": 450}],
             "notes": {"spice": 2, "allergies": ["peanuts", "dairy"], "requests": "no onions"},

@@ -5,7 +5,7 @@
 //! [`cookies`] (with the one cookie parser), the [`problem`] type URIs, and the
 //! [`ready`] line a `bistro waiter` or `bistro balancer` prints when it accepts
 //! connections, which supervisors (`bistro up`, the lab, the benchmarks, the tests) read
-//! instead of scraping log lines.
+//! instead of scraping log lines, and the JSON [`views`] of orders and the menu.
 //!
 //! No I/O and no async here: plain names, types and parsers.
 
@@ -16,6 +16,7 @@ pub mod headers;
 pub mod mode;
 pub mod problem;
 pub mod ready;
+pub mod views;
 
 pub use mode::{Mode, ParseModeError};
 pub use ready::Ready;
