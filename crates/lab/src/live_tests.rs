@@ -154,7 +154,7 @@ async fn diners_facing_a_dead_address_record_connect_errors_and_stop_in_time() {
     let started = std::time::Instant::now();
     let outcome = load::drive(load(SocketAddr::from(([127, 0, 0, 1], port)), 2, 0.5)).await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "the load is bounded by its duration"
     );
     let samples: Vec<_> = outcome
