@@ -61,6 +61,25 @@ pub enum LoadKind {
     Wrk,
 }
 
+/// What stands behind the proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Three stateful `bistro waiter`s: the proxies as deployed
+    Waiter,
+    /// Three minimal axum servers answering fixed bytes (`bistro bench baseline`): far
+    /// cheaper than a waiter, so the proxy is the bottleneck
+    Trivial,
+}
+
+impl BackendKind {
+    fn name(self) -> &'static str {
+        match self {
+            BackendKind::Waiter => "waiter",
+            BackendKind::Trivial => "trivial",
+        }
+    }
+}
+
 /// Options of `bistro bench balancer`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchBalancerOpts {
@@ -91,6 +110,9 @@ pub struct BenchBalancerOpts {
     /// Leave nginx and HAProxy out even when installed
     #[arg(long)]
     pub no_peers: bool,
+    /// What stands behind the proxies
+    #[arg(long, value_enum, default_value = "waiter")]
+    pub backend: BackendKind,
 }
 
 impl BenchBalancerOpts {
@@ -123,7 +145,8 @@ impl BenchBalancerOpts {
             LoadKind::Wrk => "wrk",
         };
         format!(
-            "bistro bench balancer --connections {} --seconds {} --rounds {} --workers {} --load {load} --threads {} --path {} --warmup {}{}",
+            "bistro bench balancer --backend {} --connections {} --seconds {} --rounds {} --workers {} --load {load} --threads {} --path {} --warmup {}{}",
+            self.backend.name(),
             self.connections,
             self.seconds,
             self.rounds,
@@ -187,6 +210,14 @@ fn run_blocking(opts: &BenchBalancerOpts) -> anyhow::Result<()> {
         None => "built-in (hyper http1, closed loop, keep-alive)".into(),
     };
     println!("generator: {load_name}");
+    println!(
+        "backends: {}",
+        match opts.backend {
+            BackendKind::Waiter => "3 stateful bistro waiters",
+            BackendKind::Trivial =>
+                "3 trivial servers (minimal axum, fixed bytes): the proxy is the bottleneck",
+        }
+    );
 
     let dir = TempDir::new()?;
     let mut fleet: Vec<Proc> = Vec::new();
@@ -224,24 +255,38 @@ fn bench(
     haproxy: Option<PathBuf>,
 ) -> anyhow::Result<Vec<Row>> {
     let mut waiters: Vec<(String, SocketAddr)> = Vec::new();
+    let body = dir.path().join("order.json");
+    if opts.backend == BackendKind::Trivial {
+        std::fs::write(&body, br#"{"id":"trivial"}"#).context("writing the trivial body")?;
+    }
     for i in 1..=WAITERS {
         let id = format!("w{i}");
-        let args = strings(&[
-            "waiter",
-            "--id",
-            &id,
-            "--listen",
-            "127.0.0.1:0",
-            "--mode",
-            "stateful",
-        ]);
+        let args = match opts.backend {
+            BackendKind::Waiter => strings(&[
+                "waiter",
+                "--id",
+                &id,
+                "--listen",
+                "127.0.0.1:0",
+                "--mode",
+                "stateful",
+            ]),
+            BackendKind::Trivial => strings(&[
+                "bench",
+                "baseline",
+                "--listen",
+                "127.0.0.1:0",
+                "--order-json",
+                &body.to_string_lossy(),
+            ]),
+        };
         let (proc, addr) = spawn_bistro(&id, &args, &[])?;
         fleet.push(proc);
         waiters.push((id, addr));
     }
     let addrs: Vec<SocketAddr> = waiters.iter().map(|(_, a)| *a).collect();
     let mut setups = vec![Setup {
-        label: format!("direct to waiter {}", waiters[0].0),
+        label: format!("direct to {} {}", opts.backend.name(), waiters[0].0),
         role: Role::Direct,
         addr: waiters[0].1,
         sticky: false,

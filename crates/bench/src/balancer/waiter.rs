@@ -86,6 +86,12 @@ pub async fn baseline(opts: BaselineOpts, ready_json: bool) -> anyhow::Result<()
             "/healthz",
             get(move || async move { json(br#"{"status":"alive"}"#) }),
         )
+        // What a balancer's health check asks, so the baseline can stand behind one as a
+        // backend that costs next to nothing (`bench balancer --backend trivial`).
+        .route(
+            "/readyz",
+            get(move || async move { json(br#"{"status":"ready"}"#) }),
+        )
         .route("/v1/orders/{id}", get(move || async move { json(order) }));
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
