@@ -599,11 +599,12 @@ mod tests {
             path: "/healthz".into(),
             warmup: 1,
             no_peers: false,
+            backend: BackendKind::Trivial,
         };
         assert!(opts.validate().is_ok());
         assert_eq!(
             opts.command(),
-            "bistro bench balancer --connections 64 --seconds 5 --rounds 3 --workers 2 --load builtin --threads 1 --path /healthz --warmup 1"
+            "bistro bench balancer --backend trivial --connections 64 --seconds 5 --rounds 3 --workers 2 --load builtin --threads 1 --path /healthz --warmup 1"
         );
         let bad = BenchBalancerOpts {
             threads: 65,
