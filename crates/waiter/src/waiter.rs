@@ -162,24 +162,11 @@ impl Waiter {
             .route("/openapi.json", get(ops::openapi))
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::method_not_allowed)
-            // Outermost last: identify every answer, then count it, then bound its time;
-            // inside the time bound, a replicated session is located before the request
-            // and made safe before the answer.
+            // Identify every answer, count it, bound its time, and (replicated mode)
+            // locate the session before the request and make it safe before the answer.
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
-                middleware::replicate,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                middleware::timeout,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                middleware::track,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                middleware::identify,
+                middleware::around,
             ))
             .with_state(self.clone())
     }
