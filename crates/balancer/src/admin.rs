@@ -56,7 +56,6 @@ use crate::body::ResponseBody;
 use crate::config::ms;
 use crate::drain::{DrainRequest, DrainView};
 use crate::problem::Problem;
-use crate::server::signalled;
 use crate::spec::{BackendSpec, Mode};
 use crate::state::Shared;
 use crate::table::TableError;
@@ -76,17 +75,21 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the admin API on `listener` (non-blocking) until shutdown.
+/// Serves the admin API on `listener` (non-blocking) until `shutdown` is cancelled.
+///
+/// Its connections finish their request and close then; the dashboard's event streams
+/// hang on a child of `shutdown`, so that they end too (an open stream would hold its
+/// connection's graceful shutdown forever) and could be ended alone.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     tcp: Option<Arc<TcpProxy>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -109,11 +112,11 @@ pub(crate) async fn serve(
         shared,
         tcp,
         hosts,
-        stop: shutdown.clone(),
+        stop: shutdown.child_token(),
     });
     loop {
         let (stream, peer) = tokio::select! {
-            () = signalled(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -125,12 +128,12 @@ pub(crate) async fn serve(
         };
         let conn =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
-                () = signalled(&mut stop) => {
+                () = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -150,8 +153,9 @@ pub(crate) struct Admin {
     tcp: Option<Arc<TcpProxy>>,
     /// The names the API answers to.
     hosts: Arc<AllowedHosts>,
-    /// The balancer's shutdown signal, which ends the dashboard's event streams.
-    stop: watch::Receiver<bool>,
+    /// Cancelled when the dashboard's event streams are to end (a child of the admin
+    /// API's token).
+    stop: CancellationToken,
 }
 
 /// The admin API: the routes (see the module docs) behind the checks every request
@@ -861,8 +865,8 @@ mod tests {
     const TOKEN: &str = "t0ken";
 
     /// The admin router over a balancer with one backend (`w1`) and a token, as
-    /// [`serve`] builds it; and the balancer's shutdown signal.
-    fn app(extra: &str) -> (Router, watch::Sender<bool>) {
+    /// [`serve`] builds it; and the token that ends its event streams.
+    fn app(extra: &str) -> (Router, CancellationToken) {
         let config = BalancerConfig::from_toml(&format!(
             r#"
             [[backends]]
@@ -880,12 +884,12 @@ mod tests {
             ADDR.parse().unwrap(),
             &shared.config.admin.allowed_hosts,
         ));
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         let admin = Admin {
             shared,
             tcp: None,
             hosts,
-            stop: stopped,
+            stop: stop.clone(),
         };
         (router(admin), stop)
     }
@@ -1343,7 +1347,7 @@ mod tests {
         let mut body = response.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(first.starts_with(b"event: snapshot\ndata: "), "{first:?}");
-        stop.send(true).unwrap();
+        stop.cancel();
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(Ok(_)) = body.frame().await {}
         })

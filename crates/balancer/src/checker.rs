@@ -31,7 +31,6 @@ use crate::backend::{Backend, Core};
 use crate::clock::Clock;
 use crate::config::{HealthConfig, ms};
 use crate::health::DownReason;
-use crate::server::signalled;
 use crate::spec::Mode;
 use crate::state::Shared;
 use crate::table::Table;
@@ -43,8 +42,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Largest `/v1/waiter` body read.
 const MAX_INFO_BODY: usize = 64 * 1024;
@@ -96,13 +95,13 @@ pub(crate) enum Attempt {
     Skip,
 }
 
-/// Runs `probe`'s rounds every `health.interval_ms` until shutdown (not at all when
-/// `health.active` is off). Verdicts are recorded at `clock`'s time.
+/// Runs `probe`'s rounds every `health.interval_ms` until `shutdown` is cancelled (not
+/// at all when `health.active` is off). Verdicts are recorded at `clock`'s time.
 pub(crate) async fn run_loop<P: Probe>(
     probe: Arc<P>,
     config: &HealthConfig,
     clock: Clock,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     if !config.active {
         return;
@@ -118,7 +117,7 @@ pub(crate) async fn run_loop<P: Probe>(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = signalled(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         }
         let table = probe.table();
         let mut round = JoinSet::new();
@@ -128,7 +127,7 @@ pub(crate) async fn run_loop<P: Probe>(
         }
         tokio::select! {
             () = async { while round.join_next().await.is_some() {} } => {}
-            () = signalled(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         }
         probe.round_done(&table);
     }
@@ -167,7 +166,7 @@ impl Counting {
 }
 
 /// Runs `GET /readyz` rounds until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let clock = shared.clock.clone();
     let readiness = Arc::new(Readiness {
         shared: shared.clone(),
@@ -383,7 +382,7 @@ mod tests {
         changes: Mutex<Vec<(usize, bool)>>,
         timeouts: Mutex<usize>,
         passes: Mutex<usize>,
-        stop: watch::Sender<bool>,
+        stop: CancellationToken,
     }
 
     impl Probe for Scripted {
@@ -416,15 +415,16 @@ mod tests {
         fn round_done(&self, _table: &Table) {
             *self.round.lock().unwrap() += 1;
             if self.script.lock().unwrap().is_empty() {
-                self.stop.send_replace(true);
+                self.stop.cancel();
             }
         }
     }
 
-    fn scripted(script: Vec<Option<Attempt>>) -> (Arc<Scripted>, watch::Receiver<bool>) {
+    fn scripted(script: Vec<Option<Attempt>>) -> (Arc<Scripted>, CancellationToken) {
         let spec = BackendSpec::new("w1", "127.0.0.1:1".parse().unwrap());
         let registry = Registry::new(&[spec], BalancingConfig::default(), 1, Capacity::UNUSED);
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let probe = Scripted {
             table: registry.snapshot(),
             script: Mutex::new(script),

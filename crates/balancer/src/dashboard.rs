@@ -39,7 +39,6 @@
 use crate::admin::{BackendView, status, view_of};
 use crate::body::ResponseBody;
 use crate::problem::Problem;
-use crate::server::signalled;
 use crate::spec::Mode;
 use crate::state::Shared;
 use base64::Engine as _;
@@ -54,8 +53,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The page, with its style and script inline.
 const PAGE: &str = include_str!("dashboard.html");
@@ -393,7 +393,7 @@ fn snapshot(shared: &Shared, rates: &mut Rates, now: Instant) -> Snapshot {
 
 /// `GET /events`: the stream (see the module docs), or `503` when [`MAX_STREAMS`] are
 /// open.
-pub(crate) fn events(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Response<ResponseBody> {
+pub(crate) fn events(shared: &Arc<Shared>, stop: &CancellationToken) -> Response<ResponseBody> {
     let Some(slot) = shared.dashboard.try_open() else {
         return Problem::other(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -417,13 +417,13 @@ pub(crate) fn events(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Resp
     response
 }
 
-/// Sends a snapshot at once and then every [`INTERVAL`] until the balancer stops or the
-/// client leaves.
+/// Sends a snapshot at once and then every [`INTERVAL`] until `stop` is cancelled (the
+/// admin API stops) or the client leaves.
 async fn stream(
     shared: Arc<Shared>,
     slot: StreamSlot,
     tx: mpsc::Sender<Bytes>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let _slot = slot;
     let mut rates = Rates::default();
@@ -432,7 +432,7 @@ async fn stream(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = signalled(&mut stop) => return,
+            () = stop.cancelled() => return,
             () = tx.closed() => return,
         }
         shared.dashboard.held.refresh(&shared);
@@ -451,7 +451,7 @@ async fn stream(
                     return;
                 }
             }
-            () = signalled(&mut stop) => return,
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -679,16 +679,16 @@ mod tests {
     }
 
     /// The admin API on a loopback port, as `serve` runs it.
-    async fn admin(shared: Shared) -> (SocketAddr, watch::Sender<bool>) {
+    async fn admin(shared: Shared) -> (SocketAddr, CancellationToken) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         tokio::spawn(crate::admin::serve(
             listener,
             Arc::new(shared),
             None,
-            stopped,
+            stop.clone(),
         ));
         (addr, stop)
     }
@@ -767,7 +767,7 @@ mod tests {
 
         // The balancer's shutdown ends the stream (or a graceful shutdown would wait
         // for it forever).
-        stop.send(true).unwrap();
+        stop.cancel();
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(Ok(_)) = stream.frame().await {}
         })

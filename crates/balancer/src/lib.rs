@@ -44,6 +44,24 @@
 //! an existing runtime. Both return after `shutdown` resolves and in-flight requests
 //! finished (or the grace period passed).
 //!
+//! ## Shutdown
+//!
+//! One [`CancellationToken`] tree says "stop":
+//!
+//! ```text
+//! root (cancelled when `shutdown` resolves, a worker fails, or `serve` is dropped)
+//! ├─ HTTP proxy ── one per worker: accept loop, TLS handshakes, drain ── pool sweeper
+//! ├─ health checks (GET /readyz)
+//! ├─ admin API: accept loop, connections ── dashboard event streams
+//! └─ TCP proxy ─┬─ accept loop, then the tunnels' drain
+//!               └─ connect checks
+//! ```
+//!
+//! The root is cancelled as a whole, so every component hears it at once; then the
+//! workers drain their connections within `shutdown_grace_ms` (the TCP proxy its
+//! tunnels alongside), and `serve` returns once every task has ended. Each component
+//! has a token of its own under the root, so that one can be stopped without the rest.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = bistro_balancer::BalancerConfig::from_toml(r#"
@@ -121,7 +139,8 @@ use state::Shared;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the proxy on `listener` (and the admin API on `admin`, if any) until `shutdown`
 /// resolves, then drains in-flight requests and returns.
@@ -251,7 +270,18 @@ pub async fn serve(
         shared = shared.with_tls(certs);
     }
     let shared = Arc::new(shared);
-    let (stop, stopped) = watch::channel(false);
+    // The balancer's shutdown tree (see the crate docs): `shutdown` or a worker's
+    // failure cancels the root, and with it every component at once; each component
+    // has a child of its own, so that one can also be stopped alone. The guard cancels
+    // the tree if this future is dropped or unwinds first (a dropped token, unlike a
+    // dropped channel sender, stops nothing): the workers run on threads of their own
+    // and would otherwise serve on.
+    let root = CancellationToken::new();
+    let _dropped = root.clone().drop_guard();
+    let proxy_stop = root.child_token();
+    let checks_stop = root.child_token();
+    let admin_stop = root.child_token();
+    let tcp_stop = root.child_token();
     let (exit_tx, mut exits) = mpsc::unbounded_channel();
     fit_connections_to_fds(&shared);
     let mut started = 0;
@@ -266,7 +296,7 @@ pub async fn serve(
             rt,
             listener,
             shared.clone(),
-            stopped.clone(),
+            proxy_stop.child_token(),
             exit_tx.clone(),
         ) {
             Ok(()) => started += 1,
@@ -277,19 +307,24 @@ pub async fn serve(
         }
     }
     drop(exit_tx);
-    let checker = tokio::spawn(checker::run(shared.clone(), stopped.clone()));
+    let checker = tokio::spawn(checker::run(shared.clone(), checks_stop));
     let tcp_proxy = tcp.map(|listener| {
         let proxy = Arc::new(tcp::TcpProxy::new(&shared.config.tcp, shared.clone()));
         let grace = config::ms(shared.config.shutdown_grace_ms);
         let tasks = [
-            tokio::spawn(tcp::serve(listener, proxy.clone(), stopped.clone(), grace)),
-            tokio::spawn(tcp::run_checker(proxy.clone(), stopped.clone())),
+            tokio::spawn(tcp::serve(
+                listener,
+                proxy.clone(),
+                tcp_stop.child_token(),
+                grace,
+            )),
+            tokio::spawn(tcp::run_checker(proxy.clone(), tcp_stop.child_token())),
         ];
         (proxy, tasks)
     });
     let admin = admin.map(|l| {
         let proxy = tcp_proxy.as_ref().map(|(p, _)| p.clone());
-        tokio::spawn(admin::serve(l, shared.clone(), proxy, stopped.clone()))
+        tokio::spawn(admin::serve(l, shared.clone(), proxy, admin_stop))
     });
     if failure.is_none() {
         tracing::info!(
@@ -310,9 +345,7 @@ pub async fn serve(
             }
         }
     }
-    if stop.send(true).is_err() {
-        tracing::debug!("no task was waiting for the shutdown signal");
-    }
+    root.cancel();
     for _ in 0..started {
         match exits.recv().await {
             Some(Exit {

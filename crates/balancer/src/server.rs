@@ -30,6 +30,12 @@
 //! hyper's read buffer is capped at `client.read_buffer_bytes`. On shutdown each worker
 //! stops accepting, asks every connection to finish its in-flight request and close
 //! (hyper's graceful shutdown), and waits for them up to the grace period.
+//!
+//! Shutdown reaches a worker as the cancellation of its own token, a child of the HTTP
+//! proxy's in the balancer's tree (see [`serve`](crate::serve)); its pool sweeper has a
+//! child of that one. The connections hear of it through the worker's `Drain` instead
+//! of a token each: a registered waker costs a connection far less than a token and
+//! the future waiting on it, and every byte here is paid per client connection.
 
 use crate::body::ResponseBody;
 use crate::client_io::request_timeout_answer;
@@ -56,7 +62,8 @@ use std::sync::atomic::{
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The client-side HTTP/1.1 settings: header limit, read buffer, `writev(false)` (one
 /// flattened write per response measured faster here than vectored writes). hyper's
@@ -100,7 +107,7 @@ async fn serve_tls<S>(
     h2: http2::Builder<TokioExecutor>,
     service: S,
     place: Place,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) where
     S: hyper::service::HttpService<Incoming, ResBody = ClientBody> + Send + 'static,
     S::Future: Send + 'static,
@@ -108,7 +115,7 @@ async fn serve_tls<S>(
 {
     let stream = tokio::select! {
         biased;
-        () = signalled(&mut shutdown) => return,
+        () = shutdown.cancelled() => return,
         stream = handshake => stream,
     };
     let stream = match stream {
@@ -221,13 +228,14 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, BalancerError> {
         })
 }
 
-/// Starts worker thread `index` serving `listener` (already non-blocking) on `rt`.
+/// Starts worker thread `index` serving `listener` (already non-blocking) on `rt`
+/// until `shutdown` is cancelled.
 pub(crate) fn spawn(
     index: usize,
     rt: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     exits: mpsc::UnboundedSender<Exit>,
 ) -> Result<(), BalancerError> {
     let thread = std::thread::Builder::new().name(format!("bistro-proxy-{index}"));
@@ -250,13 +258,6 @@ pub(crate) fn spawn(
             source,
         })?;
     Ok(())
-}
-
-/// Whether `shutdown` has been (or is now) signalled; a dropped sender counts.
-pub(crate) async fn signalled(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|&stop| stop).await.is_err() {
-        tracing::debug!("shutdown sender dropped; stopping");
-    }
 }
 
 /// The answers written to refused connections, rendered once.
@@ -348,11 +349,11 @@ async fn out_of_fds(
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-/// One worker's accept loop, until shutdown; then the drain.
+/// One worker's accept loop, until `shutdown` is cancelled; then the drain.
 async fn serve(
     worker: Arc<Worker>,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), BalancerError> {
     let listener = TcpListener::from_std(listener).map_err(|source| BalancerError::Io {
         what: "could not register the listener",
@@ -363,7 +364,7 @@ async fn serve(
     let h2 = http2_builder(&shared.config);
     let refusals = Refusals::new(&shared.config.client);
     let timeouts = shared.settings.client;
-    let sweeper = tokio::spawn(sweep_pools(worker.clone(), shutdown.clone()));
+    let sweeper = tokio::spawn(sweep_pools(worker.clone(), shutdown.child_token()));
     let (alive, mut drained) = mpsc::channel::<()>(1);
     let drain = Arc::new(Drain::default());
     let mut spare = Spare::open();
@@ -377,13 +378,13 @@ async fn serve(
         {
             tokio::select! {
                 biased;
-                () = signalled(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_millis(10)) => continue,
             }
         }
         let (stream, client) = tokio::select! {
             biased;
-            () = signalled(&mut shutdown) => break,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) if is_local_exhaustion(&e) => {
@@ -624,14 +625,14 @@ impl Drop for Place {
 }
 
 /// Closes pooled connections nobody picked up within the idle timeout.
-async fn sweep_pools(worker: Arc<Worker>, mut shutdown: watch::Receiver<bool>) {
+async fn sweep_pools(worker: Arc<Worker>, shutdown: CancellationToken) {
     let idle_timeout = worker.shared.settings.pool.idle_timeout;
     let period = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = signalled(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         }
         let now = Instant::now();
         for backend in worker.shared.registry.load().backends() {

@@ -479,8 +479,11 @@ pub async fn run(opts: WaiterOpts, ready_json: bool) -> anyhow::Result<()> {
     let root = tokio_util::sync::CancellationToken::new();
     let cancel = root.clone();
     tokio::spawn(async move {
+        // Cancels however the wait ends: the signal's log line, written to a closed
+        // stderr (`bistro up` was killed), panics in the subscriber, and a token, unlike
+        // the sender of a watch, is not cancelled by being dropped.
+        let _cancel = cancel.drop_guard();
         shutdown.await;
-        cancel.cancel();
     });
     let stopped = |token: tokio_util::sync::CancellationToken| token.cancelled_owned();
     let http = bistro_waiter::run(listener, waiter.clone(), stopped(root.child_token()));

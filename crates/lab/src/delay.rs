@@ -44,8 +44,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// The most bytes one direction of one connection holds in flight before the proxy
 /// stops reading from its sender. 1 MiB is far above what a request/response protocol
@@ -127,7 +128,8 @@ pub struct DelayProxy {
     addr: SocketAddr,
     target: SocketAddr,
     delay: Delay,
-    stop: watch::Sender<bool>,
+    /// Cancelled to stop the accept loop (and with it every connection).
+    stop: CancellationToken,
     accept: Option<tokio::task::JoinHandle<()>>,
     counters: Arc<Counters>,
     timer: Timer,
@@ -152,14 +154,14 @@ impl DelayProxy {
         let addr = listener.local_addr().map_err(fail)?;
         let timer = Timer::start(name).map_err(fail)?;
         let counters = Arc::new(Counters::default());
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         let accept = tokio::spawn(accept_loop(
             listener,
             target,
             delay,
             timer.handle(),
             counters.clone(),
-            stopped,
+            stop.clone(),
         ));
         tracing::debug!(proxy = name, %addr, %target, ?delay, "delay proxy started");
         Ok(DelayProxy {
@@ -209,7 +211,7 @@ impl DelayProxy {
 
     /// Stops accepting, drops every connection, and ends the timer thread.
     pub async fn shutdown(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         if let Some(accept) = self.accept.take()
             && let Err(e) = accept.await
             && e.is_panic()
@@ -224,7 +226,7 @@ impl Drop for DelayProxy {
     fn drop(&mut self) {
         // Without an explicit shutdown (a panic, a dropped future): aborting the accept
         // task drops its JoinSet, which aborts every connection task.
-        self.stop.send_replace(true);
+        self.stop.cancel();
         if let Some(accept) = self.accept.take() {
             accept.abort();
         }
@@ -238,15 +240,14 @@ async fn accept_loop(
     delay: Delay,
     timer: TimerHandle,
     counters: Arc<Counters>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: CancellationToken,
 ) {
     // Owning the connection tasks here means that ending this task (stop signal or
     // abort) drops the set and with it every connection.
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            // The guard wait_for returns must not live across the loop's awaits.
-            _ = async { stopped.wait_for(|s| *s).await.is_ok() } => break,
+            () = stopped.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((client, _)) => {
                     counters.connections.fetch_add(1, Ordering::Relaxed);

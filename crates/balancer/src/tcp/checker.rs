@@ -16,10 +16,10 @@ use crate::health::DownReason;
 use crate::table::Table;
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// Runs connect checks until shutdown (not at all when `health.active` is off).
-pub(crate) async fn run(proxy: Arc<TcpProxy>, shutdown: watch::Receiver<bool>) {
+/// Runs connect checks until `shutdown` is cancelled (not at all when `health.active` is off).
+pub(crate) async fn run(proxy: Arc<TcpProxy>, shutdown: CancellationToken) {
     let clock = proxy.http.clock.clone();
     let config = proxy.http.config.health.clone();
     run_loop(Arc::new(Connect(proxy)), &config, clock, shutdown).await;

@@ -19,7 +19,6 @@
 use super::TcpProxy;
 use crate::backend::Backend;
 use crate::health::DownReason;
-use crate::server::signalled;
 use crate::strategy::{Pick, hash_bytes};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,17 +26,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// How long a client may keep sending after the backend closed its side.
 pub(crate) const FIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves `listener` (already non-blocking) until shutdown, then drains for `grace`.
+/// Serves `listener` (already non-blocking) until `shutdown` is cancelled, then drains
+/// for `grace`.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
     proxy: Arc<TcpProxy>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     grace: Duration,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -53,14 +54,14 @@ pub(crate) async fn serve(
     let mut tunnels = JoinSet::new();
     loop {
         let permit = tokio::select! {
-            () = signalled(&mut shutdown) => break,
+            () = shutdown.cancelled() => break,
             permit = limit.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break, // the semaphore is never closed
             },
         };
         let accepted = tokio::select! {
-            () = signalled(&mut shutdown) => break,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
             Some(done) = tunnels.join_next(), if !tunnels.is_empty() => {
                 if let Err(e) = done {

@@ -120,9 +120,12 @@ pub async fn run_tcp_with(
     let stop = CancellationToken::new();
     let cancel = stop.clone();
     let signal = tokio::spawn(async move {
+        // Cancels however this task ends: a log line written to a closed stderr (a
+        // parent that died) panics in the subscriber, and a token, unlike the sender of
+        // a watch, is not cancelled by being dropped.
+        let _cancel = cancel.drop_guard();
         shutdown.await;
         tracing::info!("tcp protocol shutting down: saying BYE to every connection");
-        cancel.cancel();
     });
     tracing::info!(
         %addr,
