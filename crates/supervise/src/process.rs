@@ -11,7 +11,7 @@ use crate::Error;
 use crate::signal::{Signal, die_with_parent, send_group_signal};
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, TryRecvError};
@@ -630,10 +630,12 @@ fn read_lines(
                 }
                 tracing::trace!(process = %name, "{line}");
                 if forward && !is_ready_line {
-                    match stream {
-                        Stream::Out => println!("[{name}] {line}"),
-                        Stream::Err => eprintln!("[{name}] {line}"),
-                    }
+                    // Not println!: it panics when our own output is closed, and this
+                    // thread must keep draining the child's pipe whatever happens.
+                    let _unshown = match stream {
+                        Stream::Out => writeln!(std::io::stdout().lock(), "[{name}] {line}"),
+                        Stream::Err => writeln!(std::io::stderr().lock(), "[{name}] {line}"),
+                    };
                 }
                 let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
                 if log.len() == KEEP_LINES {
