@@ -196,9 +196,11 @@ where
         let op = op.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per);
-            for i in 0..per {
+            // Exactly `n` operations, each index once, whatever `n` is: a rounded-up
+            // share per client ran the last index several times (a duplicate insert).
+            for i in (c..n).step_by(clients) {
                 let t = Instant::now();
-                op(c * per + i).await?;
+                op(i).await?;
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)
@@ -229,7 +231,7 @@ async fn bench_ops(
     let create = drive(n, clients, move |i| {
         let (store, f) = (store.clone(), f.clone());
         async move {
-            let (s, o) = &f[i.min(f.len() - 1)];
+            let (s, o) = &f[i];
             store.create_session(*s, now_ms()).await?;
             store.insert_order(*s, o, now_ms()).await?;
             Ok(())
@@ -241,7 +243,7 @@ async fn bench_ops(
     let read = drive(n, clients, move |i| {
         let (store, f) = (store.clone(), f.clone());
         async move {
-            let (s, o) = &f[i.min(f.len() - 1)];
+            let (s, o) = &f[i];
             store.get_order(*s, &o.id, now_ms()).await?;
             Ok(())
         }
@@ -252,7 +254,7 @@ async fn bench_ops(
     let update = drive(n, clients, move |i| {
         let (store, f, m) = (store.clone(), fixtures.clone(), m.clone());
         async move {
-            let (s, o) = &f[i.min(f.len() - 1)];
+            let (s, o) = &f[i];
             let mut next = store.get_order(*s, &o.id, now_ms()).await?;
             let expected = next.version;
             next.apply(&[Change::SetSpice((i % 5) as u32)], &m, now_ms())?;
