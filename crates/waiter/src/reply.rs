@@ -53,9 +53,14 @@ impl Reply {
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, self.body).into_response();
+        // Built directly: `(status, String)` would first add a text/plain content type
+        // that the JSON one then replaces, a header map insert for nothing per answer.
+        let mut resp = Response::new(axum::body::Body::from(self.body));
+        *resp.status_mut() = self.status;
+        let headers = resp.headers_mut();
+        headers.reserve(self.headers.len());
         for (name, value) in self.headers {
-            resp.headers_mut().insert(name, value);
+            headers.insert(name, value);
         }
         resp
     }
