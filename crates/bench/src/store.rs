@@ -552,3 +552,30 @@ async fn cleanup(opts: &BenchStoreOpts, tag: &str) {
         eprintln!("warning: could not delete the benchmark keys: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn drive_runs_every_index_exactly_once_whatever_the_split() {
+        for (n, clients) in [(10, 4), (500, 16), (3, 8), (16, 16)] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            let stats = drive(n, clients, move |i| {
+                let record = record.clone();
+                async move {
+                    record.lock().unwrap().push(i);
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+            let mut seen = seen.lock().unwrap().clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n={n} clients={clients}");
+            assert!(stats.rate() > 0.0);
+        }
+    }
+}
