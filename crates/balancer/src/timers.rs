@@ -14,6 +14,10 @@
 //! What a reused timer costs is that move, and, once per timeout period, the wheel
 //! filing it again.
 //!
+//! Cheaper still, a spare timer whose deadline is still ahead is not moved at all: it
+//! wakes its next attempt early, once, and only then is set for that attempt's own
+//! deadline.
+//!
 //! A spare timer stays in the wheel until its old deadline passes, and then wakes the
 //! task that last waited on it; that task finds nothing to do. Only as many timers are
 //! kept as the worker had attempts waiting at once, up to [`MAX_SPARE`]; beyond that
@@ -50,6 +54,10 @@ impl Timers {
     pub(crate) fn until(&self, deadline: Instant) -> Timer<'_> {
         let reused = self.spare().pop();
         let sleep = match reused {
+            // Set for an earlier moment still ahead (the deadline of a recent attempt):
+            // left there, it wakes the task early once and is then set for `deadline`
+            // (see `Timer::poll`), which costs less than moving it on every attempt.
+            Some(sleep) if sleep.deadline() <= deadline && !sleep.is_elapsed() => sleep,
             Some(mut sleep) => {
                 sleep.as_mut().reset(deadline);
                 sleep
@@ -58,6 +66,7 @@ impl Timers {
         };
         Timer {
             sleep: Some(sleep),
+            deadline,
             timers: self,
         }
     }
@@ -66,8 +75,9 @@ impl Timers {
 /// A response timer in use; back among the worker's spares when dropped.
 #[derive(Debug)]
 pub(crate) struct Timer<'a> {
-    /// Always `Some` until the drop takes it.
+    /// Always `Some` until the drop takes it; may be set earlier than `deadline`.
     sleep: Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
     timers: &'a Timers,
 }
 
@@ -75,10 +85,19 @@ impl Future for Timer<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
+        let deadline = self.deadline;
+        let Some(sleep) = &mut self.sleep else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        if sleep.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        // An earlier setting came: the timer is set for the deadline, still ahead.
+        sleep.as_mut().reset(deadline);
+        sleep.as_mut().poll(cx)
     }
 }
 
