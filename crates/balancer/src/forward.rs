@@ -214,6 +214,15 @@ async fn slot(
     }
 }
 
+/// When an attempt sent now must have its response head: `timeout` from now, or, for a
+/// timeout too long to add, so far ahead that it never comes (as `tokio::time::timeout`
+/// does).
+fn response_deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Sends `out` to `local`'s backend and waits for the response head.
 ///
 /// The request first takes one of the worker's connection slots to the backend
@@ -273,9 +282,15 @@ pub(crate) async fn attempt(
         // The send future does not borrow the connection, so the lease can hold it.
         let send = conn.try_send_request(request);
         let mut lease = Lease::new(conn, slot, started, &settings.pool);
+        // A reused timer rather than `tokio::time::timeout` (see `timers`); polled after
+        // the answer, as `timeout` does, so an answer that is there wins.
+        let timer = worker
+            .timers
+            .until(response_deadline(settings.response_timeout));
         let answer = tokio::select! {
             biased;
-            answer = tokio::time::timeout(settings.response_timeout, send) => answer,
+            answer = send => Ok(answer),
+            () = timer => Err(()),
             // The lease is dropped unreleased: the connection, mid-exchange, is closed.
             () = down.as_mut() => return Err(backend_down(true)),
         };
@@ -304,7 +319,7 @@ pub(crate) async fn attempt(
                     None => return Err(exchange_error(local, error)),
                 }
             }
-            Err(_elapsed) => {
+            Err(()) => {
                 worker.counters().timeout(Timeout::Response);
                 return Err(ProxyError::ResponseTimeout {
                     backend: local.core.id.to_string(),

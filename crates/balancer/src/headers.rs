@@ -11,9 +11,14 @@
 //!   a waiter log (or rate-limit) someone else's address. From a trusted proxy the peer
 //!   is appended to `X-Forwarded-For` and the other headers are kept.
 //!
-//! Most requests carry no hop-by-hop header, so a first pass only looks; the removal
-//! pass (which may allocate) runs when there is something to remove.
+//! A message's names are first looked at in one pass ([`RequestNames`],
+//! [`rewrite_response`]): most carry no hop-by-hop header and none of the headers the
+//! balancer adds or reads, so the removal pass (which may allocate) and the lookups
+//! (hashing names that are not standard ones runs over their bytes) only happen when
+//! there is something to find.
 
+use bistro_proto::headers::BACKUP as BISTRO_BACKUP;
+use bistro_proto::mode::Mode;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
@@ -33,21 +38,29 @@ static FIXED_HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("keep-alive"),
 ];
 
-/// Runs for every header of every message, so it compares the (already lower-case)
-/// name by length and bytes instead of hashing.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let name = name.as_str();
+/// Whether a (lower-case) field name is hop-by-hop. Called from a `match` on each name
+/// of every message, after the names that `match` looks for, so it compares bytes
+/// instead of hashing.
+#[inline]
+fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive"
     ) || name.starts_with("proxy-")
 }
 
-/// Removes hop-by-hop headers, including those listed in `Connection`.
+/// Removes hop-by-hop headers, including those listed in `Connection` (the request
+/// path does this through [`RequestNames::strip_hop_by_hop`], the response path in
+/// [`rewrite_response`]).
+#[cfg(test)]
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    if headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
+        remove_hop_by_hop(headers);
     }
+}
+
+/// The removal pass of [`strip_hop_by_hop`], for a map known to hold some.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -65,6 +78,58 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in proxy.iter().chain(FIXED_HOP_BY_HOP.iter()) {
         headers.remove(name);
+    }
+}
+
+/// Which forwarding headers a request carries, for [`add_forwarded`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Forwarding {
+    forwarded: bool,
+    /// Any of `X-Forwarded-For`, `-Proto`, `-Host`.
+    x_forwarded: bool,
+    via: bool,
+}
+
+/// What one pass over a client request's field names finds.
+///
+/// Most requests carry no hop-by-hop header, no request id and none of the forwarding
+/// headers, and knowing that spares a lookup of each: looking a name up hashes it, and
+/// for names that are not standard ones (`X-Request-Id`, `X-Forwarded-*`) the hash
+/// runs over their bytes. One `match` on each name compiles to a switch on its length.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestNames {
+    /// A hop-by-hop header (see [`strip_hop_by_hop`]).
+    pub(crate) hop_by_hop: bool,
+    /// `X-Request-Id`.
+    pub(crate) request_id: bool,
+    pub(crate) forwarding: Forwarding,
+}
+
+impl RequestNames {
+    /// Looks at every name of `headers`.
+    pub(crate) fn scan(headers: &HeaderMap) -> RequestNames {
+        let mut names = RequestNames::default();
+        for name in headers.keys() {
+            match name.as_str() {
+                "x-request-id" => names.request_id = true,
+                "forwarded" => names.forwarding.forwarded = true,
+                "via" => names.forwarding.via = true,
+                "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => {
+                    names.forwarding.x_forwarded = true;
+                }
+                other => names.hop_by_hop |= is_hop_by_hop(other),
+            }
+        }
+        names
+    }
+
+    /// [`strip_hop_by_hop`] for a request scanned into `self`; what is left is looked
+    /// at again when something was removed.
+    pub(crate) fn strip_hop_by_hop(&mut self, headers: &mut HeaderMap) {
+        if self.hop_by_hop {
+            remove_hop_by_hop(headers);
+            *self = RequestNames::scan(headers);
+        }
     }
 }
 
@@ -108,11 +173,24 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Adds the forwarding headers to a request from the peer `peer_ip` (pre-rendered once
-/// per connection); `trusted` when the peer is a trusted proxy (see the module docs),
-/// `tls` when it came over TLS.
+/// [`add_forwarded_to`] for a request not scanned yet.
+#[cfg(test)]
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    trusted: bool,
+    tls: bool,
+) {
+    let forwarding = RequestNames::scan(headers).forwarding;
+    add_forwarded_to(headers, forwarding, peer_ip, trusted, tls);
+}
+
+/// Adds the forwarding headers to a request that carries the `forwarding` ones, from
+/// the peer `peer_ip` (pre-rendered once per connection); `trusted` when the peer is a
+/// trusted proxy (see the module docs), `tls` when it came over TLS.
+pub(crate) fn add_forwarded_to(
+    headers: &mut HeaderMap,
+    forwarding: Forwarding,
     peer_ip: &HeaderValue,
     trusted: bool,
     tls: bool,
@@ -122,23 +200,43 @@ pub(crate) fn add_forwarded(
     let proto = if tls { &HTTPS } else { &HTTP };
     // One growth of the map (hyper sizes it to the parsed headers) instead of several.
     headers.reserve(4);
-    if trusted {
-        append_list(headers, &X_FORWARDED_FOR, peer_ip);
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-        }
-        if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = headers.get(header::HOST).cloned()
-        {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    } else {
-        if headers.contains_key(header::FORWARDED) {
-            headers.remove(header::FORWARDED);
-        }
+    if !trusted {
+        untrusted_forwarded(headers, forwarding, peer_ip, proto);
+        return;
+    }
+    append_list(headers, &X_FORWARDED_FOR, peer_ip);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    append_list(headers, &header::VIA, &VIA);
+}
+
+/// [`add_forwarded_to`] for a peer that is not a trusted proxy: whatever it said in the
+/// forwarding headers is replaced. A name the request is known not to carry (most
+/// requests carry none of them, nor `Via`) is added without looking it up.
+fn untrusted_forwarded(
+    headers: &mut HeaderMap,
+    Forwarding {
+        forwarded,
+        x_forwarded,
+        via,
+    }: Forwarding,
+    peer_ip: &HeaderValue,
+    proto: &HeaderValue,
+) {
+    if forwarded {
+        headers.remove(header::FORWARDED);
+    }
+    let host = headers.get(header::HOST).cloned();
+    if x_forwarded {
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
-        match headers.get(header::HOST).cloned() {
+        match host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);
             }
@@ -146,18 +244,74 @@ pub(crate) fn add_forwarded(
                 headers.remove(&X_FORWARDED_HOST);
             }
         }
+    } else {
+        headers.append(X_FORWARDED_FOR.clone(), peer_ip.clone());
+        headers.append(X_FORWARDED_PROTO.clone(), proto.clone());
+        if let Some(host) = host {
+            headers.append(X_FORWARDED_HOST.clone(), host);
+        }
     }
+    if via {
+        append_list(headers, &header::VIA, &VIA);
+    } else {
+        headers.append(header::VIA, VIA.clone());
+    }
+}
+
+/// Adds `Via` to a response the balancer wrote itself.
+pub(crate) fn add_via(headers: &mut HeaderMap) {
     append_list(headers, &header::VIA, &VIA);
 }
 
-/// Adds `Via` to a response.
-pub(crate) fn add_via(headers: &mut HeaderMap) {
-    append_list(headers, &header::VIA, &VIA);
+/// What the balancer reads from a backend's response head.
+#[derive(Debug, Default)]
+pub(crate) struct FromBackend {
+    /// The first `Bistro-Mode` value, when it names a mode.
+    pub(crate) mode: Option<Mode>,
+    /// The first `Bistro-Backup` value.
+    pub(crate) backup: Option<HeaderValue>,
+}
+
+/// Rewrites a backend's response head for the client (hop-by-hop headers out, `Via`
+/// in) and returns what the balancer reads from it.
+///
+/// One pass over the field names finds all of it: looking each name up would hash it,
+/// and `Bistro-*` names are not standard ones, so their hash runs over their bytes.
+/// The mode is read before the hop-by-hop headers go and the backup after; a head
+/// with hop-by-hop headers (rare) is looked at again once they are gone.
+pub(crate) fn rewrite_response(headers: &mut HeaderMap) -> FromBackend {
+    let mut seen = FromBackend::default();
+    let (mut mode_seen, mut via, mut hop_by_hop) = (false, false, false);
+    for (name, value) in headers.iter() {
+        // One `match` on the name compiles to a switch on its length; the names are
+        // `BISTRO_MODE` and `BISTRO_BACKUP` (checked in the tests).
+        match name.as_str() {
+            "bistro-mode" if !mode_seen => {
+                mode_seen = true;
+                seen.mode = Mode::from_wire(value.as_bytes());
+            }
+            "bistro-backup" if seen.backup.is_none() => seen.backup = Some(value.clone()),
+            "via" => via = true,
+            other => hop_by_hop |= is_hop_by_hop(other),
+        }
+    }
+    if hop_by_hop {
+        remove_hop_by_hop(headers);
+        seen.backup = headers.get(&BISTRO_BACKUP).cloned();
+        via = headers.contains_key(header::VIA);
+    }
+    if via {
+        append_list(headers, &header::VIA, &VIA);
+    } else {
+        headers.append(header::VIA, VIA.clone());
+    }
+    seen
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bistro_proto::headers::MODE as BISTRO_MODE;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -245,6 +399,72 @@ mod tests {
         let mut h = map(&[("x-forwarded-proto", "http")]);
         add_forwarded(&mut h, &ip, false, true);
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_response_is_rewritten_and_read_in_one_pass() {
+        let mut h = map(&[
+            ("content-type", "application/json"),
+            ("bistro-mode", "replicated"),
+            ("bistro-mode", "stateless"),
+            ("bistro-backup", "w2"),
+        ]);
+        let seen = rewrite_response(&mut h);
+        assert_eq!(seen.mode, Some(Mode::Replicated), "the first value counts");
+        assert_eq!(seen.backup.unwrap(), "w2");
+        assert_eq!(h["via"], "1.1 bistro");
+
+        let mut proxied = map(&[("via", "1.0 edge"), ("bistro-mode", "nonsense")]);
+        let seen = rewrite_response(&mut proxied);
+        assert_eq!(seen.mode, None);
+        assert!(seen.backup.is_none());
+        assert_eq!(proxied["via"], "1.0 edge, 1.1 bistro");
+    }
+
+    #[test]
+    fn the_names_matched_by_hand_are_the_protocols() {
+        assert_eq!(BISTRO_MODE.as_str(), "bistro-mode");
+        assert_eq!(BISTRO_BACKUP.as_str(), "bistro-backup");
+        assert_eq!(header::FORWARDED.as_str(), "forwarded");
+        assert_eq!(header::VIA.as_str(), "via");
+        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+            assert!(name.as_str().starts_with("x-forwarded-"));
+        }
+    }
+
+    #[test]
+    fn a_plain_request_gets_the_forwarding_headers() {
+        let ip = HeaderValue::from_static("198.51.100.7");
+        let mut h = map(&[("host", "bistro.test"), ("cookie", "a=b")]);
+        add_forwarded(&mut h, &ip, false, false);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "bistro.test");
+        assert_eq!(h["via"], "1.1 bistro");
+        assert_eq!(h.len(), 6);
+    }
+
+    #[test]
+    fn a_backup_named_in_connection_is_not_read() {
+        let mut h = map(&[
+            ("connection", "bistro-backup, via"),
+            ("bistro-backup", "w2"),
+            ("bistro-mode", "stateful"),
+            ("via", "1.0 hop"),
+        ]);
+        let seen = rewrite_response(&mut h);
+        assert!(
+            seen.backup.is_none(),
+            "a hop-by-hop header is not the message's"
+        );
+        assert_eq!(
+            seen.mode,
+            Some(Mode::Stateful),
+            "read before the strip, as before"
+        );
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["bistro-mode", "via"]);
+        assert_eq!(h["via"], "1.1 bistro");
     }
 
     #[test]

@@ -117,6 +117,7 @@ mod table;
 mod target;
 mod tcp;
 mod throttle;
+mod timers;
 mod tls;
 
 pub use backend::Backend;

@@ -21,13 +21,12 @@ use crate::client_ip;
 use crate::error::{Origin, ProxyError};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
-use crate::headers::{add_forwarded, add_via, join_cookies, strip_hop_by_hop};
+use crate::headers::{RequestNames, add_forwarded_to, join_cookies, rewrite_response};
 use crate::metrics::{AffinityOutcome, Refusal};
 use crate::per_ip::Counted;
 use crate::problem::{Problem, error_response};
 use crate::retry::{Failed, NextAttempt, may_resend, next_attempt};
 use crate::route::Route;
-use crate::spec::Mode;
 use crate::state::{Settings, Worker};
 use crate::target::{Sticky, Target, choose, failover_to, pick, unavailable};
 use bistro_http_io::Exchanges;
@@ -42,13 +41,10 @@ use std::time::Instant;
 
 use bistro_proto::cookies::SESSION as SESSION_COOKIE;
 // A replicated waiter names the peer keeping its copy of the diner's session
-// (`BISTRO_BACKUP`); one that no longer leads the session names the one that does, with
-// `421 session-moved` (`BISTRO_LEADER`). The session header and cookie: a request
+// (`Bistro-Backup`, read by `rewrite_response`); one that no longer leads the session
+// names the one that does, with `421 session-moved` (`BISTRO_LEADER`). The session header and cookie: a request
 // without either starts a session.
-use bistro_proto::headers::{
-    BACKUP as BISTRO_BACKUP, LEADER as BISTRO_LEADER, MODE as BISTRO_MODE, REROUTED,
-    SESSION as SESSION_HEADER,
-};
+use bistro_proto::headers::{LEADER as BISTRO_LEADER, REROUTED, SESSION as SESSION_HEADER};
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Most `421 session-moved` answers one request follows.
@@ -152,7 +148,12 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
         // wants them in one (RFC 9113 §8.2.3).
         join_cookies(&mut headers);
     }
-    let client_rid = client_request_id(&headers);
+    let mut names = RequestNames::scan(&headers);
+    let client_rid = if names.request_id {
+        client_request_id(&headers)
+    } else {
+        None
+    };
     let request_id = || client_rid.clone().unwrap_or_else(|| worker.request_id());
     let declared = match framing::check(&headers) {
         Ok(declared) => declared,
@@ -160,7 +161,7 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     };
     // Before anything reads the headers for a decision: a header the client named in
     // `Connection` is not part of the request (it may not make it resendable).
-    strip_hop_by_hop(&mut headers);
+    names.strip_hop_by_hop(&mut headers);
     let client: IpAddr = client_ip::resolve(
         cx.client.ip(),
         cx.trusted,
@@ -242,7 +243,13 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
     };
     let resend = may_resend(settings.after_send, &method, &headers);
     let uri = forward::origin_form(uri, &mut headers, target.local.core.addr);
-    add_forwarded(&mut headers, &cx.client_ip, cx.trusted, cx.tls);
+    add_forwarded_to(
+        &mut headers,
+        names.forwarding,
+        &cx.client_ip,
+        cx.trusted,
+        cx.tls,
+    );
     let mut out = Outgoing::new(method, uri, headers, source, resend);
 
     let mut retries = 0;
@@ -516,24 +523,19 @@ fn respond(
     } else {
         core.health.record_success();
     }
-    if let Some(mode) = parts
-        .headers
-        .get(&BISTRO_MODE)
-        .and_then(|v| Mode::from_wire(v.as_bytes()))
-    {
+    parts.headers.reserve(2);
+    let from_backend = rewrite_response(&mut parts.headers);
+    if let Some(mode) = from_backend.mode {
         core.learn_mode(mode);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.reserve(2);
-    add_via(&mut parts.headers);
     if route.is_sticky() {
         let sticky = &target.sticky;
         if route.pins(core.mode()) {
             // A replicated waiter names its session's backup; the token carries it, and
             // is issued again when the backup changed.
-            let backup = parts
-                .headers
-                .get(&BISTRO_BACKUP)
+            let backup = from_backend
+                .backup
+                .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .filter(|b| crate::spec::validate_id(b).is_ok());
             let issue = match sticky.issued_at {

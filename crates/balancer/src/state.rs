@@ -25,6 +25,7 @@ use crate::slots::Capacity;
 use crate::strategy::KeySource;
 use crate::table::{Registry, Table};
 use crate::throttle::Throttle;
+use crate::timers::Timers;
 use http::HeaderValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -266,6 +267,8 @@ pub(crate) struct Worker {
     request_ids: AtomicU64,
     /// Log lines that could repeat thousands of times a second.
     pub(crate) throttles: Throttles,
+    /// Response timers of finished attempts, for the next ones.
+    pub(crate) timers: Timers,
 }
 
 /// One worker's throttled log lines (see [`Throttle`]).
@@ -290,6 +293,7 @@ impl Worker {
             verdicts: RecentVerdicts::default(),
             request_ids: AtomicU64::new(0),
             throttles: Throttles::default(),
+            timers: Timers::default(),
         }
     }
 

@@ -25,20 +25,41 @@ impl Alarm {
     ///
     /// The clock is read first: tokio's timer fires on its next tick, so a deadline that
     /// has just passed would otherwise be reported a poll later.
+    ///
+    /// A deadline that moved later (a connection's idle deadline moves with every
+    /// response) leaves the timer where it is while that is still ahead: moving a
+    /// timer costs more, on every request, than the one early wake-up it saves, after
+    /// which the timer is set for `due`.
     pub fn expired(&mut self, due: Instant, cx: &mut Context<'_>) -> bool {
-        if Instant::now() >= due {
+        self.expired_at(Instant::now(), due, cx)
+    }
+
+    /// [`expired`](Self::expired) with the clock read by the caller just now (a socket
+    /// that reads it for its own bookkeeping saves a second read per wait).
+    pub fn expired_at(&mut self, now: Instant, due: Instant, cx: &mut Context<'_>) -> bool {
+        if now >= due {
             return true;
         }
-        if self.at != Some(due) {
+        let Some(sleep) = &mut self.sleep else {
             self.at = Some(due);
-            match &mut self.sleep {
-                Some(sleep) => sleep.as_mut().reset(due),
-                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(due))),
-            }
+            let sleep = self.sleep.insert(Box::pin(tokio::time::sleep_until(due)));
+            return sleep.as_mut().poll(cx).is_ready();
+        };
+        let early_but_ahead = self.at.is_some_and(|at| at <= due && at > now);
+        if !early_but_ahead && self.at != Some(due) {
+            self.at = Some(due);
+            sleep.as_mut().reset(due);
         }
-        self.sleep
-            .as_mut()
-            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if self.at == Some(due) {
+            return true;
+        }
+        // The earlier setting came: now the timer is set for `due`, still ahead.
+        self.at = Some(due);
+        sleep.as_mut().reset(due);
+        sleep.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -70,6 +91,28 @@ mod tests {
             "the old deadline no longer counts"
         );
         tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(expired(&mut alarm, later).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_deadline_keeps_the_timer_until_its_setting_comes() {
+        let mut alarm = Alarm::default();
+        let t0 = Instant::now();
+        assert!(!expired(&mut alarm, t0 + Duration::from_secs(5)).await);
+        let later = t0 + Duration::from_secs(8);
+        assert!(!expired(&mut alarm, later).await);
+        assert_eq!(
+            alarm.at,
+            Some(t0 + Duration::from_secs(5)),
+            "left where it was"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(
+            !expired(&mut alarm, later).await,
+            "woken early, not expired"
+        );
+        assert_eq!(alarm.at, Some(later), "set for the deadline now");
+        tokio::time::advance(Duration::from_secs(3)).await;
         assert!(expired(&mut alarm, later).await);
     }
 

@@ -159,9 +159,8 @@ impl<C: Connection> ClientIo<C> {
 
     /// Whether `due`, the deadline of the read or the write waiting now, has passed;
     /// otherwise the one timer is set for the earliest deadline still ahead, so the task
-    /// is woken in time for either.
-    fn passed(&mut self, due: Instant, cx: &mut Context<'_>) -> bool {
-        let now = Instant::now();
+    /// is woken in time for either. `now` is the clock, read just now.
+    fn passed(&mut self, now: Instant, due: Instant, cx: &mut Context<'_>) -> bool {
         if now >= due {
             return true;
         }
@@ -170,7 +169,7 @@ impl<C: Connection> ClientIo<C> {
             .flatten()
             .filter(|&d| d > now)
             .fold(due, Instant::min);
-        if self.alarm.expired(earliest, cx) {
+        if self.alarm.expired_at(now, earliest, cx) {
             if earliest == due {
                 return true;
             }
@@ -218,8 +217,9 @@ impl<C: Connection> ClientIo<C> {
             self.write_due = None;
             return polled;
         }
-        let due = *self.write_due.get_or_insert_with(|| Instant::now() + send);
-        if !self.passed(due, cx) {
+        let now = Instant::now();
+        let due = *self.write_due.get_or_insert_with(|| now + send);
+        if !self.passed(now, due, cx) {
             return Poll::Pending;
         }
         self.write_due = None;
@@ -246,7 +246,8 @@ impl<C: Connection> AsyncRead for ClientIo<C> {
             }
             return Poll::Ready(result);
         }
-        let Some((wait, due)) = this.deadlines.next(counts, Instant::now()) else {
+        let now = Instant::now();
+        let Some((wait, due)) = this.deadlines.next(counts, now) else {
             // Serving a request: no deadline, but the response's end must wake this
             // read so the idle timer starts (see the crate docs).
             this.read_due = None;
@@ -259,7 +260,7 @@ impl<C: Connection> AsyncRead for ClientIo<C> {
         let draining = exchanges.is_draining() && wait != Wait::Head;
         if !draining {
             this.read_due = Some(due);
-            if !this.passed(due, cx) {
+            if !this.passed(now, due, cx) {
                 return Poll::Pending;
             }
         }
