@@ -14,19 +14,8 @@ pub enum LabError {
     /// The scenario file is not valid; the message names the field and the fix.
     #[error("invalid scenario: {0}")]
     Scenario(String),
-    /// A process could not be started at all (missing binary, permissions).
-    #[error(
-        "cannot start {what} ({program}): {source}; check that the program exists and is executable"
-    )]
-    Spawn {
-        /// Which process, e.g. `waiter w2`.
-        what: String,
-        /// The program that was run.
-        program: PathBuf,
-        /// The operating system's answer.
-        source: std::io::Error,
-    },
-    /// A process the lab started did not get ready, or could not be signalled.
+    /// A process the lab needs could not be started, did not get ready, or could not
+    /// be signalled.
     #[error(transparent)]
     Process(#[from] bistro_supervise::Error),
     /// Reading or writing a file failed.

@@ -144,7 +144,9 @@ pub(crate) async fn run_collecting_pids(
     cancel: impl Future<Output = ()> + Send,
     pids: &mut Vec<u32>,
 ) -> Result<Report, LabError> {
-    std::fs::metadata(&opts.bin).map_err(|source| LabError::Spawn {
+    // Checked before anything starts, with the supervisor's own error for a program
+    // that cannot be started.
+    std::fs::metadata(&opts.bin).map_err(|source| bistro_supervise::Error::Spawn {
         what: "the bistro binary".into(),
         program: opts.bin.clone(),
         source,
