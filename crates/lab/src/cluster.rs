@@ -26,6 +26,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Attempts at starting a replicated group whose chosen port was taken (see
+/// `Cluster::start_replicated_group`).
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Whether a waiter failed to start because its chosen port was taken meanwhile (its
+/// last words are the operating system's `EADDRINUSE`).
+fn port_taken(error: &LabError) -> bool {
+    matches!(error, LabError::Process(bistro_supervise::Error::Exited { log, .. })
+        if log.contains("Address already in use"))
+}
+
 /// One waiter's slot: it keeps its id and port across restarts.
 struct Waiter {
     id: String,
@@ -174,24 +185,11 @@ impl Cluster {
         self.started.extend(self.store.pid());
         self.distance_store().await?;
         if self.arch.mode == Mode::Replicated {
-            // The waiters of a replicated group name each other, so their ports are
-            // chosen before any of them starts.
-            let ports = crate::process::free_ports(self.waiters.len())?;
-            for (w, port) in self.waiters.iter_mut().zip(ports) {
-                w.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            self.start_replicated_group().await?;
+        } else {
+            for i in 0..self.waiters.len() {
+                self.start_waiter(i).await?;
             }
-            // Their proxies can start before them: a proxy connects to its target
-            // only when a connection arrives.
-            if let Some(delay) = self.delay(Link::Peer) {
-                for w in &mut self.waiters {
-                    let target = w.addr.expect("chosen above");
-                    let name = format!("peer {}", w.id);
-                    w.peer_proxy = Some(DelayProxy::start(&name, target, delay).await?);
-                }
-            }
-        }
-        for i in 0..self.waiters.len() {
-            self.start_waiter(i).await?;
         }
         if let Some(delay) = self.delay(Link::Waiter) {
             for w in &mut self.waiters {
@@ -294,6 +292,52 @@ impl Cluster {
         }
         args.extend(self.spec.waiter_args.iter().cloned());
         args
+    }
+
+    /// Starts a replicated group. Its waiters name each other, so their ports are chosen
+    /// before any of them starts; a port that was free when chosen can be taken by
+    /// another program before the waiter binds it (seen in CI, with other tests
+    /// starting servers beside the lab). Then the whole group starts again on fresh
+    /// ports, at most [`PORT_ATTEMPTS`] times: its peers already name the lost port.
+    async fn start_replicated_group(&mut self) -> Result<(), LabError> {
+        let mut attempt = 1;
+        loop {
+            let ports = crate::process::free_ports(self.waiters.len())?;
+            for (w, port) in self.waiters.iter_mut().zip(ports) {
+                w.addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+            // Their proxies can start before them: a proxy connects to its target
+            // only when a connection arrives.
+            if let Some(delay) = self.delay(Link::Peer) {
+                for w in &mut self.waiters {
+                    let target = w.addr.expect("chosen above");
+                    let name = format!("peer {}", w.id);
+                    w.peer_proxy = Some(DelayProxy::start(&name, target, delay).await?);
+                }
+            }
+            let mut started = Ok(());
+            for i in 0..self.waiters.len() {
+                started = self.start_waiter(i).await;
+                if started.is_err() {
+                    break;
+                }
+            }
+            match started {
+                Err(e) if attempt < PORT_ATTEMPTS && port_taken(&e) => {
+                    tracing::warn!(arch = %self.arch.name, attempt, "a replicated waiter's port was taken before it could bind it; starting the group again on fresh ports");
+                    for w in &mut self.waiters {
+                        if let Some(mut p) = w.proc.take() {
+                            p.kill();
+                        }
+                        if let Some(mut proxy) = w.peer_proxy.take() {
+                            proxy.shutdown().await;
+                        }
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn start_waiter(&mut self, i: usize) -> Result<(), LabError> {
@@ -578,4 +622,25 @@ impl Cluster {
 /// Whether process `pid` still exists (a zombie counts: it was never reaped).
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_taken_port_starts_the_group_again() {
+        let exited = |log: &str| {
+            LabError::Process(bistro_supervise::Error::Exited {
+                what: "replicated waiter w2".into(),
+                status: "exit status: 1".into(),
+                log: log.into(),
+            })
+        };
+        assert!(port_taken(&exited(
+            "  error: cannot listen on 127.0.0.1:35809: Address already in use (os error 98)"
+        )));
+        assert!(!port_taken(&exited("  error: cannot open store: boom")));
+        assert!(!port_taken(&LabError::scenario("Address already in use")));
+    }
 }
