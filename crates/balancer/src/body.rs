@@ -6,17 +6,19 @@
 //!   stream, so the same limits apply while it is collected.
 //! - [`ResponseBody`] goes to the client: a body the balancer wrote itself (problems,
 //!   admin answers) or the backend's body streamed through an [`UpstreamBody`], which
+//!   reads it off the connection (framed as the head said, see [`h1`](crate::h1)) and
 //!   cuts an exchange whose body stalls for `upstream.body_idle_timeout_ms`.
 //! - [`Lease`] is one exchange's hold on an upstream connection and on its connection
 //!   slot (see [`slots`](crate::slots)). It counts the request as in flight, and when
 //!   the response body has ended it puts the connection back in the pool, gives the
-//!   slot back and records the latency. The upstream body releases it as soon as
-//!   hyper reports the end of the stream, and its `Drop` covers bodies hyper never
-//!   polls (empty, `HEAD`) and clients that leave mid-body (then the connection is
-//!   closed, since half a body is still on the wire).
+//!   slot back and records the latency. The upstream body releases it as soon as it
+//!   has read the body's last byte, and its `Drop` covers bodies hyper never polls
+//!   (empty, `HEAD`) and clients that leave mid-body (then the connection is closed,
+//!   since half a body is still on the wire).
 
 use crate::backend::Local;
-use crate::pool::{Conn, PoolSettings};
+use crate::h1::{BodyFraming, Decoded, UpstreamError};
+use crate::pool::{Conn, PoolSettings, READ_CHUNK};
 use bistro_http_io::Alarm;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -94,20 +96,14 @@ impl BodyClock {
     }
 }
 
-/// A request body on its way to a backend.
+/// The client's request body on its way to a backend, streamed (a body small enough
+/// to resend is collected from it first, see [`proxy`](crate::proxy)); fails once more
+/// than `limit` bytes arrived or its clock runs out.
 #[derive(Debug)]
-pub(crate) enum RequestBody {
-    /// No body.
-    Empty,
-    /// A buffered body (sent once per attempt; the `Bytes` clone is a reference count).
-    Full(Option<Bytes>),
-    /// The client's body, streamed; fails once more than `limit` bytes arrived or its
-    /// clock runs out.
-    Stream {
-        inner: Incoming,
-        clock: Box<BodyClock>,
-        limit: u64,
-    },
+pub(crate) struct RequestBody {
+    pub(crate) inner: Incoming,
+    pub(crate) clock: Box<BodyClock>,
+    pub(crate) limit: u64,
 }
 
 impl Body for RequestBody {
@@ -118,45 +114,34 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream {
-                inner,
-                clock,
-                limit,
-            } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        clock.read += data.len() as u64;
-                        if clock.read > *limit {
-                            return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *limit })));
-                        }
+        let RequestBody {
+            inner,
+            clock,
+            limit,
+        } = self.get_mut();
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    clock.read += data.len() as u64;
+                    if clock.read > *limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *limit })));
                     }
-                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending if clock.expired(cx) => Poll::Ready(Some(Err(BodyError::Timeout))),
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if clock.expired(cx) => Poll::Ready(Some(Err(BodyError::Timeout))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Full(bytes) => bytes.is_none(),
-            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
-            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            RequestBody::Stream { inner, .. } => inner.size_hint(),
-        }
+        self.inner.size_hint()
     }
 }
 
@@ -198,6 +183,14 @@ impl Lease {
             answered: false,
             reuse: false,
         }
+    }
+
+    /// The connection (held until the lease ends or gives it up).
+    pub(crate) fn conn_mut(&mut self) -> &mut Conn {
+        // Only `into_slot` (consuming) and `Drop` take the connection.
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until it ends")
     }
 
     /// The backend answered: its latency will be recorded on release.
@@ -254,18 +247,19 @@ impl Drop for Lease {
 /// Why a response body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ResponseBodyError {
-    /// The backend's connection failed mid-body.
+    /// The backend's connection failed mid-body, or the body broke its framing.
     #[error("the waiter's response body failed: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] UpstreamError),
     /// The backend sent nothing for the body idle timeout.
     #[error("the waiter's response body stalled for {0:?}")]
     Stalled(Duration),
 }
 
-/// A backend's response body on its way to the client.
+/// A backend's response body on its way to the client, read off the leased connection.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    framing: BodyFraming,
+    /// `None` once the body ended (or failed) and the connection was released.
     lease: Option<Lease>,
     idle_timeout: Duration,
     /// Armed the first time the body has to wait (most bodies never do: they arrive
@@ -274,10 +268,18 @@ pub(crate) struct UpstreamBody {
     progressed: bool,
 }
 
+/// What one look at the connection's buffer gave.
+enum Step {
+    Data(Bytes),
+    End,
+    Failed(UpstreamError),
+    Wait,
+}
+
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, lease: Lease, idle_timeout: Duration) -> UpstreamBody {
+    pub(crate) fn new(framing: BodyFraming, lease: Lease, idle_timeout: Duration) -> UpstreamBody {
         UpstreamBody {
-            inner,
+            framing,
             lease: Some(lease),
             idle_timeout,
             idle: None,
@@ -304,11 +306,92 @@ impl UpstreamBody {
             .as_mut()
             .is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
+
+    /// The next piece of the body: what is buffered first, then what the connection
+    /// brings.
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        loop {
+            let Some(lease) = self.lease.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let conn = lease.conn_mut();
+            let step = match &mut self.framing {
+                BodyFraming::Empty | BodyFraming::Length(0) => Step::End,
+                BodyFraming::Length(_) | BodyFraming::Close if conn.buf.is_empty() => Step::Wait,
+                BodyFraming::Length(left) => {
+                    let take = (*left).min(conn.buf.len() as u64);
+                    *left -= take;
+                    Step::Data(conn.buf.split_to(take as usize).freeze())
+                }
+                BodyFraming::Close => Step::Data(conn.buf.split().freeze()),
+                BodyFraming::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => Step::Data(data),
+                    Ok(Decoded::More) => Step::Wait,
+                    Ok(Decoded::End) => Step::End,
+                    Err(e) => Step::Failed(e),
+                },
+            };
+            match step {
+                Step::Data(data) => {
+                    self.progressed = true;
+                    if self.framing.is_done() {
+                        // Back to the pool before the client has even seen the bytes.
+                        self.finish(true);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::End => {
+                    self.framing = BodyFraming::Empty;
+                    self.finish(true);
+                    return Poll::Ready(None);
+                }
+                Step::Failed(e) => {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Step::Wait => {}
+            }
+            conn.buf.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+                Poll::Ready(Ok(0)) if matches!(self.framing, BodyFraming::Close) => {
+                    self.framing = BodyFraming::Empty; // the end of the body
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(UpstreamError::Closed.into())));
+                }
+                Poll::Ready(Ok(_)) => self.progressed = true,
+                Poll::Ready(Err(e)) => {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(UpstreamError::Io(e).into())));
+                }
+                Poll::Pending => {
+                    if self.stalled(cx) {
+                        if let Some(local) = self.lease.as_ref().and_then(Lease::local) {
+                            local.stats.body_timeouts.fetch_add(1, Relaxed);
+                        }
+                        self.finish(false);
+                        return Poll::Ready(Some(Err(ResponseBodyError::Stalled(
+                            self.idle_timeout,
+                        ))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lease.is_none() || self.framing.is_done()
+    }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        let ended = self.inner.is_end_stream();
+        let ended = self.framing.is_done();
         self.finish(ended);
     }
 }
@@ -350,31 +433,7 @@ impl Body for ResponseBody {
             ResponseBody::Channel(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(up) => {
-                let polled = match Pin::new(&mut up.inner).poll_frame(cx) {
-                    Poll::Ready(polled) => polled,
-                    Poll::Pending => {
-                        if up.stalled(cx) {
-                            if let Some(local) = up.lease.as_ref().and_then(Lease::local) {
-                                local.stats.body_timeouts.fetch_add(1, Relaxed);
-                            }
-                            up.finish(false);
-                            return Poll::Ready(Some(Err(ResponseBodyError::Stalled(
-                                up.idle_timeout,
-                            ))));
-                        }
-                        return Poll::Pending;
-                    }
-                };
-                up.progressed = true;
-                match &polled {
-                    Some(Ok(_)) if up.inner.is_end_stream() => up.finish(true),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => up.finish(false),
-                    None => up.finish(true),
-                }
-                Poll::Ready(polled.map(|r| r.map_err(ResponseBodyError::Upstream)))
-            }
+            ResponseBody::Upstream(up) => up.poll_data(cx),
         }
     }
 
@@ -382,7 +441,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Channel(rx) => rx.is_closed() && rx.is_empty(),
-            ResponseBody::Upstream(up) => up.inner.is_end_stream(),
+            ResponseBody::Upstream(up) => up.is_end_stream(),
         }
     }
 
@@ -391,7 +450,11 @@ impl Body for ResponseBody {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Channel(_) => SizeHint::default(),
-            ResponseBody::Upstream(up) => up.inner.size_hint(),
+            ResponseBody::Upstream(up) => match up.framing.remaining() {
+                Some(n) if up.lease.is_some() => SizeHint::with_exact(n),
+                Some(_) => SizeHint::with_exact(0),
+                None => SizeHint::default(),
+            },
         }
     }
 }

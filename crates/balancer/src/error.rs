@@ -10,6 +10,7 @@
 //!   ([`RetrySafety`]); the retry logic matches on exactly these two answers.
 
 pub use crate::framing::FramingError;
+use crate::h1::UpstreamError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -129,22 +130,22 @@ pub enum ProxyError {
         /// The configured connect timeout.
         timeout: Duration,
     },
-    /// The connection failed before the request was written (e.g. a pooled connection
-    /// the backend had just closed); hyper handed the request back.
+    /// The connection failed before any byte of the request was written (e.g. a
+    /// pooled connection the backend had just closed).
     #[error("the connection to waiter {backend} closed before the request was sent: {source}")]
     NotSent {
         /// The backend's id.
         backend: String,
-        /// hyper's error.
-        source: hyper::Error,
+        /// What failed.
+        source: UpstreamError,
     },
     /// The exchange failed after the request was (at least partly) written.
     #[error("the exchange with waiter {backend} failed after the request was sent: {source}")]
     Exchange {
         /// The backend's id.
         backend: String,
-        /// hyper's error.
-        source: hyper::Error,
+        /// What failed: the connection, or a response that breaks HTTP/1.1.
+        source: UpstreamError,
     },
     /// The balancer itself ran out of a resource (file descriptors, ports, memory)
     /// while connecting: the balancer's trouble, never the backend's.

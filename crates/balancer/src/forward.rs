@@ -1,31 +1,40 @@
 //! One attempt at one backend: lease a connection, send the request, await the head.
 //!
-//! [`Outgoing`] holds what is needed to build the request for each attempt. A request
-//! that may be sent again after it reached a backend (idempotent or `Idempotency-Key`,
-//! body buffered) keeps a copy of its headers; any other request moves its headers into
-//! the first attempt, and gets them back only when hyper hands the request back unsent.
+//! [`Outgoing`] holds the request as it will be sent on each attempt; the exchange
+//! writes it from there (its headers are borrowed, never copied), so a request that is
+//! sent again, or followed to another backend after `421`, is the same request.
 //!
-//! [`attempt`] prefers a pooled connection. If hyper hands the request back from a pooled
-//! connection (the backend closed it a moment ago), the attempt retries once on a fresh
-//! connection: the request never left, so this is safe for any method and does not
-//! count as a retry.
+//! The exchange runs in the request's own task: the request head (and a buffered body)
+//! goes out in one write, the response head is read and parsed here (see [`h1`]), and
+//! the connection, held by the [`Lease`], moves into the response body.
+//!
+//! [`attempt`] prefers a pooled connection. If writing to a pooled connection fails
+//! before any byte left (the backend closed it a moment ago), the attempt retries once
+//! on a fresh connection: the request never left, so this is safe for any method and
+//! does not count as a retry.
 
 use crate::backend::Local;
 use crate::body::{BodyError, Lease, RequestBody, Slot};
 use crate::error::{ProxyError, is_local_exhaustion};
+use crate::h1::{self, BodyFraming, RequestFraming, UpstreamError};
 use crate::metrics::{Refusal, Timeout};
-use crate::pool::{self, Conn, ConnectFailure};
+use crate::pool::{self, Conn, ConnectFailure, READ_CHUNK};
 use crate::slots::NoSlot;
 use crate::state::Worker;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Response, Uri, header};
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::futures::Notified;
+
+/// A buffered body at most this large goes out in the same write as the head (one
+/// system call, one copy); a larger one is written from where it is.
+const INLINE_BODY: usize = 16 * 1024;
 
 /// Where the request body comes from on each attempt.
 #[derive(Debug)]
@@ -75,39 +84,6 @@ impl Outgoing {
     pub(crate) fn available(&self) -> bool {
         !matches!(self.source, Source::Stream(None))
     }
-
-    fn build(&mut self) -> Option<Request<RequestBody>> {
-        let body = match &mut self.source {
-            Source::Empty => RequestBody::Empty,
-            Source::Buffered(bytes) => RequestBody::Full(Some(bytes.clone())),
-            Source::Stream(body) => body.take()?,
-        };
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = Version::HTTP_11;
-        // Headers are kept for another attempt whenever one is possible: a resendable
-        // request, and any request whose body is still at hand (a `421 session-moved`
-        // is followed with the same request; regression: a followed PATCH went out
-        // without its headers, session cookie included).
-        *request.headers_mut() = if self.resend || !matches!(self.source, Source::Stream(_)) {
-            self.headers.clone()
-        } else {
-            std::mem::take(&mut self.headers)
-        };
-        Some(request)
-    }
-
-    /// Takes back a request hyper did not send.
-    fn restore(&mut self, request: Request<RequestBody>) {
-        let (parts, body) = request.into_parts();
-        if !self.resend {
-            self.headers = parts.headers;
-        }
-        if let Source::Stream(slot) = &mut self.source {
-            *slot = Some(body);
-        }
-    }
 }
 
 /// Makes the request URI origin-form (`/path?query`) and gives it a `Host`. An
@@ -144,26 +120,6 @@ fn connect_error(local: &Local, failure: ConnectFailure, timeout: Duration) -> P
             source,
         },
         ConnectFailure::Timeout => ProxyError::ConnectTimeout { backend, timeout },
-    }
-}
-
-/// Maps a failed exchange: a failure of the client's body is the client's, not the
-/// backend's.
-fn exchange_error(local: &Local, error: hyper::Error) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
-    while let Some(e) = source {
-        if let Some(body) = e.downcast_ref::<BodyError>() {
-            return match body {
-                BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
-                BodyError::Timeout => ProxyError::BodyTimeout,
-                BodyError::Client(_) => ProxyError::ClientBody(error),
-            };
-        }
-        source = e.source();
-    }
-    ProxyError::Exchange {
-        backend: local.core.id.to_string(),
-        source: error,
     }
 }
 
@@ -223,6 +179,185 @@ fn response_deadline(timeout: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
+/// How one exchange failed.
+#[derive(Debug)]
+enum Failure {
+    /// Nothing of the request left (the first write failed).
+    NotSent(UpstreamError),
+    /// The request left, at least in part.
+    Sent(UpstreamError),
+    /// The client's body failed while it was being forwarded.
+    Body(BodyError),
+}
+
+fn body_error(error: BodyError) -> ProxyError {
+    match error {
+        BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+        BodyError::Timeout => ProxyError::BodyTimeout,
+        BodyError::Client(e) => ProxyError::ClientBody(e),
+    }
+}
+
+/// Writes `bytes`, the start of a request: a failure of the first write means nothing
+/// left.
+async fn write_start(io: &mut tokio::net::TcpStream, bytes: &[u8]) -> Result<(), Failure> {
+    let n = match io.write(bytes).await {
+        Ok(0) => return Err(Failure::NotSent(UpstreamError::Closed)),
+        Ok(n) => n,
+        Err(e) => return Err(Failure::NotSent(e.into())),
+    };
+    io.write_all(&bytes[n..])
+        .await
+        .map_err(|e| Failure::Sent(e.into()))
+}
+
+/// Reads the response head.
+async fn read_head(
+    conn: &mut Conn,
+    head_request: bool,
+    limit: usize,
+) -> Result<h1::ResponseHead, Failure> {
+    loop {
+        if !conn.buf.is_empty()
+            && let Some(head) =
+                h1::parse_response(&mut conn.buf, head_request, limit, &mut conn.fields)
+                    .map_err(Failure::Sent)?
+        {
+            conn.reusable &= head.keep_alive;
+            return Ok(head);
+        }
+        conn.buf.reserve(READ_CHUNK);
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) => return Err(Failure::Sent(UpstreamError::Closed)),
+            Ok(_) => {}
+            Err(e) => return Err(Failure::Sent(e.into())),
+        }
+    }
+}
+
+/// Writes a streamed body after its head. A backend may answer before it has read the
+/// whole body (a refusal, say): then the rest is not sent, and the connection is not
+/// reused.
+async fn send_stream(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    chunked: bool,
+) -> Result<(), Failure> {
+    let Conn {
+        io,
+        buf,
+        out,
+        reusable,
+        ..
+    } = conn;
+    let (mut reader, mut writer) = io.split();
+    let send = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(Failure::Body)?.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let written = if chunked {
+                out.clear();
+                h1::encode_chunk(out, &data);
+                writer.write_all(out).await
+            } else {
+                writer.write_all(&data).await
+            };
+            written.map_err(|e| Failure::Sent(e.into()))?;
+        }
+        if chunked {
+            writer
+                .write_all(h1::LAST_CHUNK)
+                .await
+                .map_err(|e| Failure::Sent(e.into()))?;
+        }
+        Ok(())
+    };
+    let mut send = pin!(send);
+    loop {
+        tokio::select! {
+            sent = &mut send => return sent,
+            early = reader.read_buf(buf) => {
+                match early {
+                    Ok(0) => {
+                        *reusable = false;
+                        return Err(Failure::Sent(UpstreamError::Closed));
+                    }
+                    Ok(_) if h1::only_interim(buf) => {} // `100 Continue`: go on sending
+                    Ok(_) => {
+                        *reusable = false; // the rest of the body is not sent
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        *reusable = false;
+                        return Err(Failure::Sent(e.into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One exchange on `conn`: writes the request and reads the response head.
+async fn exchange(
+    conn: &mut Conn,
+    out: &mut Outgoing,
+    limit: usize,
+) -> Result<h1::ResponseHead, Failure> {
+    let head_request = out.method == Method::HEAD;
+    conn.out.clear();
+    match &mut out.source {
+        Source::Empty => {
+            let framing = h1::empty_framing(&out.method);
+            h1::encode_request(&mut conn.out, &out.method, &out.uri, &out.headers, framing);
+            write_start(&mut conn.io, &conn.out).await?;
+        }
+        Source::Buffered(bytes) => {
+            let framing = RequestFraming::Length(bytes.len() as u64);
+            h1::encode_request(&mut conn.out, &out.method, &out.uri, &out.headers, framing);
+            if bytes.len() <= INLINE_BODY {
+                conn.out.extend_from_slice(bytes);
+                write_start(&mut conn.io, &conn.out).await?;
+            } else {
+                write_start(&mut conn.io, &conn.out).await?;
+                conn.io
+                    .write_all(bytes)
+                    .await
+                    .map_err(|e| Failure::Sent(e.into()))?;
+            }
+        }
+        Source::Stream(slot) => {
+            let Some(mut body) = slot.take() else {
+                return Err(Failure::NotSent(UpstreamError::Malformed(
+                    "the request body was already sent",
+                )));
+            };
+            let framing = match http_body::Body::size_hint(&body).exact() {
+                Some(n) => RequestFraming::Length(n),
+                None => RequestFraming::Chunked,
+            };
+            h1::encode_request(&mut conn.out, &out.method, &out.uri, &out.headers, framing);
+            if let Err(failure) = write_start(&mut conn.io, &conn.out).await {
+                if matches!(failure, Failure::NotSent(_)) {
+                    *slot = Some(body); // nothing left: another attempt may send it
+                }
+                return Err(failure);
+            }
+            // Rare and large: boxed, so the request's future stays small.
+            Box::pin(send_stream(
+                conn,
+                &mut body,
+                framing == RequestFraming::Chunked,
+            ))
+            .await?;
+        }
+    }
+    read_head(conn, head_request, limit).await
+}
+
 /// Sends `out` to `local`'s backend and waits for the response head.
 ///
 /// The request first takes one of the worker's connection slots to the backend
@@ -231,6 +366,9 @@ fn response_deadline(timeout: Duration) -> tokio::time::Instant {
 /// [`checker`](crate::checker)): then it stops waiting, and the caller decides whether
 /// it may go elsewhere.
 ///
+/// The response comes back with its body's framing in place of a body: the body is
+/// still on the connection the [`Lease`] holds.
+///
 /// # Errors
 /// [`ProxyError`] saying whether the request left (see [`RetrySafety`](crate::RetrySafety)).
 pub(crate) async fn attempt(
@@ -238,7 +376,7 @@ pub(crate) async fn attempt(
     local: &Arc<Local>,
     out: &mut Outgoing,
     started: Instant,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<BodyFraming>, Lease), ProxyError> {
     let settings = &worker.shared.settings;
     // Listening before anything waits, so a backend going down from now on wakes us.
     let mut down = pin!(local.down.notified());
@@ -248,9 +386,9 @@ pub(crate) async fn attempt(
         sent,
     };
     // The paths that wait on something other than the answer (a slot, a new
-    // connection, a connection's readiness) are boxed: the request's future lives as
-    // long as its client connection (hyper keeps it), ten thousand of them at once, so
-    // its size is memory per connection; these paths are the rare ones.
+    // connection) are boxed: the request's future lives as long as its client
+    // connection (hyper keeps it), ten thousand of them at once, so its size is memory
+    // per connection; these paths are the rare ones.
     let mut slot = if local.slots.try_take() {
         Slot(local.clone())
     } else {
@@ -261,26 +399,7 @@ pub(crate) async fn attempt(
         None => (Box::pin(fresh(worker, local)).await?, false),
     };
     loop {
-        // A connection returned the moment its last body ended may not have signalled
-        // readiness yet; it does as soon as its driver task runs.
-        if pooled && !conn.is_ready() {
-            let ready = Box::pin(tokio::time::timeout(
-                settings.pool.connect_timeout,
-                conn.ready(),
-            ))
-            .await;
-            if !matches!(ready, Ok(Ok(()))) {
-                conn = Box::pin(fresh(worker, local)).await?;
-                pooled = false;
-            }
-        }
-        let Some(request) = out.build() else {
-            // The proxy only attempts while `out.available()`; a used-up stream cannot be sent.
-            return Err(ProxyError::NoBackend);
-        };
         local.stats.requests.fetch_add(1, Relaxed);
-        // The send future does not borrow the connection, so the lease can hold it.
-        let send = conn.try_send_request(request);
         let mut lease = Lease::new(conn, slot, started, &settings.pool);
         // A reused timer rather than `tokio::time::timeout` (see `timers`); polled after
         // the answer, as `timeout` does, so an answer that is there wins.
@@ -289,36 +408,39 @@ pub(crate) async fn attempt(
             .until(response_deadline(settings.response_timeout));
         let answer = tokio::select! {
             biased;
-            answer = send => Ok(answer),
+            answer = exchange(lease.conn_mut(), out, settings.max_response_head) => Ok(answer),
             () = timer => Err(()),
             // The lease is dropped unreleased: the connection, mid-exchange, is closed.
             () = down.as_mut() => return Err(backend_down(true)),
         };
         match answer {
-            Ok(Ok(response)) => {
+            Ok(Ok(head)) => {
                 lease.answered();
+                let mut response = Response::new(head.framing);
+                *response.status_mut() = head.status;
+                *response.version_mut() = head.version;
+                *response.headers_mut() = head.headers;
                 return Ok((response, lease));
             }
-            Ok(Err(mut failed)) => {
-                let unsent = failed.take_message();
-                let error = failed.into_error();
-                match unsent {
-                    Some(request) => {
-                        out.restore(request);
-                        slot = lease.into_slot();
-                        if pooled {
-                            conn = Box::pin(fresh(worker, local)).await?;
-                            pooled = false;
-                            continue;
-                        }
-                        return Err(ProxyError::NotSent {
-                            backend: local.core.id.to_string(),
-                            source: error,
-                        });
-                    }
-                    None => return Err(exchange_error(local, error)),
+            Ok(Err(Failure::NotSent(error))) => {
+                slot = lease.into_slot();
+                if pooled {
+                    conn = Box::pin(fresh(worker, local)).await?;
+                    pooled = false;
+                    continue;
                 }
+                return Err(ProxyError::NotSent {
+                    backend: local.core.id.to_string(),
+                    source: error,
+                });
             }
+            Ok(Err(Failure::Sent(error))) => {
+                return Err(ProxyError::Exchange {
+                    backend: local.core.id.to_string(),
+                    source: error,
+                });
+            }
+            Ok(Err(Failure::Body(error))) => return Err(body_error(error)),
             Err(()) => {
                 worker.counters().timeout(Timeout::Response);
                 return Err(ProxyError::ResponseTimeout {

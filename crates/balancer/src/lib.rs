@@ -97,6 +97,7 @@ mod error;
 mod fd_limit;
 mod forward;
 mod framing;
+mod h1;
 mod headers;
 mod health;
 mod metrics;
@@ -129,6 +130,7 @@ pub use config::{
 };
 pub use error::{BalancerError, ConfigError, FramingError, Origin, ProxyError, RetrySafety};
 pub use fd_limit::{FdLimit, fd_limit, raise_fd_limit};
+pub use h1::UpstreamError;
 pub use problem::PROBLEM_BASE;
 pub use spec::{BackendSpec, MAX_WEIGHT, Mode, parse_backend_flag, resolve_address};
 pub use strategy::{CustomStrategy, Pick, Selection};

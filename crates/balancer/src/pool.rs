@@ -14,21 +14,73 @@
 //! - Capped: at most `pool_max_idle` idle connections per backend and worker (the oldest
 //!   is closed first), and none older than `pool_idle_timeout_ms`; a periodic sweep
 //!   closes connections no request picked up.
-//! - A taken connection may still have been closed by the backend an instant ago. The
-//!   proxy uses hyper's `try_send_request`, which hands back a request it could not
-//!   write, and then retries once on a fresh connection.
+//! - An idle connection has no task watching it. Whether the backend closed it (or
+//!   wrote to it unasked) is what the runtime's reactor saw: a connection the reactor
+//!   found readable is probed with one non-blocking read when taken, swept or returned;
+//!   one it did not costs no system call.
+//! - A taken connection may still have been closed by the backend an instant ago. When
+//!   writing the request fails before any byte left, the proxy retries once on a fresh
+//!   connection (see [`forward`](crate::forward)).
 
-use crate::body::RequestBody;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// A connection to a backend, ready to send requests.
-pub(crate) type Conn = SendRequest<RequestBody>;
+/// Bytes a connection's read buffer starts with (and asks for per read).
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// A connection to a backend, spoken to in HTTP/1.1 by the request that holds it (see
+/// [`h1`](crate::h1)).
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) io: TcpStream,
+    /// Bytes read from the backend and not consumed yet.
+    pub(crate) buf: BytesMut,
+    /// The request head being written (kept for its allocation).
+    pub(crate) out: Vec<u8>,
+    /// Scratch space for parsing response heads (see [`h1::parse_response`](crate::h1::parse_response)).
+    pub(crate) fields: Vec<crate::h1::Field>,
+    /// Whether the connection may carry another request once this exchange ends: the
+    /// backend did not say `close`, and nothing was cut short.
+    pub(crate) reusable: bool,
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(1024),
+            fields: Vec::new(),
+            reusable: true,
+        }
+    }
+
+    /// Whether the backend closed the connection, or sent something nobody asked for,
+    /// while it sat idle.
+    pub(crate) fn is_closed(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            // Readable: end of stream, an error, or unasked bytes (all end it), or a
+            // readiness left from the last response (the probe finds nothing).
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Whether it can go back to the pool after an exchange that ended cleanly.
+    fn may_idle(&self) -> bool {
+        self.reusable && self.buf.is_empty() && !self.is_closed()
+    }
+}
 
 /// Pool and connect settings, copied into every lease.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +125,7 @@ impl Pool {
 
     /// Returns a connection whose exchange finished cleanly.
     pub(crate) fn put(&self, conn: Conn, now: Instant, max_idle: usize) {
-        if max_idle == 0 || conn.is_closed() {
+        if max_idle == 0 || !conn.may_idle() {
             return;
         }
         let evicted = {
@@ -117,8 +169,8 @@ pub(crate) enum ConnectFailure {
     Timeout,
 }
 
-/// Opens a connection to `addr` and starts its driver task on the current runtime
-/// (the worker's own, so the connection stays on this core).
+/// Opens a connection to `addr`, registered with the current runtime (the worker's
+/// own, so the connection stays on this core).
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectFailure> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -128,16 +180,5 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn,
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%addr, error = %e, "could not set TCP_NODELAY on an upstream connection");
     }
-    let (conn, driver) = http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectFailure::Io(std::io::Error::other(e)))?;
-    tokio::spawn(async move {
-        // Ends when the backend closes the connection or the last `Conn` is dropped.
-        if let Err(e) = driver.await {
-            tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(conn)
+    Ok(Conn::new(stream))
 }

@@ -468,7 +468,7 @@ async fn prepare_body(
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
-    let body = crate::body::RequestBody::Stream {
+    let body = crate::body::RequestBody {
         inner: body,
         clock: Box::new(BodyClock::new(started.into(), settings.body)),
         limit: settings.max_body,
@@ -493,7 +493,7 @@ fn respond(
     worker: &Worker,
     route: &Route,
     target: &Target,
-    response: Response<Incoming>,
+    response: Response<crate::h1::BodyFraming>,
     lease: crate::body::Lease,
     now_ms: u64,
     unix_now: u64,

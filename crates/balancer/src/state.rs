@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub(crate) queue_timeout: Duration,
     pub(crate) body: BodyLimits,
     pub(crate) upstream_body_idle: Duration,
+    /// Largest response head read from a backend.
+    pub(crate) max_response_head: usize,
     pub(crate) client: ClientTimeouts,
     /// How long a live stateful backend may be out before its diners' sessions are lost.
     pub(crate) lost_after_down_ms: u64,
@@ -131,6 +133,7 @@ impl Shared {
                 grace: ms(config.client.body_rate_grace_ms),
             },
             upstream_body_idle: ms(config.upstream.body_idle_timeout_ms),
+            max_response_head: config.upstream.max_response_header_bytes,
             client: ClientTimeouts::from(&config.client),
             lost_after_down_ms: config.affinity.lost_after_down_ms,
             max_ejection_percent: config.health.max_ejection_percent,

@@ -208,6 +208,10 @@ pub struct UpstreamConfig {
     /// Idle connections unused for this long are closed. Keep it below the backends'
     /// own idle timeout, so the balancer rarely reuses a connection the backend is closing.
     pub pool_idle_timeout_ms: u64,
+    /// Largest response head (status line and headers) accepted from a backend; a
+    /// larger one is a `502`. As nginx's `proxy_buffer_size`, but generous: the
+    /// backends are the team's own.
+    pub max_response_header_bytes: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -221,6 +225,7 @@ impl Default for UpstreamConfig {
             queue_timeout_ms: 5_000,
             pool_max_idle: 64,
             pool_idle_timeout_ms: 15_000,
+            max_response_header_bytes: 64 * 1024,
         }
     }
 }
@@ -232,6 +237,12 @@ impl UpstreamConfig {
         positive("upstream.body_idle_timeout_ms", self.body_idle_timeout_ms)?;
         positive("upstream.max_connections", self.max_connections as u64)?;
         positive("upstream.queue_timeout_ms", self.queue_timeout_ms)?;
+        if !(1024..=1024 * 1024).contains(&self.max_response_header_bytes) {
+            return Err(ConfigError::invalid(
+                "upstream.max_response_header_bytes",
+                "must be between 1 KiB and 1 MiB",
+            ));
+        }
         positive("upstream.pool_idle_timeout_ms", self.pool_idle_timeout_ms)
     }
 
