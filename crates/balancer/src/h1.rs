@@ -197,6 +197,32 @@ pub(crate) struct ResponseHead {
     pub(crate) keep_alive: bool,
 }
 
+/// The `Bistro-*` names a waiter answers with, as constants: a name that is not one of
+/// HTTP's standard ones is otherwise copied into an allocation of its own for every
+/// response (two per answer of a waiter, `Bistro-Waiter` and `Bistro-Mode`).
+const BISTRO_NAMES: [HeaderName; 9] = [
+    bistro_proto::headers::WAITER,
+    bistro_proto::headers::MODE,
+    bistro_proto::headers::SESSION,
+    bistro_proto::headers::BACKUP,
+    bistro_proto::headers::LEADER,
+    bistro_proto::headers::REPLICATION,
+    bistro_proto::headers::SESSION_LOST,
+    bistro_proto::headers::REROUTED,
+    bistro_proto::headers::REQUEST_ID,
+];
+
+/// A field name from the wire; `Bistro-*` names (sent lower-case, as hyper writes
+/// them) without an allocation.
+fn header_name(bytes: &[u8]) -> Result<HeaderName, UpstreamError> {
+    if bytes.starts_with(b"bistro-")
+        && let Some(known) = BISTRO_NAMES.iter().find(|n| n.as_str().as_bytes() == bytes)
+    {
+        return Ok(known.clone());
+    }
+    HeaderName::from_bytes(bytes).map_err(|_| UpstreamError::Malformed("invalid header name"))
+}
+
 /// Where one field sits in the head's bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Field {
@@ -289,8 +315,7 @@ pub(crate) fn parse_response(
         let mut length: Option<u64> = None;
         let mut transfer: Option<bool> = None; // Some(last coding is chunked)
         for field in fields.iter() {
-            let name = HeaderName::from_bytes(&head[field.name.0 as usize..field.name.1 as usize])
-                .map_err(|_| UpstreamError::Malformed("invalid header name"))?;
+            let name = header_name(&head[field.name.0 as usize..field.name.1 as usize])?;
             let value = HeaderValue::from_maybe_shared(
                 head.slice(field.value.0 as usize..field.value.1 as usize),
             )
@@ -706,6 +731,16 @@ mod tests {
             parse_response(&mut BytesMut::from(&long[..]), false, 1024, &mut Vec::new()),
             Err(UpstreamError::HeadTooLarge { limit: 1024 })
         ));
+    }
+
+    #[test]
+    fn bistro_names_are_the_constants_and_others_still_parse() {
+        for name in &BISTRO_NAMES {
+            assert_eq!(header_name(name.as_str().as_bytes()).unwrap(), name);
+        }
+        assert_eq!(header_name(b"bistro-other").unwrap(), "bistro-other");
+        assert_eq!(header_name(b"Content-Type").unwrap(), header::CONTENT_TYPE);
+        assert!(header_name(b"bad name").is_err());
     }
 
     #[test]
