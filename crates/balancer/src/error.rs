@@ -197,6 +197,15 @@ pub enum ProxyError {
     /// The request's framing is ambiguous (see the `framing` module).
     #[error("{0}")]
     Framing(FramingError),
+    /// The request head (request line and header fields) is larger than
+    /// `client.max_header_bytes`.
+    #[error("the request head is {size} bytes, over the limit of {limit}")]
+    HeadTooLarge {
+        /// The head's size as counted (each field's name, value and 4 bytes of framing).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// No backend is available for a new request.
     #[error("no waiter is available")]
     NoBackend,
@@ -215,7 +224,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. }
             | ProxyError::BodyTimeout
             | ProxyError::ClientBody(_)
-            | ProxyError::Framing(_) => Origin::Downstream,
+            | ProxyError::Framing(_)
+            | ProxyError::HeadTooLarge { .. } => Origin::Downstream,
             ProxyError::NoBackend
             | ProxyError::LocalResources { .. }
             | ProxyError::QueueFull { .. } => Origin::Internal,
@@ -241,6 +251,7 @@ impl ProxyError {
             | ProxyError::BodyTimeout
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
+            | ProxyError::HeadTooLarge { .. }
             | ProxyError::NoBackend => RetrySafety::Never,
         }
     }

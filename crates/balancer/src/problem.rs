@@ -22,6 +22,7 @@
 //! | `upstream-timeout` | 504 | the waiter did not answer in time |
 //! | `request-timeout` | 408 | the client's head or body did not arrive in time |
 //! | `request-too-large` | 413 | the body is over the limit |
+//! | `request-header-too-large` | 431 | the request head is over the limit |
 //! | `bad-request` | 400 | ambiguous framing, unreadable body |
 
 use crate::body::ResponseBody;
@@ -232,6 +233,18 @@ impl Problem {
         )
     }
 
+    /// A request head over the limit.
+    pub(crate) fn head_too_large(limit: usize) -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request-header-too-large",
+            "Request header fields too large",
+            format!(
+                "the request line and header fields exceed the balancer's limit of {limit} bytes; send fewer or smaller headers (cookies, most often)"
+            ),
+        )
+    }
+
     /// A malformed request.
     pub(crate) fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(
@@ -348,6 +361,7 @@ fn problem_for(error: &ProxyError) -> Problem {
              than its minimum rate; send it again at once",
         ),
         ProxyError::BodyTooLarge { limit } => Problem::too_large(*limit),
+        ProxyError::HeadTooLarge { limit, .. } => Problem::head_too_large(*limit),
         ProxyError::ClientBody(_) | ProxyError::Framing(_) => {
             Problem::bad_request(error.to_string())
         }
@@ -368,6 +382,7 @@ pub(crate) fn error_response(
             | ProxyError::BodyTimeout
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
+            | ProxyError::HeadTooLarge { .. }
     );
     let mut response = problem_for(error).into_response();
     if closes {

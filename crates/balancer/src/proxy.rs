@@ -21,7 +21,7 @@ use crate::client_ip;
 use crate::error::{Origin, ProxyError};
 use crate::forward::{self, Outgoing, Source};
 use crate::framing;
-use crate::headers::{RequestNames, add_forwarded_to, join_cookies, rewrite_response};
+use crate::headers::{RequestNames, add_forwarded_to, head_size, join_cookies, rewrite_response};
 use crate::metrics::{AffinityOutcome, Refusal};
 use crate::per_ip::Counted;
 use crate::problem::{Problem, error_response};
@@ -159,6 +159,11 @@ pub(crate) async fn handle(cx: &Downstream, request: Request<Incoming>) -> Respo
         Ok(declared) => declared,
         Err(e) => return error_response(&ProxyError::Framing(e), &request_id()),
     };
+    let limit = shared.config.client.max_header_bytes;
+    let size = head_size(&method, &uri, &headers);
+    if size > limit {
+        return error_response(&ProxyError::HeadTooLarge { size, limit }, &request_id());
+    }
     // Before anything reads the headers for a decision: a header the client named in
     // `Connection` is not part of the request (it may not make it resendable).
     names.strip_hop_by_hop(&mut headers);

@@ -80,7 +80,10 @@ pub(crate) fn http_builder(client: &ClientConfig) -> http1::Builder {
     builder
         .header_read_timeout(None)
         .half_close(true)
-        .max_header_size(client.max_header_bytes)
+        // `client.max_header_bytes` is the proxy's own check, which answers with a
+        // problem document (see `headers::head_size`); hyper's limit, whose answer is a
+        // bare 431, only backs it up for heads that do not even fit the read buffer.
+        .max_header_size(client.read_buffer_bytes)
         .max_buf_size(client.read_buffer_bytes)
         .keep_alive(client.keep_alive)
         .writev(false);

@@ -98,10 +98,14 @@ async fn oversized_heads_get_431_and_close() {
     );
     let (reply, closed) = raw_exchange(balancer.addr, over.as_bytes(), WITHIN).await;
     assert!(closed);
-    // hyper writes this answer itself, before the request reaches bistro's code: a
-    // bare 431 with no problem body.
+    // Within the read buffer, the proxy's own check answers, with a problem document.
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
-    // Far over it: the balancer stops reading at its buffer's end, answers 431 and
+    assert!(
+        reply.contains("content-type: application/problem+json"),
+        "{reply}"
+    );
+    assert!(reply.contains("/problems/request-header-too-large"), "{reply}");
+    // Far over it, past the read buffer: hyper itself stops reading, answers a bare 431 and
     // closes with the rest unread, which TCP turns into a reset that may reach the
     // client before it reads the answer. Closed, and never forwarded, either way.
     let huge = format!(
