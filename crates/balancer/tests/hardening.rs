@@ -104,7 +104,10 @@ async fn oversized_heads_get_431_and_close() {
         reply.contains("content-type: application/problem+json"),
         "{reply}"
     );
-    assert!(reply.contains("/problems/request-header-too-large"), "{reply}");
+    assert!(
+        reply.contains("/problems/request-header-too-large"),
+        "{reply}"
+    );
     // Far over it, past the read buffer: hyper itself stops reading, answers a bare 431 and
     // closes with the rest unread, which TCP turns into a reset that may reach the
     // client before it reads the answer. Closed, and never forwarded, either way.

@@ -80,6 +80,10 @@ pub struct WaiterOpts {
     // environment to both.
     #[arg(long, env = "BISTRO_HTTP_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Largest request head (request line and headers) in bytes; larger ones are answered 431 request-header-too-large [default: 16384]
+    // BISTRO_HTTP_*, as above: the balancer's own limit is `client.max_header_bytes`.
+    #[arg(long, env = "BISTRO_HTTP_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
     /// Also serve the line protocol (docs/protocol.md) on this address, e.g. 127.0.0.1:7101 [default: off]
     #[arg(long, env = "BISTRO_TCP_LISTEN")]
     pub tcp_listen: Option<SocketAddr>,
@@ -136,6 +140,7 @@ impl WaiterOpts {
             header_read_timeout_ms: self.header_read_timeout_ms.or(f.header_read_timeout_ms),
             keep_alive_idle_ms: self.keep_alive_idle_ms.or(f.keep_alive_idle_ms),
             max_connections: self.max_connections.or(f.max_connections),
+            max_header_bytes: self.max_header_bytes.or(f.max_header_bytes),
             tcp_listen: self.tcp_listen.or(f.tcp_listen),
             tcp_idle_timeout_secs: self.tcp_idle_timeout_secs.or(f.tcp_idle_timeout_secs),
             tcp_max_connections: self.tcp_max_connections.or(f.tcp_max_connections),
@@ -214,10 +219,15 @@ impl WaiterOpts {
         if max == 0 || max > 1_000_000 {
             bail!("--max-connections must be 1 to 1000000, got {max}");
         }
+        let head = self.max_header_bytes.unwrap_or(defaults.max_header_bytes);
+        if !(1024..=1024 * 1024).contains(&head) {
+            bail!("--max-header-bytes must be 1024 to 1048576 (1 MiB), got {head}");
+        }
         Ok(HttpLimits {
             header_read_timeout: Duration::from_millis(header),
             keep_alive_idle: Duration::from_millis(idle),
             max_connections: max,
+            max_header_bytes: head,
         })
     }
 
@@ -522,6 +532,7 @@ mod tests {
             header_read_timeout_ms: Some(500),
             keep_alive_idle_ms: Some(90_000),
             max_connections: Some(20),
+            max_header_bytes: Some(4096),
             tcp_write_timeout_secs: Some(3),
             tcp_max_connections_per_ip: Some(5),
             ..WaiterOpts::default()
@@ -530,6 +541,7 @@ mod tests {
         assert_eq!(http.header_read_timeout, Duration::from_millis(500));
         assert_eq!(http.keep_alive_idle, Duration::from_secs(90));
         assert_eq!(http.max_connections, 20);
+        assert_eq!(http.max_header_bytes, 4096);
         let tcp = opts.tcp_config().unwrap();
         assert_eq!(tcp.write_timeout, Duration::from_secs(3));
         assert_eq!(tcp.max_connections_per_ip, 5);
@@ -555,6 +567,10 @@ mod tests {
             (
                 with(|o| o.max_connections = Some(0)),
                 "--max-connections must be 1 to 1000000",
+            ),
+            (
+                with(|o| o.max_header_bytes = Some(1023)),
+                "--max-header-bytes must be 1024 to 1048576",
             ),
             (
                 with(|o| o.tcp_write_timeout_secs = Some(0)),

@@ -90,15 +90,31 @@ pub struct HttpLimits {
     /// `too-many-connections` with `Retry-After: 1` and closed, rather than left
     /// unanswered in the kernel's backlog.
     pub max_connections: usize,
+    /// Largest request head (request line and header fields, counted as they go on the
+    /// wire): a larger one is answered `431` `request-header-too-large`. A head far
+    /// over that, beyond what hyper buffers ([`read_buffer_bytes`](Self::read_buffer_bytes),
+    /// which its reads may overshoot a little), is cut by hyper itself with a bare `431`.
+    pub max_header_bytes: usize,
+}
+
+impl HttpLimits {
+    /// The most hyper buffers of a request head before it gives up on it: room for
+    /// the waiter's own check (see [`max_header_bytes`](Self::max_header_bytes)) to
+    /// see an oversized head and answer it properly.
+    pub fn read_buffer_bytes(&self) -> usize {
+        self.max_header_bytes.saturating_mul(4).max(64 * 1024)
+    }
 }
 
 impl Default for HttpLimits {
-    /// 10 s for a request head, 60 s idle between requests, 10 000 connections.
+    /// 10 s for a request head, 60 s idle between requests, 10 000 connections,
+    /// 16 KiB of head (nginx's and HAProxy's order of magnitude: 8–16 KiB).
     fn default() -> Self {
         HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle: Duration::from_secs(60),
             max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
         }
     }
 }

@@ -309,6 +309,19 @@ impl Problem {
         .with("limit_bytes", limit)
     }
 
+    /// 431 `request-header-too-large`.
+    pub fn head_too_large(limit: usize) -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request-header-too-large",
+            "Request header fields too large",
+            format!(
+                "the request line and header fields exceed this waiter's limit of {limit} bytes; send fewer or smaller headers"
+            ),
+        )
+        .with("limit_bytes", limit)
+    }
+
     /// 503 `timeout`.
     pub fn timeout(limit: Duration) -> Problem {
         Problem::new(

@@ -224,6 +224,9 @@ async fn connection(c: Connection) {
     let conn = http1::Builder::new()
         // Off: ClientIo keeps the head and idle timeouts apart (see bistro_http_io).
         .header_read_timeout(None)
+        // The head's own limit is checked in `middleware::around`, with a problem
+        // answer; hyper's bare 431 only stops heads far over it.
+        .max_buf_size(c.limits.read_buffer_bytes())
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let served = tokio::select! {
