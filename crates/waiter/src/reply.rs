@@ -12,13 +12,20 @@ use http::{HeaderName, HeaderValue, StatusCode};
 pub struct Reply {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: String,
+    /// The JSON text.
+    pub body: Vec<u8>,
 }
+
+/// Bytes a JSON answer's buffer starts with: an order renders to about 500, and
+/// `serde_json::to_string` starts at 128 and grows by copying (three times for an
+/// order, measured as ~1k instructions of a 41k read).
+const JSON_CAPACITY: usize = 1024;
 
 impl Reply {
     /// A JSON answer.
     pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
-        let body = serde_json::to_string(value).expect("response types serialize");
+        let mut body = Vec::with_capacity(JSON_CAPACITY);
+        serde_json::to_writer(&mut body, value).expect("response types serialize");
         Reply {
             status,
             headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
@@ -46,7 +53,8 @@ impl Reply {
         StoredResponse {
             status: self.status.as_u16(),
             headers,
-            body: self.body.clone(),
+            // serde_json writes UTF-8; lossy only so a bug here cannot panic.
+            body: String::from_utf8_lossy(&self.body).into_owned(),
         }
     }
 }
