@@ -49,17 +49,6 @@ fn is_hop_by_hop(name: &str) -> bool {
     ) || name.starts_with("proxy-")
 }
 
-/// The size of a request head as `client.max_header_bytes` counts it: the request
-/// line, and per field its name, its value, `": "` and CRLF (what HTTP/1.1 puts on the
-/// wire, whatever the client's spacing).
-pub(crate) fn head_size(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> usize {
-    let target = uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let line = method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
-    headers.iter().fold(line, |size, (name, value)| {
-        size + name.as_str().len() + value.len() + 4
-    })
-}
-
 /// Removes hop-by-hop headers, including those listed in `Connection` (the request
 /// path does this through [`RequestNames::strip_hop_by_hop`], the response path in
 /// [`rewrite_response`]).
@@ -323,14 +312,6 @@ pub(crate) fn rewrite_response(headers: &mut HeaderMap) -> FromBackend {
 mod tests {
     use super::*;
     use bistro_proto::headers::MODE as BISTRO_MODE;
-
-    #[test]
-    fn a_head_is_counted_as_it_goes_on_the_wire() {
-        let headers = map(&[("host", "a"), ("cookie", "x=1"), ("cookie", "y=22")]);
-        let uri: http::Uri = "/v1/orders?x=1".parse().unwrap();
-        let wire = "GET /v1/orders?x=1 HTTP/1.1\r\nhost: a\r\ncookie: x=1\r\ncookie: y=22\r\n";
-        assert_eq!(head_size(&http::Method::GET, &uri, &headers), wire.len());
-    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -81,7 +81,7 @@ pub(crate) fn http_builder(client: &ClientConfig) -> http1::Builder {
         .header_read_timeout(None)
         .half_close(true)
         // `client.max_header_bytes` is the proxy's own check, which answers with a
-        // problem document (see `headers::head_size`); hyper's limit, whose answer is a
+        // problem document (see `bistro_http_io::head_size`); hyper's limit, whose answer is a
         // bare 431, only backs it up for heads that do not even fit the read buffer.
         .max_header_size(client.read_buffer_bytes)
         .max_buf_size(client.read_buffer_bytes)

@@ -86,11 +86,13 @@
 mod alarm;
 mod client_io;
 mod exchanges;
+mod head;
 mod refusal;
 
 pub use alarm::Alarm;
 pub use client_io::{ClientIo, TimedOut, Timeouts};
 pub use exchanges::{Connection, Exchanges, InFlight, Tracked};
+pub use head::head_size;
 pub use refusal::{linger, write_refusal};
 
 #[cfg(test)]

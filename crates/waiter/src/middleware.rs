@@ -15,6 +15,7 @@ use crate::session::{SESSION_HEADER, SessionRef};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bistro_http_io::head_size;
 use bistro_store::SessionId;
 use http::{HeaderValue, Method};
 use tokio::time::Instant;
@@ -44,7 +45,7 @@ pub async fn around(State(waiter): State<Waiter>, req: Request, next: Next) -> R
     let uri = req.uri().clone();
     let limit = waiter.config().request_timeout;
     let max_head = waiter.config().http.max_header_bytes;
-    let mut resp = if head_size(&req) > max_head {
+    let mut resp = if head_size(req.method(), req.uri(), req.headers()) > max_head {
         Problem::head_too_large(max_head).into_response()
     } else {
         match tokio::time::timeout(limit, replicate(waiter.clone(), req, next)).await {
@@ -69,16 +70,6 @@ pub async fn around(State(waiter): State<Waiter>, req: Request, next: Next) -> R
         HeaderValue::from_static(waiter.config().mode.as_str()),
     );
     resp
-}
-
-/// A request head's size as `max_header_bytes` counts it: the request line, and per
-/// field its name, value, `": "` and CRLF (what HTTP/1.1 puts on the wire).
-fn head_size(req: &Request) -> usize {
-    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
-    req.headers().iter().fold(line, |size, (name, value)| {
-        size + name.as_str().len() + value.len() + 4
-    })
 }
 
 /// The header naming the waiter that keeps the copy of the session (replicated mode), so
